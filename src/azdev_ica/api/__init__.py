@@ -1,0 +1,1 @@
+"""The HTTP API: thin routers that parse, authorise, call `services/` and render."""

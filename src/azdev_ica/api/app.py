@@ -1,0 +1,71 @@
+"""The application factory: `create_app(settings)`, no import-time globals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+import azdev_ica
+from azdev_ica.api.limits import BodyLimitMiddleware
+from azdev_ica.api.problems import install_problem_handlers
+from azdev_ica.api.routes import health, runs
+from azdev_ica.api.schemas import Problem
+from azdev_ica.clock import Clock, SystemClock
+from azdev_ica.db.engine import Database
+from azdev_ica.services.context import ServiceContext
+from azdev_ica.settings import Settings
+
+MAX_BODY_BYTES = 256 * 1024
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_PROBLEM, "description": "The body is not valid JSON"},
+    401: {**_PROBLEM, "description": "No valid credentials"},
+    403: {**_PROBLEM, "description": "The caller's role or tenant scope does not allow this"},
+    404: {**_PROBLEM, "description": "Not found (or outside the caller's tenant scope)"},
+    409: {**_PROBLEM, "description": "Conflicts with the recorded state"},
+    413: {**_PROBLEM, "description": "The body is larger than the limit"},
+    422: {**_PROBLEM, "description": "The request is not valid"},
+}
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the ICA application for `settings` (tests pass their own database and clock)."""
+    db = database or Database.from_url(
+        settings.resolved_database_url(),
+        pool_size=settings.db_pool_size,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
+    app = FastAPI(
+        title="ICA: deployment governance",
+        version=azdev_ica.__version__,
+        summary="Run ledger, dual approval gates and a tamper-evident audit trail.",
+        generate_unique_id_function=_operation_id,
+        openapi_tags=[
+            {"name": "runs", "description": "The run ledger (seed 000 §1.3)"},
+            {"name": "health", "description": "Liveness and readiness"},
+        ],
+    )
+    app.state.settings = settings
+    app.state.ctx = ServiceContext(db=db, clock=clock or SystemClock(), pepper=settings.pepper())
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+
+    api = APIRouter(responses=COMMON_RESPONSES)
+    api.include_router(runs.router)
+    app.include_router(api, prefix="/api/v1/azdev")
+    # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
+    app.include_router(api, prefix="/api/azdev", include_in_schema=False)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,118 @@
+"""Dependencies: the service context, the caller, and each route's declared permission."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
+from azdev_ica.errors import Forbidden, Unauthenticated, ValidationProblem
+from azdev_ica.services.apikeys import authenticate_api_key
+from azdev_ica.services.context import ServiceContext
+
+PERMISSION_ATTR = "ica_permission"
+PUBLIC = "public"
+
+
+def get_ctx(request: Request) -> ServiceContext:
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ServiceContext, Depends(get_ctx)]
+
+
+def _credential(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("send an API key as a Bearer token or as the Basic password")
+    scheme, _, value = authorization.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer" and value:
+        return value
+    if scheme == "basic" and value:
+        # Azure DevOps checks can only send Basic: the key is the password, the user is ignored.
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("the credentials are not valid") from None
+        _, _, password = decoded.partition(":")
+        if password:
+            return password
+    raise Unauthenticated("the credentials are not valid")
+
+
+def current_principal(
+    request: Request,
+    ctx: Ctx,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    touch_every = timedelta(seconds=request.app.state.settings.api_key_touch_seconds)
+    principal = authenticate_api_key(ctx, _credential(authorization), touch_every=touch_every)
+    request.state.principal = principal
+    return principal
+
+
+def require(permission: Permission) -> Callable[..., Principal]:
+    """The dependency a route declares: the caller must hold `permission`."""
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.can(permission):
+            raise Forbidden(f"the role {principal.role.value} does not grant {permission.value}")
+        return principal
+
+    setattr(dependency, PERMISSION_ATTR, permission.value)
+    dependency.__name__ = f"require_{permission.name.lower()}"
+    return dependency
+
+
+def public() -> Callable[[], None]:
+    """Declares a route open to anyone (health checks); deny-by-default tests accept only this."""
+
+    def dependency() -> None:
+        return None
+
+    setattr(dependency, PERMISSION_ATTR, PUBLIC)
+    return dependency
+
+
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retries with the same key get the first answer (1-255 visible ASCII)",
+        ),
+    ] = None,
+) -> str | None:
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise ValidationProblem("Idempotency-Key must be 1-255 visible ASCII characters")
+    return idempotency_key
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+def declared_permission(dependant: Any) -> str | None:
+    """The permission declared anywhere in a route's dependency tree (used by the RBAC test)."""
+    found = getattr(dependant.call, PERMISSION_ATTR, None) if dependant.call else None
+    if found:
+        return str(found)
+    for sub in dependant.dependencies:
+        found = declared_permission(sub)
+        if found:
+            return found
+    return None

@@ -1,0 +1,120 @@
+"""RFC 9457 problem+json for every error: domain errors, validation, and the unexpected."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from azdev_ica.errors import PROBLEM_BASE, IcaError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_HTTP_SLUGS = {
+    400: ("malformed", "The request body could not be read"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "The request body is too large"),
+    415: ("unsupported-media-type", "Send application/json"),
+}
+
+
+def problem_response(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None,
+    instance: str | None,
+    extensions: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(jsonable_encoder(extensions or {}))
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IcaError)
+    def _domain(request: Request, exc: IcaError) -> JSONResponse:
+        headers = None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="ICA", Basic realm="ICA"'}
+        return problem_response(
+            status=exc.status,
+            slug=exc.slug,
+            title=exc.title,
+            detail=exc.detail,
+            instance=request.url.path,
+            extensions=exc.extensions,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        malformed = False
+        for error in exc.errors():
+            if error.get("type") == "json_invalid":
+                malformed = True
+            location = [str(part) for part in error.get("loc", ())]
+            errors.append(
+                {
+                    "pointer": "/" + "/".join(location[1:]),
+                    "in": location[0] if location else "",
+                    "detail": error.get("msg", ""),
+                }
+            )
+        if malformed:
+            return problem_response(
+                status=400,
+                slug="malformed",
+                title="The request body could not be read",
+                detail="the body is not valid JSON",
+                instance=request.url.path,
+            )
+        summary = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5])
+        return problem_response(
+            status=422,
+            slug="validation",
+            title="The request is not valid",
+            detail=summary,
+            instance=request.url.path,
+            extensions={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem_response(
+            status=exc.status_code,
+            slug=slug,
+            title=title,
+            detail=str(exc.detail) if exc.detail else None,
+            instance=request.url.path,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response(
+            status=500,
+            slug="internal",
+            title="Internal error",
+            detail="the error was logged; the request changed nothing",
+            instance=request.url.path,
+        )

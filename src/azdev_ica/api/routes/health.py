@@ -1,0 +1,50 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import text
+
+from azdev_ica.api.deps import Ctx, public
+from azdev_ica.api.schemas import HealthOut, Problem, ReadyOut
+from azdev_ica.db import migrate
+from azdev_ica.errors import IcaError, NotReady
+
+router = APIRouter(tags=["health"])
+Public = Annotated[None, Depends(public())]
+
+
+@router.get("/health", response_model=HealthOut)
+def health(_: Public) -> HealthOut:
+    """The process is alive."""
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyOut,
+    responses={503: {"model": Problem, "description": "Not ready; `checks` says why"}},
+)
+def ready(ctx: Ctx, _: Public) -> ReadyOut:
+    """The database answers, its schema is current and a policy is loaded."""
+    checks: dict[str, str] = {}
+    try:
+        with ctx.read() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means "not ready", never a 500
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        raise NotReady("the database is unreachable", checks=checks) from None
+    checks["migrations"] = (
+        "ok" if migrate.is_current(ctx.db.engine) else "behind: run ica db upgrade"
+    )
+    try:
+        with ctx.read() as session:
+            checks["policy"] = ctx.policies.active(session).sha256
+    except IcaError as exc:
+        checks["policy"] = exc.detail
+    if checks["migrations"] != "ok" or "policy" not in checks or len(checks["policy"]) != 64:
+        raise NotReady("not ready", checks=checks)
+    return ReadyOut(status="ready", checks=checks)

@@ -1,0 +1,200 @@
+"""The run ledger: `run/start`, `run/event`, `run/finish` and reading runs (seed 000 §1.3, §3.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel
+
+from azdev_ica.api.deps import Ctx, IdempotencyKey, require
+from azdev_ica.api.schemas import (
+    AttemptOut,
+    EventOut,
+    EventRecordedOut,
+    RunDetailOut,
+    RunEventRequest,
+    RunFinishRequest,
+    RunKey,
+    RunOut,
+    RunPage,
+    RunStartRequest,
+)
+from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
+from azdev_ica.db.tables import PipelineEvent, PipelineRun
+from azdev_ica.domain.runs import Provider
+from azdev_ica.errors import ValidationProblem
+from azdev_ica.queries.runs import RunFilter, get_run, list_runs
+from azdev_ica.services.idempotency import IdempotencyRequest
+from azdev_ica.services.runs import (
+    FinishRun,
+    RecordEvent,
+    StartRun,
+    finish_run,
+    record_event,
+    start_run,
+)
+
+router = APIRouter(tags=["runs"])
+
+Writer = Annotated[Principal, Depends(require(Permission.RUN_WRITE))]
+Reader = Annotated[Principal, Depends(require(Permission.RUN_READ))]
+
+_WRITE_RESPONSES: dict[int | str, dict[str, str]] = {
+    200: {"description": "Already recorded: the existing record (a retry, never a duplicate)"},
+    201: {"description": "Recorded"},
+}
+
+
+def run_out(run: PipelineRun) -> RunOut:
+    return RunOut.model_validate(run, from_attributes=True)
+
+
+def event_out(event: PipelineEvent) -> EventOut:
+    return EventOut.model_validate(event, from_attributes=True)
+
+
+def _idempotency(
+    principal: Principal, key: str | None, operation: str, body: BaseModel
+) -> IdempotencyRequest | None:
+    if key is None:
+        return None
+    return IdempotencyRequest.of(
+        principal=principal.id,
+        key=key,
+        operation=operation,
+        body=body.model_dump(mode="json"),
+    )
+
+
+@router.post("/run/start", status_code=201, response_model=RunOut, responses=_WRITE_RESPONSES)
+def run_start(
+    body: RunStartRequest,
+    response: Response,
+    ctx: Ctx,
+    principal: Writer,
+    idempotency_key: IdempotencyKey,
+) -> RunOut:
+    """Record the start of a pipeline run (creates `azdev_pipeline_run`)."""
+    outcome = start_run(
+        ctx,
+        principal=principal,
+        command=StartRun(**body.model_dump()),
+        idempotency=_idempotency(principal, idempotency_key, "run.start", body),
+    )
+    response.status_code = 201 if outcome.created else 200
+    return run_out(outcome.run)
+
+
+@router.post(
+    "/run/event",
+    status_code=201,
+    response_model=EventRecordedOut,
+    responses=_WRITE_RESPONSES,
+)
+def run_event(
+    body: RunEventRequest,
+    response: Response,
+    ctx: Ctx,
+    principal: Writer,
+    idempotency_key: IdempotencyKey,
+) -> EventRecordedOut:
+    """Append a phase marker (build, test, scan, approval, deploy, verify, rollback, monitor)."""
+    outcome = record_event(
+        ctx,
+        principal=principal,
+        command=RecordEvent(
+            run_key=body.the_run_key,
+            phase=body.the_phase,
+            attempt=body.attempt,
+            event_id=body.event_id,
+            occurred_at=body.occurred_at,
+            data=body.data,
+        ),
+        idempotency=_idempotency(principal, idempotency_key, "run.event", body),
+    )
+    response.status_code = 201 if outcome.created else 200
+    return EventRecordedOut(run=run_out(outcome.run), event=event_out(outcome.event))
+
+
+@router.post("/run/finish", response_model=RunOut)
+def run_finish(
+    body: RunFinishRequest,
+    ctx: Ctx,
+    principal: Writer,
+    idempotency_key: IdempotencyKey,
+) -> RunOut:
+    """Close an attempt of a run with success, failed or cancelled (or a provider's spelling)."""
+    outcome = finish_run(
+        ctx,
+        principal=principal,
+        command=FinishRun(
+            run_key=body.run_key,
+            status=body.status,
+            attempt=body.attempt,
+            end_time=body.end_time,
+        ),
+        idempotency=_idempotency(principal, idempotency_key, "run.finish", body),
+    )
+    return run_out(outcome.run)
+
+
+@router.get("/run/{run_key}", response_model=RunDetailOut)
+def run_detail(run_key: RunKey, ctx: Ctx, principal: Reader) -> RunDetailOut:
+    """One run with its attempts and events."""
+    with ctx.read() as session:
+        detail = get_run(session, run_key=run_key, principal=principal)
+        return RunDetailOut(
+            **run_out(detail.run).model_dump(),
+            attempts=[AttemptOut.model_validate(a, from_attributes=True) for a in detail.attempts],
+            events=[event_out(event) for event in detail.events],
+        )
+
+
+@router.get("/runs", response_model=RunPage)
+def runs_list(
+    ctx: Ctx,
+    principal: Reader,
+    tenant: Annotated[str | None, Query(max_length=32)] = None,
+    stage: Annotated[str | None, Query(max_length=32)] = None,
+    status: Literal["running", "success", "failed", "cancelled"] | None = None,
+    provider: Provider | None = None,
+    pipeline_name: Annotated[str | None, Query(max_length=200)] = None,
+    branch: Annotated[str | None, Query(max_length=400)] = None,
+    started_after: Annotated[
+        str | None, Query(description="RFC 3339 time with offset", max_length=40)
+    ] = None,
+    started_before: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> RunPage:
+    """Runs, newest first, filtered; follow `next_cursor` for more."""
+    filters = RunFilter(
+        tenant=tenant,
+        stage=stage,
+        status=status,
+        provider=provider.value if provider else None,
+        pipeline_name=pipeline_name,
+        branch=branch,
+        started_after=_aware(started_after, "started_after"),
+        started_before=_aware(started_before, "started_before"),
+    )
+    with ctx.read() as session:
+        rows, next_cursor = list_runs(
+            session, principal=principal, filters=filters, limit=limit, cursor=cursor
+        )
+        return RunPage(items=[run_out(row) for row in rows], next_cursor=next_cursor)
+
+
+def _aware(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationProblem(f"{name}: not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise ValidationProblem(f"{name}: give a time zone offset (e.g. Z)")
+    return parsed

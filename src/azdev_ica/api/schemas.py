@@ -1,0 +1,302 @@
+"""Request and response bodies. Strict: unknown fields refused, no coercion of booleans or
+strings into numbers, sizes bounded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    model_validator,
+)
+
+from azdev_ica.domain.runs import FINISH_STATUSES, Phase, Provider
+
+
+def _reject_bool_and_str(value: Any) -> Any:
+    # Pydantic's lax mode takes `true` and "5" as integers; JSON Schema does not. Floats
+    # with an integral value (5.0) are valid JSON Schema integers and stay accepted.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def _reject_bool_and_str_number(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_reject_bool_and_str)]
+JsonNumber = Annotated[float, BeforeValidator(_reject_bool_and_str_number)]
+Attempt = Annotated[JsonInt, Field(ge=1, le=1000)]
+Count = Annotated[JsonInt, Field(ge=0, le=10_000_000)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+ShortText = Annotated[StrictStr, Field(max_length=2000)]
+Code = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
+Digest = Annotated[StrictStr, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+CommitSha = Annotated[StrictStr, Field(pattern=r"^[0-9a-fA-F]{7,64}$")]
+ProviderId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+BuildId = Annotated[StrictStr, Field(pattern=r"^[0-9]{1,20}$")]
+RunKey = Annotated[StrictStr, Field(pattern=r"^(ado|gh):[A-Za-z0-9._-]{1,100}:[0-9]{1,20}$")]
+EventId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
+Url = Annotated[StrictStr, Field(pattern=r"^https?://", max_length=2000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- run/start -------------------------------------------------------------------------
+
+
+class RunStartRequest(Strict):
+    provider: Provider = Field(description="`ado` (Azure Pipelines) or `gh` (GitHub Actions)")
+    project_id: ProviderId = Field(
+        description="Azure DevOps project id (System.TeamProjectId) or GitHub repository id"
+    )
+    run_id: BuildId = Field(description="Build.BuildId or GITHUB_RUN_ID")
+    attempt: Attempt = 1
+    pipeline_name: Name
+    project: Name | None = Field(default=None, description="Project or repository name")
+    branch: Annotated[StrictStr, Field(max_length=400)] | None = None
+    commit: CommitSha | None = None
+    tenant: Code | None = None
+    stage: Code | None = None
+    artifact_digest: Digest | None = None
+    requested_for: Name | None = Field(
+        default=None, description="Provider user id of who triggered the run"
+    )
+    requested_for_email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    start_time: AwareDatetime | None = None
+
+
+# --- run/event -------------------------------------------------------------------------
+
+
+class BuildData(Strict):
+    artifact_digest: Digest | None = None
+    image: Annotated[StrictStr, Field(max_length=400)] | None = None
+    passed: StrictBool | None = None
+    notes: ShortText | None = None
+
+
+class TestData(Strict):
+    passed: StrictBool
+    coverage_percent: Annotated[JsonNumber, Field(ge=0, le=100)] | None = None
+    total: Count | None = None
+    failed: Count | None = None
+    notes: ShortText | None = None
+
+
+class Findings(Strict):
+    critical: Count = 0
+    high: Count = 0
+    medium: Count = 0
+    low: Count = 0
+
+
+class ScanData(Strict):
+    passed: StrictBool
+    tool: Annotated[StrictStr, Field(max_length=100)] | None = None
+    findings: Findings = Field(default_factory=Findings)
+    notes: ShortText | None = None
+
+
+class ApprovalData(Strict):
+    approval_id: Annotated[StrictStr, Field(max_length=100)] | None = None
+    status: Annotated[StrictStr, Field(max_length=40)] | None = None
+    notes: ShortText | None = None
+
+
+class DeployData(Strict):
+    tenant: Code | None = None
+    stage: Code | None = None
+    artifact_digest: Digest | None = None
+    version: Annotated[StrictStr, Field(max_length=100)] | None = None
+    status: Literal["started", "succeeded", "failed"] = "started"
+    notes: ShortText | None = None
+
+
+class Check(Strict):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    passed: StrictBool
+
+
+class VerifyData(Strict):
+    passed: StrictBool
+    checks: Annotated[list[Check], Field(max_length=100)] = Field(default_factory=list)
+    notes: ShortText | None = None
+
+
+class RollbackData(Strict):
+    reason: ShortText | None = None
+    to_version: Annotated[StrictStr, Field(max_length=100)] | None = None
+    to_artifact_digest: Digest | None = None
+    passed: StrictBool | None = None
+    notes: ShortText | None = None
+
+
+class MonitorData(Strict):
+    trigger: Literal["error_rate", "crash_loop", "control_plane_unreachable", "alert", "other"]
+    value: JsonNumber | None = None
+    threshold: JsonNumber | None = None
+    notes: ShortText | None = None
+
+
+PHASE_DATA: dict[Phase, type[Strict]] = {
+    Phase.BUILD: BuildData,
+    Phase.TEST: TestData,
+    Phase.SCAN: ScanData,
+    Phase.APPROVAL: ApprovalData,
+    Phase.DEPLOY: DeployData,
+    Phase.VERIFY: VerifyData,
+    Phase.ROLLBACK_INITIATED: RollbackData,
+    Phase.ROLLBACK_COMPLETED: RollbackData,
+    Phase.MONITOR: MonitorData,
+}
+
+
+class RunEventRequest(Strict):
+    """A phase event. The seed's shape `{"run_id": ..., "event": ...}` is accepted too, with
+    `run_id` holding the run key."""
+
+    run_key: RunKey | None = None
+    run_id: RunKey | None = Field(default=None, description="Alias of run_key (seed 000 §6.1)")
+    phase: Phase | None = None
+    event: Phase | None = Field(default=None, description="Alias of phase (seed 000 §6.1)")
+    attempt: Attempt = 1
+    event_id: EventId | None = Field(
+        default=None, description="Client-chosen id; a repeated id is answered, not duplicated"
+    )
+    occurred_at: AwareDatetime | None = None
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="Phase payload; its shape depends on the phase"
+    )
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> RunEventRequest:
+        if (self.run_key is None) == (self.run_id is None):
+            raise ValueError("give exactly one of run_key and run_id")
+        if (self.phase is None) == (self.event is None):
+            raise ValueError("give exactly one of phase and event")
+        model = PHASE_DATA[self.the_phase]
+        self.data = model.model_validate(self.data).model_dump(exclude_none=True)
+        return self
+
+    @property
+    def the_run_key(self) -> str:
+        return self.run_key or self.run_id or ""
+
+    @property
+    def the_phase(self) -> Phase:
+        found = self.phase or self.event
+        assert found is not None
+        return found
+
+
+# --- run/finish ------------------------------------------------------------------------
+
+FinishStatusName = Literal[
+    "success",
+    "failed",
+    "cancelled",
+    "Succeeded",
+    "SucceededWithIssues",
+    "Failed",
+    "Canceled",
+    "failure",
+]
+assert set(get_args(FinishStatusName)) == set(FINISH_STATUSES)
+
+
+class RunFinishRequest(Strict):
+    run_key: RunKey
+    status: FinishStatusName = Field(
+        description="ICA (success/failed/cancelled), Azure Agent.JobStatus or GitHub job.status"
+    )
+    attempt: Attempt | None = Field(default=None, description="Default: the current attempt")
+    end_time: AwareDatetime | None = None
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+class EventOut(BaseModel):
+    event_id: str
+    attempt: int
+    phase: Phase
+    occurred_at: datetime
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    status: str
+    provider_status: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class RunOut(BaseModel):
+    run_key: str
+    provider: Provider
+    project_id: str
+    project: str | None
+    run_id: str
+    pipeline_name: str
+    branch: str | None
+    commit: str | None
+    status: Literal["running", "success", "failed", "cancelled"]
+    flagged: bool = Field(description="True for Azure's SucceededWithIssues")
+    attempt: int
+    start_time: datetime
+    end_time: datetime | None
+    tenant: str | None
+    stage: str | None
+    artifact_digest: str | None
+    requested_for: str | None
+
+
+class RunDetailOut(RunOut):
+    attempts: list[AttemptOut]
+    events: list[EventOut]
+
+
+class EventRecordedOut(BaseModel):
+    run: RunOut
+    event: EventOut
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]

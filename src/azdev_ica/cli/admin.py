@@ -1,0 +1,357 @@
+"""Server and admin commands. They run on the ICA host against its database, through services.
+
+Heavy imports (SQLAlchemy, FastAPI, ...) happen inside the handlers, so the pipeline
+client that shares this parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.services.context import ServiceContext
+    from azdev_ica.settings import Settings
+
+EXIT_OK = 0
+EXIT_INVALID = 3
+EXIT_USAGE = 64
+
+ROLE_NAMES = (
+    "azdev_devops",
+    "azdev_approver_tech",
+    "azdev_approver_biz",
+    "azdev_auditor",
+    "admin",
+    "azdev_override_signer",
+    "azdev_escalation",
+    "azdev_signoff_qa",
+    "azdev_signoff_uat",
+    "azdev_signoff_data",
+    "azdev_approver_major",
+    "tenant_admin",
+)
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve the ICA API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (PostgreSQL only; SQLite: 1)"
+    )
+    serve.set_defaults(func=_serve)
+
+    init = sub.add_parser(
+        "init",
+        help="prepare an embedded instance: secret, database, policy, first admin key",
+        description="Idempotent: creates the server secret (mode 0600) unless it exists, "
+        "migrates the database, applies the policy file if it changed, and creates a "
+        "first admin API key (printed once) unless an admin key exists.",
+    )
+    init.add_argument("--policy", type=Path, required=True, help="policy YAML file")
+    init.set_defaults(func=_init)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", metavar="ACTION", required=True
+    )
+    db.add_parser("upgrade", help="migrate the database to the current schema").set_defaults(
+        func=_db_upgrade
+    )
+    db.add_parser("current", help="print the schema revision").set_defaults(func=_db_current)
+
+    policy = sub.add_parser("policy", help="the policy file").add_subparsers(
+        dest="policy_command", metavar="ACTION", required=True
+    )
+    validate = policy.add_parser("validate", help="check a policy file; errors name the line")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(func=_policy_validate)
+    apply = policy.add_parser("apply", help="make a policy file the active policy")
+    apply.add_argument("file", type=Path)
+    apply.set_defaults(func=_policy_apply)
+    policy.add_parser("show", help="print the active policy").set_defaults(func=_policy_show)
+
+    apikey = sub.add_parser("apikey", help="machine credentials").add_subparsers(
+        dest="apikey_command", metavar="ACTION", required=True
+    )
+    create = apikey.add_parser(
+        "create", help="create an API key (shown once)", description="Create an API key."
+    )
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=ROLE_NAMES)
+    create.add_argument(
+        "--tenant", action="append", dest="tenants", help="limit to a tenant (repeatable)"
+    )
+    create.add_argument("--expires", type=_date_or_time, help="expiry: YYYY-MM-DD or RFC 3339")
+    create.add_argument("--output", choices=("text", "json"), default="text")
+    create.set_defaults(func=_apikey_create)
+    listing = apikey.add_parser("list", help="list API keys (never their secrets)")
+    listing.add_argument("--output", choices=("text", "json"), default="text")
+    listing.set_defaults(func=_apikey_list)
+    revoke = apikey.add_parser("revoke", help="revoke an API key by its prefix")
+    revoke.add_argument("prefix")
+    revoke.add_argument("--reason", required=True)
+    revoke.set_defaults(func=_apikey_revoke)
+
+    openapi = sub.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    openapi.set_defaults(func=_openapi)
+
+
+def _date_or_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or time: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _settings() -> Settings:
+    from azdev_ica.settings import Settings
+
+    return Settings()
+
+
+def _operator() -> Actor:
+    from azdev_ica.auth.principal import Actor
+
+    return Actor(kind="operator", id=f"cli:{getpass.getuser()}")
+
+
+def _context(settings: Settings) -> ServiceContext:
+    from azdev_ica.clock import SystemClock
+    from azdev_ica.db.engine import Database
+    from azdev_ica.services.context import ServiceContext
+
+    db = Database.from_url(
+        settings.resolved_database_url(), busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
+    return ServiceContext(db=db, clock=SystemClock(), pepper=settings.pepper())
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> int:
+    print(f"ica: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from azdev_ica.settings import MissingSecretError
+
+    settings = _settings()
+    url = settings.resolved_database_url()
+    workers = args.workers
+    if url.startswith("sqlite") and workers != 1:
+        return _fail("SQLite serves from one process: use --workers 1 or PostgreSQL", EXIT_USAGE)
+    try:
+        settings.pepper()
+    except MissingSecretError as exc:
+        return _fail(str(exc))
+    uvicorn.run(
+        "azdev_ica.api.asgi:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    from azdev_ica.db import migrate
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.apikeys import count_admin_keys, create_api_key
+    from azdev_ica.services.policies import apply_policy
+    from azdev_ica.settings import create_secret_key_file
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.secret_key.get_secret_value():
+        path = settings.resolved_secret_key_file()
+        if create_secret_key_file(path):
+            print(f"created the server secret {path} (mode 0600): keep it, back it up")
+    ctx = _context(settings)
+    migrate.upgrade(ctx.db.engine)
+    try:
+        document = args.policy.read_text(encoding="utf-8")
+        applied = apply_policy(ctx, actor=_operator(), document=document, source=str(args.policy))
+    except (OSError, IcaError) as exc:
+        return _fail(str(exc))
+    state = "applied" if applied.changed else "unchanged"
+    print(f"policy {applied.policy.sha256[:12]} {state}")
+    if count_admin_keys(ctx) == 0:
+        from azdev_ica.auth.roles import Role
+
+        created = create_api_key(
+            ctx,
+            actor=_operator(),
+            name="first-admin",
+            role=Role.ADMIN,
+            tenants=None,
+            expires_at=None,
+        )
+        print("created the first admin API key; it is shown only this once:")
+        print(f"  {created.secret}")
+    return EXIT_OK
+
+
+def _db_upgrade(_: argparse.Namespace) -> int:
+    from azdev_ica.db import migrate
+    from azdev_ica.db.engine import make_engine
+
+    engine = make_engine(_settings().resolved_database_url())
+    migrate.upgrade(engine)
+    print(f"database at revision {migrate.current_revision(engine)}")
+    return EXIT_OK
+
+
+def _db_current(_: argparse.Namespace) -> int:
+    from azdev_ica.db import migrate
+    from azdev_ica.db.engine import make_engine
+
+    engine = make_engine(_settings().resolved_database_url())
+    current = migrate.current_revision(engine)
+    head = migrate.head_revision()
+    print(f"{current or '(empty)'} (head: {head})")
+    return EXIT_OK if current == head else EXIT_INVALID
+
+
+def _policy_validate(args: argparse.Namespace) -> int:
+    from azdev_ica.errors import PolicyError
+    from azdev_ica.policy import load_policy_file
+
+    try:
+        policy = load_policy_file(args.file)
+    except PolicyError as exc:
+        for problem in exc.extensions.get("problems", [exc.detail]):
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    print(
+        f"{args.file}: valid; {len(policy.tenants)} tenants, {len(policy.stages)} stages, "
+        f"sha256 {policy.sha256}"
+    )
+    return EXIT_OK
+
+
+def _policy_apply(args: argparse.Namespace) -> int:
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.policies import apply_policy
+
+    ctx = _context(_settings())
+    try:
+        document = args.file.read_text(encoding="utf-8")
+        applied = apply_policy(ctx, actor=_operator(), document=document, source=str(args.file))
+    except (OSError, IcaError) as exc:
+        for problem in getattr(exc, "extensions", {}).get("problems", [str(exc)]):
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    state = "applied" if applied.changed else "already active"
+    print(f"policy {applied.policy.sha256} {state} (version {applied.version_id})")
+    return EXIT_OK
+
+
+def _policy_show(_: argparse.Namespace) -> int:
+    from azdev_ica.errors import IcaError
+
+    ctx = _context(_settings())
+    try:
+        with ctx.read() as session:
+            policy = ctx.policies.active(session)
+    except IcaError as exc:
+        return _fail(exc.detail)
+    print(json.dumps(policy.content, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _apikey_create(args: argparse.Namespace) -> int:
+    from azdev_ica.auth.roles import Role
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.apikeys import create_api_key
+
+    ctx = _context(_settings())
+    try:
+        created = create_api_key(
+            ctx,
+            actor=_operator(),
+            name=args.name,
+            role=Role(args.role),
+            tenants=args.tenants,
+            expires_at=args.expires,
+        )
+    except IcaError as exc:
+        return _fail(exc.detail)
+    if args.output == "json":
+        print(json.dumps({"prefix": created.key.prefix, "key": created.secret}))
+    else:
+        print(f"API key {created.key.prefix} ({args.role}); shown only this once:")
+        print(created.secret)
+    return EXIT_OK
+
+
+def _apikey_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from azdev_ica.db.tables import ApiKey
+
+    ctx = _context(_settings())
+    with ctx.read() as session:
+        rows = list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+    items = [
+        {
+            "prefix": row.prefix,
+            "name": row.name,
+            "role": row.role,
+            "tenants": row.tenants,
+            "created_at": row.created_at.isoformat(),
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+            "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+        }
+        for row in rows
+    ]
+    if args.output == "json":
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    for item in items:
+        state = "revoked" if item["revoked_at"] else "active"
+        tenants = ",".join(item["tenants"]) if item["tenants"] else "all"
+        print(
+            f"{item['prefix']}  {state:7}  {item['role']:22}  tenants={tenants}  "
+            f"last_used={item['last_used_at'] or '-'}  {item['name']}"
+        )
+    return EXIT_OK
+
+
+def _apikey_revoke(args: argparse.Namespace) -> int:
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.apikeys import revoke_api_key
+
+    ctx = _context(_settings())
+    try:
+        revoke_api_key(ctx, actor=_operator(), prefix=args.prefix, reason=args.reason)
+    except IcaError as exc:
+        return _fail(exc.detail)
+    print(f"revoked {args.prefix}")
+    return EXIT_OK
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from azdev_ica.api.openapi import openapi_yaml
+
+    text = openapi_yaml()
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

@@ -1,0 +1,425 @@
+"""`ica run start|event|finish|show`: the pipeline client.
+
+It runs on build agents, so it imports nothing of the server (standard library only) and
+starts fast. Without flags it reads the pipeline's own variables:
+
+- Azure Pipelines: BUILD_BUILDID, SYSTEM_TEAMPROJECTID, SYSTEM_TEAMPROJECT,
+  BUILD_DEFINITIONNAME, BUILD_SOURCEBRANCH, BUILD_SOURCEVERSION, BUILD_REQUESTEDFORID,
+  BUILD_REQUESTEDFOREMAIL, SYSTEM_JOBATTEMPT, AGENT_JOBSTATUS;
+- GitHub Actions: GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT, GITHUB_REPOSITORY_ID, GITHUB_REPOSITORY,
+  GITHUB_SHA, GITHUB_REF, GITHUB_WORKFLOW, GITHUB_ACTOR_ID.
+
+The server address comes from ICA_URL and the API key from ICA_TOKEN (never a flag: flags
+end up in logs). Every write carries one Idempotency-Key for all its retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from azdev_ica.cli import http
+
+EXIT_OK = 0
+EXIT_REFUSED = http.EXIT_REFUSED
+EXIT_AUTH = http.EXIT_AUTH
+EXIT_UNAVAILABLE = http.EXIT_UNAVAILABLE
+EXIT_USAGE = 64
+
+PHASES = (
+    "build",
+    "test",
+    "scan",
+    "approval",
+    "deploy",
+    "verify",
+    "rollback_initiated",
+    "rollback_completed",
+    "monitor",
+)
+FINISH_STATUSES = (
+    "success",
+    "failed",
+    "cancelled",
+    "Succeeded",
+    "SucceededWithIssues",
+    "Failed",
+    "Canceled",
+    "failure",
+)
+
+EXIT_CODES = """\
+exit codes:
+  0   done (or already recorded: a retry is answered with the existing record)
+  3   refused by ICA: invalid input or a conflict with what is recorded
+  4   authentication or permission refused (check ICA_TOKEN and its role/tenants)
+  5   ICA unreachable or failing, after retries within --timeout
+  64  usage error: a missing argument or pipeline variable
+"""
+
+
+class UsageError(Exception):
+    """Something the caller must supply is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What the pipeline's environment says about the current run."""
+
+    provider: str
+    project_id: str | None
+    run_id: str | None
+    attempt: int | None
+    pipeline_name: str | None
+    project: str | None
+    branch: str | None
+    commit: str | None
+    requested_for: str | None
+    requested_for_email: str | None
+    job_status: str | None
+
+
+def detect(env: Mapping[str, str]) -> PipelineContext | None:
+    """The run described by Azure Pipelines or GitHub Actions variables, or None outside both."""
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    if get("BUILD_BUILDID") or (get("TF_BUILD") or "").lower() == "true":
+        return PipelineContext(
+            provider="ado",
+            project_id=get("SYSTEM_TEAMPROJECTID"),
+            run_id=get("BUILD_BUILDID"),
+            attempt=_int_or_none(get("SYSTEM_JOBATTEMPT"), "SYSTEM_JOBATTEMPT"),
+            pipeline_name=get("BUILD_DEFINITIONNAME"),
+            project=get("SYSTEM_TEAMPROJECT"),
+            branch=get("BUILD_SOURCEBRANCH"),
+            commit=get("BUILD_SOURCEVERSION"),
+            requested_for=get("BUILD_REQUESTEDFORID"),
+            requested_for_email=get("BUILD_REQUESTEDFOREMAIL"),
+            job_status=get("AGENT_JOBSTATUS"),
+        )
+    if get("GITHUB_RUN_ID") or (get("GITHUB_ACTIONS") or "").lower() == "true":
+        return PipelineContext(
+            provider="gh",
+            project_id=get("GITHUB_REPOSITORY_ID"),
+            run_id=get("GITHUB_RUN_ID"),
+            attempt=_int_or_none(get("GITHUB_RUN_ATTEMPT"), "GITHUB_RUN_ATTEMPT"),
+            pipeline_name=get("GITHUB_WORKFLOW"),
+            project=get("GITHUB_REPOSITORY"),
+            branch=get("GITHUB_REF"),
+            commit=get("GITHUB_SHA"),
+            requested_for=get("GITHUB_ACTOR_ID"),
+            requested_for_email=None,
+            # GitHub exposes job.status only as an expression: pass --status ${{ job.status }}.
+            job_status=None,
+        )
+    return None
+
+
+def _int_or_none(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise UsageError(f"{name} is not a number: {value!r}")
+    return int(value)
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
+    return int(value)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not parsed > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return parsed
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="report a pipeline run to ICA (for use inside pipelines)",
+        description="Report a pipeline run to ICA. Reads ICA_URL and ICA_TOKEN, and the "
+        "Azure Pipelines or GitHub Actions variables unless flags override them.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = run.add_subparsers(dest="run_command", metavar="ACTION", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", help="ICA's base URL (default: $ICA_URL), e.g. https://ica.example.org"
+    )
+    common.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        help="total seconds to keep retrying (default: 60)",
+    )
+    common.add_argument("--output", choices=("text", "json"), default="text")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return parser
+
+    start = add("start", "record that a run started (repeating it is harmless)")
+    start.add_argument("--provider", choices=("ado", "gh"), help="default: detected")
+    start.add_argument("--project-id", help="Azure project id or GitHub repository id")
+    start.add_argument("--run-id", help="Build.BuildId or GITHUB_RUN_ID")
+    start.add_argument("--attempt", type=_positive_int)
+    start.add_argument("--pipeline-name")
+    start.add_argument("--project", help="project or repository name")
+    start.add_argument("--branch")
+    start.add_argument("--commit")
+    start.add_argument("--tenant", help="tenant code from the policy, e.g. ws")
+    start.add_argument("--stage", help="stage name from the policy, e.g. production")
+    start.add_argument("--artifact-digest", help="sha256:<64 hex> of the artifact")
+    start.add_argument("--requested-for", help="provider user id of who triggered the run")
+    start.add_argument("--requested-for-email")
+    start.set_defaults(func=_start)
+
+    event = add("event", "record a phase event of the run")
+    event.add_argument("phase", choices=PHASES)
+    _run_key_arguments(event)
+    event.add_argument("--event-id", help="your own id; a repeated id is not recorded twice")
+    event.add_argument("--data", help="the phase payload as a JSON object")
+    event.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one payload field; VALUE is parsed as JSON when it can be (repeatable)",
+    )
+    event.set_defaults(func=_event)
+
+    finish = add("finish", "record that the run (this attempt) finished")
+    finish.add_argument(
+        "--status",
+        choices=FINISH_STATUSES,
+        help="default: $AGENT_JOBSTATUS on Azure; on GitHub pass ${{ job.status }}",
+    )
+    _run_key_arguments(finish)
+    finish.set_defaults(func=_finish)
+
+    show = add("show", "print the run as ICA recorded it")
+    show.add_argument("--run-key", help="default: the current pipeline's run")
+    show.set_defaults(func=_show)
+
+
+def _run_key_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-key", help="ado:<projectId>:<buildId> or gh:<repoId>:<runId>")
+    parser.add_argument("--attempt", type=_positive_int, help="default: the pipeline's attempt")
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+
+def _start(args: argparse.Namespace) -> int:
+    def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
+        found = detect(env)
+        provider = args.provider or (found.provider if found else None)
+        body: dict[str, Any] = {
+            "provider": _need(provider, "--provider (not inside Azure Pipelines or GitHub)"),
+            "project_id": _need(
+                args.project_id or (found and found.project_id),
+                "--project-id (or SYSTEM_TEAMPROJECTID / GITHUB_REPOSITORY_ID)",
+            ),
+            "run_id": _need(
+                args.run_id or (found and found.run_id),
+                "--run-id (or BUILD_BUILDID / GITHUB_RUN_ID)",
+            ),
+            "pipeline_name": _need(
+                args.pipeline_name or (found and found.pipeline_name),
+                "--pipeline-name (or BUILD_DEFINITIONNAME / GITHUB_WORKFLOW)",
+            ),
+        }
+        optional = {
+            "attempt": args.attempt or (found and found.attempt),
+            "project": args.project or (found and found.project),
+            "branch": args.branch or (found and found.branch),
+            "commit": args.commit or (found and found.commit),
+            "tenant": args.tenant,
+            "stage": args.stage,
+            "artifact_digest": args.artifact_digest,
+            "requested_for": args.requested_for or (found and found.requested_for),
+            "requested_for_email": args.requested_for_email
+            or (found and found.requested_for_email),
+        }
+        body.update({key: value for key, value in optional.items() if value})
+        return client.post_json("/api/v1/azdev/run/start", body, _idempotency_key())
+
+    def text(data: Any) -> str:
+        return f"run {data['run_key']} started (attempt {data['attempt']}, {data['status']})"
+
+    return _execute(args, call, text)
+
+
+def _event(args: argparse.Namespace) -> int:
+    def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
+        run_key, attempt = _run_key_and_attempt(args, env)
+        body: dict[str, Any] = {"run_key": run_key, "phase": args.phase, "data": _payload(args)}
+        if attempt is not None:
+            body["attempt"] = attempt
+        if args.event_id:
+            body["event_id"] = args.event_id
+        return client.post_json("/api/v1/azdev/run/event", body, _idempotency_key())
+
+    def text(data: Any) -> str:
+        event = data["event"]
+        return (
+            f"event {event['event_id']} ({event['phase']}, attempt {event['attempt']}) "
+            f"recorded on {data['run']['run_key']}"
+        )
+
+    return _execute(args, call, text)
+
+
+def _finish(args: argparse.Namespace) -> int:
+    def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
+        run_key, attempt = _run_key_and_attempt(args, env)
+        found = detect(env)
+        status = _need(
+            args.status or (found and found.job_status),
+            "--status (or AGENT_JOBSTATUS; on GitHub pass --status ${{ job.status }})",
+        )
+        if status not in FINISH_STATUSES:
+            raise UsageError(f"unknown status {status!r}: one of {', '.join(FINISH_STATUSES)}")
+        body: dict[str, Any] = {"run_key": run_key, "status": status}
+        if attempt is not None:
+            body["attempt"] = attempt
+        return client.post_json("/api/v1/azdev/run/finish", body, _idempotency_key())
+
+    def text(data: Any) -> str:
+        flagged = " (flagged: succeeded with issues)" if data.get("flagged") else ""
+        return f"run {data['run_key']} finished: {data['status']}{flagged}"
+
+    return _execute(args, call, text)
+
+
+def _show(args: argparse.Namespace) -> int:
+    def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
+        run_key = args.run_key or _detected_run_key(env)
+        from urllib.parse import quote
+
+        return client.get_json(f"/api/v1/azdev/run/{quote(run_key, safe=':')}")
+
+    def text(data: Any) -> str:
+        lines = [
+            f"run {data['run_key']}: {data['status']} (attempt {data['attempt']})",
+            f"  pipeline {data['pipeline_name']}, branch {data.get('branch') or '-'}, "
+            f"commit {data.get('commit') or '-'}",
+            f"  tenant {data.get('tenant') or '-'}, stage {data.get('stage') or '-'}",
+        ]
+        lines += [
+            f"  {event['occurred_at']}  #{event['attempt']}  {event['phase']}  {event['event_id']}"
+            for event in data.get("events", [])
+        ]
+        return "\n".join(lines)
+
+    return _execute(args, call, text)
+
+
+# --- plumbing ----------------------------------------------------------------------------
+
+
+def _execute(args: argparse.Namespace, call: Any, text: Any) -> int:
+    env = os.environ
+    try:
+        url = args.url or env.get("ICA_URL", "").strip()
+        if not url:
+            raise UsageError("set ICA_URL (or --url) to ICA's base URL")
+        token = env.get("ICA_TOKEN", "").strip() or None
+        try:
+            client = http.Client(url, token, timeout=args.timeout)
+        except ValueError as exc:
+            raise UsageError(f"ICA_URL: {exc}") from None
+        response: http.JsonResponse = call(client, env)
+    except UsageError as exc:
+        print(f"ica: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except http.ProblemError as exc:
+        if args.output == "json":
+            print(json.dumps(exc.problem, indent=2, sort_keys=True))
+        print(f"ica: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except http.IcaHttpError as exc:
+        print(f"ica: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    if args.output == "json":
+        print(json.dumps(response.data, indent=2, sort_keys=True))
+    else:
+        is_write = args.run_command in {"start", "event", "finish"}
+        already = " (already recorded)" if response.status == 200 and is_write else ""
+        print(text(response.data) + already)
+    return EXIT_OK
+
+
+def _need(value: Any, what: str) -> Any:
+    if not value:
+        raise UsageError(f"missing {what}")
+    return value
+
+
+def _detected_run_key(env: Mapping[str, str]) -> str:
+    found = detect(env)
+    if found is None:
+        raise UsageError("missing --run-key (not inside Azure Pipelines or GitHub Actions)")
+    project_id = _need(found.project_id, "SYSTEM_TEAMPROJECTID / GITHUB_REPOSITORY_ID")
+    run_id = _need(found.run_id, "BUILD_BUILDID / GITHUB_RUN_ID")
+    return f"{found.provider}:{project_id}:{run_id}"
+
+
+def _run_key_and_attempt(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[str, int | None]:
+    if args.run_key:
+        return args.run_key, args.attempt
+    found = detect(env)
+    return _detected_run_key(env), args.attempt or (found.attempt if found else None)
+
+
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if args.data:
+        try:
+            parsed = json.loads(args.data)
+        except ValueError as exc:
+            raise UsageError(f"--data is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise UsageError("--data must be a JSON object")
+        data.update(parsed)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        data[key] = value
+    return data
+
+
+def _idempotency_key() -> str:
+    """One per logical call: every retry of this call sends the same key."""
+    return f"ica-cli-{uuid.uuid4()}"

@@ -1,0 +1,1 @@
+"""Storage: tables, the UTC datetime type and per-dialect engine setup."""

@@ -1,0 +1,92 @@
+"""Engine setup per dialect and the two kinds of session: read and write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000) -> Engine:
+    """An engine for `url`: SQLite (WAL, foreign keys, explicit BEGIN) or PostgreSQL (psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine, busy_timeout_ms)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            # Pipelines retry; a request must never hang on a lock for long.
+            connect_args={"options": "-c lock_timeout=10000 -c statement_timeout=30000"},
+        )
+    backend = parsed.get_backend_name()
+    raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    # Python 3.11's sqlite3 opens transactions implicitly and too late (legacy transaction
+    # control), which breaks SAVEPOINTs and lets two writers both read before either
+    # writes. SQLAlchemy's documented recipe: turn that off and emit BEGIN ourselves.
+    # Writers take BEGIN IMMEDIATE, so a read-then-write action holds the write lock from
+    # its first statement and concurrent writers queue on busy_timeout instead of failing
+    # with "database is locked" half way.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("ica_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The database of one ICA process: an engine and its two session factories."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write = sessionmaker(
+            bind=engine.execution_options(ica_write=True), expire_on_commit=False
+        )
+        self._read = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Database:
+        return cls(make_engine(url, **kwargs))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: commits when the block ends, rolls back on error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (rolled back at the end)."""
+        with self._read() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,118 @@
+"""Run-ledger rules: run keys, finish statuses, phases and what an attempt accepts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Provider(StrEnum):
+    AZURE = "ado"
+    GITHUB = "gh"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Phase(StrEnum):
+    BUILD = "build"
+    TEST = "test"
+    SCAN = "scan"
+    APPROVAL = "approval"
+    DEPLOY = "deploy"
+    VERIFY = "verify"
+    ROLLBACK_INITIATED = "rollback_initiated"
+    ROLLBACK_COMPLETED = "rollback_completed"
+    MONITOR = "monitor"
+
+
+# After an attempt finished, only what happens after a deployment may still arrive:
+# post-deploy checks, rollbacks (seed 000 §6.1) and automatic monitoring triggers.
+AFTER_FINISH = frozenset(
+    {Phase.VERIFY, Phase.ROLLBACK_INITIATED, Phase.ROLLBACK_COMPLETED, Phase.MONITOR}
+)
+
+RUN_KEY_RE = re.compile(r"^(ado|gh):([A-Za-z0-9._-]{1,100}):([0-9]{1,20})$")
+
+
+def run_key(provider: Provider, project_id: str, run_id: str) -> str:
+    """`ado:{projectId}:{buildId}` or `gh:{repositoryId}:{runId}` (DESIGN.md)."""
+    key = f"{provider.value}:{project_id}:{run_id}"
+    if not RUN_KEY_RE.match(key):
+        raise ValueError(f"not a valid run key: {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class FinishStatus:
+    status: RunStatus
+    flagged: bool  # Azure's SucceededWithIssues: a success, with warnings worth a look
+    provider_status: str
+
+
+_FINISH_SPELLINGS: dict[str, tuple[RunStatus, bool]] = {
+    # ICA's own
+    "success": (RunStatus.SUCCESS, False),
+    "failed": (RunStatus.FAILED, False),
+    "cancelled": (RunStatus.CANCELLED, False),
+    # Azure Pipelines: Agent.JobStatus
+    "succeeded": (RunStatus.SUCCESS, False),
+    "succeededwithissues": (RunStatus.SUCCESS, True),
+    "canceled": (RunStatus.CANCELLED, False),
+    # GitHub Actions: job.status
+    "failure": (RunStatus.FAILED, False),
+}
+
+FINISH_STATUSES = (
+    "success",
+    "failed",
+    "cancelled",
+    "Succeeded",
+    "SucceededWithIssues",
+    "Failed",
+    "Canceled",
+    "failure",
+)
+
+
+def normalise_finish_status(value: str) -> FinishStatus:
+    """Map ICA, Azure Pipelines and GitHub Actions spellings onto the ledger's statuses."""
+    found = _FINISH_SPELLINGS.get(value.strip().lower())
+    if found is None:
+        raise ValueError(
+            f"unknown finish status {value!r}; use one of {', '.join(FINISH_STATUSES)}"
+        )
+    return FinishStatus(status=found[0], flagged=found[1], provider_status=value)
+
+
+@dataclass(frozen=True)
+class AttemptState:
+    attempt: int
+    finished: bool
+
+
+class EventRefusal(StrEnum):
+    FINISHED = "finished"
+    UNKNOWN_ATTEMPT = "unknown_attempt"
+
+
+def event_refusal(
+    *, phase: Phase, attempt: int, current_attempt: int, attempt_state: AttemptState | None
+) -> EventRefusal | None:
+    """Why an event for `attempt` cannot be taken now, or None when it can.
+
+    A higher attempt than the run's current one is a re-run and reopens the run, so it is
+    always taken. A lower attempt must exist. A finished attempt takes only AFTER_FINISH.
+    """
+    if attempt > current_attempt:
+        return None
+    if attempt_state is None:
+        return EventRefusal.UNKNOWN_ATTEMPT
+    if attempt_state.finished and phase not in AFTER_FINISH:
+        return EventRefusal.FINISHED
+    return None

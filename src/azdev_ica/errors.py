@@ -1,0 +1,112 @@
+"""Domain errors. Each maps to one RFC 9457 problem type; the API layer renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_BASE = "urn:ica:problem:"
+
+
+class IcaError(Exception):
+    """Base of every error that reaches a user as a problem document."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class ValidationProblem(IcaError):
+    status = 422
+    slug = "validation"
+    title = "The request is not valid"
+
+
+class MalformedRequest(IcaError):
+    status = 400
+    slug = "malformed"
+    title = "The request body could not be read"
+
+
+class PayloadTooLarge(IcaError):
+    status = 413
+    slug = "payload-too-large"
+    title = "The request body is too large"
+
+
+class UnknownTenant(IcaError):
+    status = 422
+    slug = "unknown-tenant"
+    title = "The tenant is not defined in the active policy"
+
+
+class UnknownStage(IcaError):
+    status = 422
+    slug = "unknown-stage"
+    title = "The stage is not defined in the active policy"
+
+
+class NotFound(IcaError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(IcaError):
+    status = 409
+    slug = "conflict"
+    title = "The request conflicts with the recorded state"
+
+
+class RunFinished(Conflict):
+    slug = "run-finished"
+    title = "The run attempt has already finished"
+
+
+class IdempotencyKeyReused(IcaError):
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "The Idempotency-Key was already used for a different request"
+
+
+class Unauthenticated(IcaError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(IcaError):
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed"
+
+
+class OutOfScope(Forbidden):
+    slug = "tenant-out-of-scope"
+    title = "The tenant is outside the caller's scope"
+
+
+class NotReady(IcaError):
+    status = 503
+    slug = "not-ready"
+    title = "The service is not ready"
+
+
+class PolicyError(IcaError):
+    status = 422
+    slug = "invalid-policy"
+    title = "The policy file is not valid"
+
+
+class NoPolicy(IcaError):
+    status = 503
+    slug = "no-policy"
+    title = "No policy has been applied"

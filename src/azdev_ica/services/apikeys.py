@@ -1,0 +1,152 @@
+"""Creating, revoking and checking API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from azdev_ica.auth.apikeys import digest_matches, generate_key, parse_prefix
+from azdev_ica.auth.principal import Actor, Principal
+from azdev_ica.auth.roles import Role
+from azdev_ica.db.tables import ApiKey
+from azdev_ica.errors import NotFound, Unauthenticated, ValidationProblem
+from azdev_ica.services.audit import append_audit
+from azdev_ica.services.context import ServiceContext
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: ApiKey
+    secret: str  # shown once, never stored
+
+
+def create_api_key(
+    ctx: ServiceContext,
+    *,
+    actor: Actor,
+    name: str,
+    role: Role,
+    tenants: list[str] | None,
+    expires_at: datetime | None,
+) -> CreatedKey:
+    """Create a key bound to `role` and `tenants` (None: all tenants)."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationProblem("a key name needs 1 to 100 characters")
+    now = ctx.clock.now()
+    if expires_at is not None and expires_at <= now:
+        raise ValidationProblem("the expiry must be in the future")
+    new = generate_key()
+    scoped = sorted(set(tenants)) if tenants is not None else None
+
+    def action(session: Session) -> CreatedKey:
+        if scoped is not None:
+            known = ctx.policies.active(session).tenants
+            unknown = [code for code in scoped if code not in known]
+            if unknown:
+                raise ValidationProblem(f"unknown tenants: {', '.join(unknown)}")
+        row = ApiKey(
+            prefix=new.prefix,
+            digest=new.digest(ctx.pepper),
+            name=name,
+            role=role.value,
+            tenants=scoped,
+            created_at=now,
+            created_by=actor.id,
+            expires_at=expires_at,
+        )
+        session.add(row)
+        session.flush()
+        append_audit(
+            session,
+            actor=actor,
+            action="apikey.create",
+            subject_type="api_key",
+            subject_id=new.prefix,
+            tenant=None,
+            data={
+                "name": name,
+                "role": role.value,
+                "tenants": scoped,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+            at=now,
+        )
+        return CreatedKey(key=row, secret=new.secret)
+
+    return ctx.run_action(action)
+
+
+def revoke_api_key(ctx: ServiceContext, *, actor: Actor, prefix: str, reason: str) -> ApiKey:
+    def action(session: Session) -> ApiKey:
+        row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+        if row is None:
+            raise NotFound(f"no API key with prefix {prefix!r}")
+        if row.revoked_at is not None:
+            return row
+        now = ctx.clock.now()
+        row.revoked_at = now
+        append_audit(
+            session,
+            actor=actor,
+            action="apikey.revoke",
+            subject_type="api_key",
+            subject_id=prefix,
+            tenant=None,
+            data={"reason": reason},
+            at=now,
+        )
+        return row
+
+    return ctx.run_action(action)
+
+
+def count_admin_keys(ctx: ServiceContext) -> int:
+    with ctx.read() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(ApiKey)
+                .where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
+            )
+            or 0
+        )
+
+
+def authenticate_api_key(ctx: ServiceContext, key: str, *, touch_every: timedelta) -> Principal:
+    """The principal of a valid key; raises Unauthenticated (with no hint why) otherwise."""
+    refused = Unauthenticated("the credentials are not valid")
+    prefix = parse_prefix(key)
+    if prefix is None:
+        raise refused
+    with ctx.read() as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    if row is None or not digest_matches(key, row.digest, ctx.pepper):
+        raise refused
+    now = ctx.clock.now()
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise refused
+    if row.last_used_at is None or now - row.last_used_at >= touch_every:
+        _touch(ctx, key_id=row.id, at=now, touch_every=touch_every)
+    return Principal(
+        kind="api_key",
+        id=f"apikey:{row.prefix}",
+        name=row.name,
+        role=Role(row.role),
+        tenants=frozenset(row.tenants) if row.tenants is not None else None,
+    )
+
+
+def _touch(ctx: ServiceContext, *, key_id: int, at: datetime, touch_every: timedelta) -> None:
+    # Book-keeping, not an action: no audit record (one per request would drown the trail),
+    # and at most one write per key per `touch_every`.
+    with ctx.db.write() as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at <= at - touch_every))
+            .values(last_used_at=at)
+        )

@@ -1,0 +1,87 @@
+"""What every action needs: the database, the clock, the server secret, the policy."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from azdev_ica.clock import Clock
+from azdev_ica.db.engine import Database
+from azdev_ica.db.tables import PolicyVersion
+from azdev_ica.errors import NoPolicy
+from azdev_ica.policy import Policy, parse_policy
+
+T = TypeVar("T")
+
+
+@dataclass
+class PolicyCache:
+    """Parses each applied policy version once; one indexed read per call finds the latest."""
+
+    _parsed: dict[str, Policy] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def active(self, session: Session) -> Policy:
+        row = session.execute(
+            select(PolicyVersion.sha256, PolicyVersion.id)
+            .order_by(PolicyVersion.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            raise NoPolicy("no policy has been applied: run `ica policy apply FILE`")
+        sha256 = row[0]
+        with self._lock:
+            cached = self._parsed.get(sha256)
+        if cached is not None:
+            return cached
+        document = session.scalars(
+            select(PolicyVersion.document).where(PolicyVersion.id == row[1])
+        ).one()
+        policy = parse_policy(document, source=f"policy {sha256[:12]}")
+        with self._lock:
+            self._parsed[sha256] = policy
+        return policy
+
+
+@dataclass
+class ServiceContext:
+    db: Database
+    clock: Clock
+    pepper: bytes
+    policies: PolicyCache = field(default_factory=PolicyCache)
+
+    def run_action(self, action: Callable[[Session], T], *, retries: int = 3) -> T:
+        """Run `action` in one write transaction, retrying when a concurrent writer won a race.
+
+        A unique-constraint violation means another transaction created the same natural key
+        first; on retry the action sees that row and answers with it. PostgreSQL may also
+        abort a transaction on a serialisation conflict or deadlock; those are retried too.
+        """
+        for attempt in range(retries + 1):
+            try:
+                with self.db.write() as session:
+                    return action(session)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == retries or not _retryable(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.db.read() as session:
+            yield session
+
+
+def _retryable(exc: IntegrityError | OperationalError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    # 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
+    return code in {"40001", "40P01", "55P03"} or "database is locked" in str(exc.orig)

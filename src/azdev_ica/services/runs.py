@@ -1,0 +1,404 @@
+"""The run ledger: start, event and finish (seed 000 §1.3)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from azdev_ica.auth.principal import Principal
+from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt
+from azdev_ica.domain.runs import (
+    AttemptState,
+    EventRefusal,
+    Phase,
+    Provider,
+    RunStatus,
+    event_refusal,
+    normalise_finish_status,
+    run_key,
+)
+from azdev_ica.errors import (
+    Conflict,
+    NotFound,
+    OutOfScope,
+    RunFinished,
+    UnknownStage,
+    UnknownTenant,
+    ValidationProblem,
+)
+from azdev_ica.services.audit import append_audit, rfc3339
+from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
+
+
+@dataclass(frozen=True)
+class StartRun:
+    provider: Provider
+    project_id: str
+    run_id: str
+    pipeline_name: str
+    attempt: int = 1
+    project: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    tenant: str | None = None
+    stage: str | None = None
+    artifact_digest: str | None = None
+    requested_for: str | None = None
+    requested_for_email: str | None = None
+    start_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    run_key: str
+    phase: Phase
+    attempt: int = 1
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinishRun:
+    run_key: str
+    status: str
+    attempt: int | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run: PipelineRun
+    created: bool
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    run: PipelineRun
+    event: PipelineEvent
+    created: bool
+
+
+def start_run(
+    ctx: ServiceContext,
+    *,
+    principal: Principal,
+    command: StartRun,
+    idempotency: IdempotencyRequest | None = None,
+) -> RunOutcome:
+    """Record the start of a run, or answer with the run already recorded under its key.
+
+    A start with a higher attempt than the run's current one is a re-run: it reopens the run.
+    """
+    key = run_key(command.provider, command.project_id, command.run_id)
+    if not principal.in_scope(command.tenant):
+        raise OutOfScope(
+            "a tenant-scoped caller must name one of its tenants"
+            if command.tenant is None
+            else f"tenant {command.tenant!r} is outside the caller's scope"
+        )
+
+    def action(session: Session) -> RunOutcome:
+        prior = find_prior(session, idempotency)
+        if prior is not None:
+            return RunOutcome(run=_run_by_key(session, prior.response["run_key"]), created=False)
+        policy = ctx.policies.active(session)
+        if command.tenant is not None and command.tenant not in policy.tenants:
+            raise UnknownTenant(
+                f"tenant {command.tenant!r} is not in the active policy "
+                f"(known: {', '.join(sorted(policy.tenants))})"
+            )
+        if command.stage is not None and policy.stage(command.stage) is None:
+            raise UnknownStage(
+                f"stage {command.stage!r} is not in the active policy "
+                f"(known: {', '.join(stage.name for stage in policy.stages)})"
+            )
+        now = ctx.clock.now()
+        run = _find_run(session, key)
+        if run is not None:
+            if command.attempt > run.attempt:
+                _reopen(session, run, attempt=command.attempt, at=now, principal=principal)
+            remember(session, idempotency, status_code=200, reference={"run_key": key}, at=now)
+            return RunOutcome(run=run, created=False)
+        started = command.start_time or now
+        run = PipelineRun(
+            run_key=key,
+            provider=command.provider.value,
+            project_id=command.project_id,
+            project=command.project,
+            run_id=command.run_id,
+            pipeline_name=command.pipeline_name,
+            branch=command.branch,
+            commit=command.commit,
+            status=RunStatus.RUNNING.value,
+            flagged=False,
+            attempt=command.attempt,
+            start_time=started,
+            tenant=command.tenant,
+            stage=command.stage,
+            artifact_digest=command.artifact_digest,
+            requested_for=command.requested_for,
+            requested_for_email=command.requested_for_email,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(run)
+        session.flush()
+        session.add(
+            RunAttempt(run_pk=run.id, attempt=command.attempt, started_at=started, status="running")
+        )
+        append_audit(
+            session,
+            actor=principal.actor,
+            action="run.start",
+            subject_type="run",
+            subject_id=key,
+            tenant=command.tenant,
+            data={
+                "provider": command.provider.value,
+                "project_id": command.project_id,
+                "project": command.project,
+                "run_id": command.run_id,
+                "attempt": command.attempt,
+                "pipeline_name": command.pipeline_name,
+                "branch": command.branch,
+                "commit": command.commit,
+                "stage": command.stage,
+                "artifact_digest": command.artifact_digest,
+                "requested_for": command.requested_for,
+                "start_time": rfc3339(started),
+                "policy_sha256": policy.sha256,
+            },
+            at=now,
+        )
+        remember(session, idempotency, status_code=201, reference={"run_key": key}, at=now)
+        return RunOutcome(run=run, created=True)
+
+    return ctx.run_action(action)
+
+
+def record_event(
+    ctx: ServiceContext,
+    *,
+    principal: Principal,
+    command: RecordEvent,
+    idempotency: IdempotencyRequest | None = None,
+) -> EventOutcome:
+    """Append a phase event; a repeated event id is answered with the recorded event."""
+    event_id = command.event_id or str(uuid.uuid4())
+
+    def action(session: Session) -> EventOutcome:
+        prior = find_prior(session, idempotency)
+        if prior is not None:
+            run = _run_by_key(session, prior.response["run_key"])
+            return EventOutcome(
+                run=run, event=_event(session, run, prior.response["event_id"]), created=False
+            )
+        run = _scoped_run(session, command.run_key, principal)
+        existing = session.scalars(
+            select(PipelineEvent).where(
+                PipelineEvent.run_pk == run.id, PipelineEvent.event_id == event_id
+            )
+        ).one_or_none()
+        if existing is not None:
+            return EventOutcome(run=run, event=existing, created=False)
+        now = ctx.clock.now()
+        state = _attempt_state(session, run, command.attempt)
+        refusal = event_refusal(
+            phase=command.phase,
+            attempt=command.attempt,
+            current_attempt=run.attempt,
+            attempt_state=state,
+        )
+        if refusal is EventRefusal.FINISHED:
+            raise RunFinished(
+                f"attempt {command.attempt} of {run.run_key} has finished; only verify, "
+                "rollback_initiated, rollback_completed and monitor events are accepted now",
+                attempt=command.attempt,
+            )
+        if refusal is EventRefusal.UNKNOWN_ATTEMPT:
+            raise Conflict(
+                f"{run.run_key} has no attempt {command.attempt} (current: {run.attempt})"
+            )
+        if command.attempt > run.attempt:
+            _reopen(session, run, attempt=command.attempt, at=now, principal=principal)
+        if command.phase is Phase.BUILD and run.artifact_digest is None:
+            digest = command.data.get("artifact_digest")
+            if isinstance(digest, str):
+                run.artifact_digest = digest
+                run.updated_at = now
+        event = PipelineEvent(
+            run_pk=run.id,
+            event_id=event_id,
+            attempt=command.attempt,
+            phase=command.phase.value,
+            occurred_at=command.occurred_at or now,
+            recorded_at=now,
+            data=command.data,
+        )
+        session.add(event)
+        append_audit(
+            session,
+            actor=principal.actor,
+            action="run.event",
+            subject_type="run",
+            subject_id=run.run_key,
+            tenant=run.tenant,
+            data={
+                "event_id": event_id,
+                "attempt": command.attempt,
+                "phase": command.phase.value,
+                "occurred_at": rfc3339(event.occurred_at),
+                "data": command.data,
+            },
+            at=now,
+        )
+        remember(
+            session,
+            idempotency,
+            status_code=201,
+            reference={"run_key": run.run_key, "event_id": event_id},
+            at=now,
+        )
+        return EventOutcome(run=run, event=event, created=True)
+
+    return ctx.run_action(action)
+
+
+def finish_run(
+    ctx: ServiceContext,
+    *,
+    principal: Principal,
+    command: FinishRun,
+    idempotency: IdempotencyRequest | None = None,
+) -> RunOutcome:
+    """Close an attempt: final for it; the same status again is a no-op, another one a 409."""
+    try:
+        finish = normalise_finish_status(command.status)
+    except ValueError as exc:
+        raise ValidationProblem(str(exc)) from None
+
+    def action(session: Session) -> RunOutcome:
+        prior = find_prior(session, idempotency)
+        if prior is not None:
+            return RunOutcome(run=_run_by_key(session, prior.response["run_key"]), created=False)
+        run = _scoped_run(session, command.run_key, principal)
+        now = ctx.clock.now()
+        attempt_no = command.attempt or run.attempt
+        if attempt_no > run.attempt:
+            _reopen(session, run, attempt=attempt_no, at=now, principal=principal)
+        attempt = _attempt_row(session, run, attempt_no)
+        if attempt is None:
+            raise Conflict(f"{run.run_key} has no attempt {attempt_no} (current: {run.attempt})")
+        if attempt.finished_at is not None:
+            if attempt.status == finish.status.value:
+                remember(
+                    session,
+                    idempotency,
+                    status_code=200,
+                    reference={"run_key": run.run_key},
+                    at=now,
+                )
+                return RunOutcome(run=run, created=False)
+            raise Conflict(
+                f"attempt {attempt_no} of {run.run_key} already finished as {attempt.status}; "
+                f"it cannot finish again as {finish.status.value}",
+                recorded_status=attempt.status,
+            )
+        ended = command.end_time or now
+        attempt.status = finish.status.value
+        attempt.provider_status = finish.provider_status
+        attempt.finished_at = ended
+        if attempt_no == run.attempt:
+            run.status = finish.status.value
+            run.flagged = finish.flagged
+            run.end_time = ended
+            run.updated_at = now
+        append_audit(
+            session,
+            actor=principal.actor,
+            action="run.finish",
+            subject_type="run",
+            subject_id=run.run_key,
+            tenant=run.tenant,
+            data={
+                "attempt": attempt_no,
+                "status": finish.status.value,
+                "provider_status": finish.provider_status,
+                "flagged": finish.flagged,
+                "end_time": rfc3339(ended),
+            },
+            at=now,
+        )
+        remember(session, idempotency, status_code=200, reference={"run_key": run.run_key}, at=now)
+        return RunOutcome(run=run, created=True)
+
+    return ctx.run_action(action)
+
+
+def _reopen(
+    session: Session, run: PipelineRun, *, attempt: int, at: datetime, principal: Principal
+) -> None:
+    previous = run.attempt
+    session.add(RunAttempt(run_pk=run.id, attempt=attempt, started_at=at, status="running"))
+    run.attempt = attempt
+    run.status = RunStatus.RUNNING.value
+    run.flagged = False
+    run.end_time = None
+    run.updated_at = at
+    append_audit(
+        session,
+        actor=principal.actor,
+        action="run.reopen",
+        subject_type="run",
+        subject_id=run.run_key,
+        tenant=run.tenant,
+        data={"attempt": attempt, "previous_attempt": previous},
+        at=at,
+    )
+
+
+def _find_run(session: Session, key: str) -> PipelineRun | None:
+    return session.scalars(select(PipelineRun).where(PipelineRun.run_key == key)).one_or_none()
+
+
+def _run_by_key(session: Session, key: str) -> PipelineRun:
+    run = _find_run(session, key)
+    if run is None:
+        raise NotFound(f"no run {key!r}")
+    return run
+
+
+def _scoped_run(session: Session, key: str, principal: Principal) -> PipelineRun:
+    run = _find_run(session, key)
+    # Out of scope answers exactly like absent: a scoped caller learns nothing of other tenants.
+    if run is None or not principal.in_scope(run.tenant):
+        raise NotFound(f"no run {key!r}")
+    return run
+
+
+def _attempt_row(session: Session, run: PipelineRun, attempt: int) -> RunAttempt | None:
+    return session.scalars(
+        select(RunAttempt).where(RunAttempt.run_pk == run.id, RunAttempt.attempt == attempt)
+    ).one_or_none()
+
+
+def _attempt_state(session: Session, run: PipelineRun, attempt: int) -> AttemptState | None:
+    row = _attempt_row(session, run, attempt)
+    if row is None:
+        return None
+    return AttemptState(attempt=attempt, finished=row.finished_at is not None)
+
+
+def _event(session: Session, run: PipelineRun, event_id: str) -> PipelineEvent:
+    return session.scalars(
+        select(PipelineEvent).where(
+            PipelineEvent.run_pk == run.id, PipelineEvent.event_id == event_id
+        )
+    ).one()

@@ -1,0 +1,207 @@
+"""Fixtures shared by the whole suite.
+
+Storage tests take the `db_url` fixture, which is parametrised over SQLite and a real
+PostgreSQL that this suite starts itself (once, in the controlling process; xdist workers
+inherit its URL). Each test gets a fresh, migrated database: a file copy on SQLite, a
+`CREATE DATABASE ... TEMPLATE` clone on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support.pgserver import PgServer
+
+PG_URL_ENV = "ICA_TEST_PG_URL"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_POLICY = ROOT / "examples" / "policy.yaml"
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+_pg_server: PgServer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _pg_server
+    if hasattr(config, "workerinput") or os.environ.get(PG_URL_ENV):
+        return
+    _pg_server = PgServer.start()
+    os.environ[PG_URL_ENV] = _pg_server.url()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _pg_server
+    if _pg_server is not None:
+        _pg_server.stop()
+        os.environ.pop(PG_URL_ENV, None)
+        _pg_server = None
+
+
+def _worker(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "main"))
+
+
+def _migrate(url: str) -> None:
+    from azdev_ica.db import migrate
+    from azdev_ica.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        raise RuntimeError(f"{PG_URL_ENV} is not set: the suite's PostgreSQL did not start")
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_template(request: pytest.FixtureRequest, pg_admin_url: str) -> str:
+    name = f"ica_template_{_worker(request)}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    _migrate(pg_admin_url.rsplit("/", 1)[0] + "/" + name)
+    return name
+
+
+_counter = itertools.count()
+
+
+@contextmanager
+def _fresh_database(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        path = tmp_path / "ica.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    admin_url: str = request.getfixturevalue("pg_admin_url")
+    template: str = request.getfixturevalue("pg_template")
+    name = f"ica_{_worker(request)}_{next(_counter)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database on each backend."""
+    with _fresh_database(request, tmp_path, request.param) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh PostgreSQL database, for behaviour only PostgreSQL has (concurrent writers)."""
+    with _fresh_database(request, tmp_path, "postgresql") as url:
+        yield url
+
+
+@pytest.fixture
+def clock() -> Any:
+    from azdev_ica.clock import FrozenClock
+
+    return FrozenClock(T0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Any:
+    from azdev_ica.settings import Settings
+
+    return Settings(
+        data_dir=tmp_path, database_url=db_url, secret_key="s" * 48, api_key_touch_seconds=0
+    )
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Any]:
+    from azdev_ica.db.engine import Database
+
+    db = Database.from_url(db_url, pool_size=5)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def ctx(database: Any, clock: Any, settings: Any) -> Any:
+    """A service context on a database with the example policy applied."""
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.services.context import ServiceContext
+    from azdev_ica.services.policies import apply_policy
+
+    context = ServiceContext(db=database, clock=clock, pepper=settings.pepper())
+    apply_policy(
+        context,
+        actor=Actor(kind="operator", id="test"),
+        document=EXAMPLE_POLICY.read_text(),
+        source=str(EXAMPLE_POLICY),
+    )
+    return context
+
+
+@pytest.fixture
+def make_key(ctx: Any) -> Callable[..., str]:
+    """Create an API key for a role (and tenants) and return its secret."""
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.auth.roles import Role
+    from azdev_ica.services.apikeys import create_api_key
+
+    def make(role: str, tenants: list[str] | None = None, **kwargs: Any) -> str:
+        return create_api_key(
+            ctx,
+            actor=Actor(kind="operator", id="test"),
+            name=f"{role}-key",
+            role=Role(role),
+            tenants=tenants,
+            expires_at=kwargs.get("expires_at"),
+        ).secret
+
+    return make
+
+
+@pytest.fixture
+def app(settings: Any, database: Any, clock: Any, ctx: Any) -> Any:
+    from azdev_ica.api.app import create_app
+
+    return create_app(settings, database=database, clock=clock)
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[Any]:
+    from starlette.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

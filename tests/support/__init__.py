@@ -1,0 +1,1 @@
+"""Test support: the PostgreSQL server the suite starts, and database factories."""
