@@ -55,7 +55,8 @@ class PgServer:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
 
     @classmethod
-    def start(cls) -> PgServer:
+    def start(cls, *, durable: bool = False) -> PgServer:
+        """Start a server; `durable` keeps fsync on (benchmarks), tests run without it."""
         root = Path(tempfile.mkdtemp(prefix="ica-pg-"))
         server = cls(root=root, port=_free_port(), bin_dir=_bin_dir())
         server.data.mkdir()
@@ -65,9 +66,10 @@ class PgServer:
         server._run("initdb", "-D", str(server.data), "-A", "trust", "-U", "postgres", "--no-sync")
         options = (
             f"-p {server.port} -k {server.data} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=300"
         )
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         for attempt in range(3):
             try:
                 server._run(

@@ -1,0 +1,155 @@
+"""Throughput of `run/event` appends through the service layer on PostgreSQL, against raw
+INSERTs of the same rows into the same server, from one run.
+
+    make bench            # or: .venv/bin/python bench/run_event_throughput.py [--events N]
+
+Both sides commit once per event (a pipeline's event is one request, one transaction) on a
+PostgreSQL started here with fsync on. The raw side inserts exactly the rows the service
+writes for an event (the event row and its audit record) with prepared statements and
+nothing else: no reads, no validation, no ORM. The ratio is the cost of the write path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from tests.support.pgserver import PgServer  # noqa: E402
+
+from azdev_ica.auth.principal import Actor, Principal  # noqa: E402
+from azdev_ica.auth.roles import Role  # noqa: E402
+from azdev_ica.clock import SystemClock  # noqa: E402
+from azdev_ica.db import migrate  # noqa: E402
+from azdev_ica.db.engine import Database  # noqa: E402
+from azdev_ica.domain.runs import Phase, Provider  # noqa: E402
+from azdev_ica.services.context import ServiceContext  # noqa: E402
+from azdev_ica.services.policies import apply_policy  # noqa: E402
+from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run  # noqa: E402
+
+
+def _service_side(url: str, events: int, threads: int) -> float:
+    db = Database.from_url(url, pool_size=threads)
+    migrate.upgrade(db.engine)
+    ctx = ServiceContext(db=db, clock=SystemClock(), pepper=b"p" * 32)
+    operator = Actor(kind="operator", id="bench")
+    apply_policy(
+        ctx,
+        actor=operator,
+        document=(ROOT / "examples" / "policy.yaml").read_text(),
+        source="examples/policy.yaml",
+    )
+    principal = Principal(kind="apikey", id="bench", name="bench", role=Role.DEVOPS, tenants=None)
+    run_keys = []
+    for worker in range(threads):
+        outcome = start_run(
+            ctx,
+            principal=principal,
+            command=StartRun(
+                provider=Provider.AZURE,
+                project_id="bench",
+                run_id=str(1000 + worker),
+                pipeline_name="bench",
+                tenant="ws",
+                stage="test",
+            ),
+        )
+        run_keys.append(outcome.run.run_key)
+
+    def work(worker: int) -> None:
+        for i in range(events // threads):
+            record_event(
+                ctx,
+                principal=principal,
+                command=RecordEvent(
+                    run_key=run_keys[worker],
+                    phase=Phase.TEST,
+                    event_id=f"e{i}",
+                    data={"passed": True, "coverage_percent": 87.5, "total": 420, "failed": 0},
+                ),
+            )
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    elapsed = time.perf_counter() - started
+    db.dispose()
+    return (events // threads) * threads / elapsed
+
+
+def _raw_side(url: str, events: int, threads: int) -> float:
+    """The same two rows per event, one commit per event, straight through psycopg."""
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        run_pks = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM azdev_pipeline_run ORDER BY id LIMIT %s", (threads,)
+            ).fetchall()
+        ]
+    data = json.dumps({"coverage_percent": 87.5, "failed": 0, "passed": True, "total": 420})
+
+    def work(worker: int) -> None:
+        with psycopg.connect(conninfo) as conn:
+            for i in range(events // threads):
+                now = datetime.now(UTC)
+                record = json.dumps(
+                    {"action": "run.event", "at": now.isoformat(), "data": data, "i": i},
+                    separators=(",", ":"),
+                    sort_keys=True,
+                )
+                with conn.transaction():
+                    conn.execute(
+                        "INSERT INTO azdev_pipeline_event (run_pk, event_id, attempt, phase, "
+                        "occurred_at, recorded_at, data) VALUES (%s, %s, 1, 'test', %s, %s, %s)",
+                        (run_pks[worker], f"raw{i}-{uuid.uuid4().hex[:8]}", now, now, data),
+                        prepare=True,
+                    )
+                    conn.execute(
+                        "INSERT INTO azdev_audit_record (recorded_at, action, actor_kind, "
+                        "actor_id, subject_type, subject_id, tenant, record) "
+                        "VALUES (%s, 'run.event', 'apikey', 'bench', 'run', %s, 'ws', %s)",
+                        (now, str(run_pks[worker]), record),
+                        prepare=True,
+                    )
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    elapsed = time.perf_counter() - started
+    return (events // threads) * threads / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    server = PgServer.start(durable=True)
+    try:
+        print(f"PostgreSQL with fsync on; {args.events} events per measurement")
+        print(f"{'threads':>7}  {'service ev/s':>12}  {'raw ev/s':>10}  {'ratio':>6}")
+        for number, threads in enumerate(args.threads):
+            url = server.url()
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE bench{number}")
+            url = server.url(f"bench{number}")
+            service = _service_side(url, args.events, threads)
+            raw = _raw_side(url, args.events, threads)
+            print(f"{threads:>7}  {service:>12.0f}  {raw:>10.0f}  {service / raw:>6.2f}")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
