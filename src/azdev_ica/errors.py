@@ -42,6 +42,12 @@ class PayloadTooLarge(IcaError):
     title = "The request body is too large"
 
 
+class UnsupportedMediaType(IcaError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Send application/json"
+
+
 class UnknownTenant(IcaError):
     status = 422
     slug = "unknown-tenant"

@@ -27,6 +27,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {**_PROBLEM, "description": "Not found (or outside the caller's tenant scope)"},
     409: {**_PROBLEM, "description": "Conflicts with the recorded state"},
     413: {**_PROBLEM, "description": "The body is larger than the limit"},
+    415: {**_PROBLEM, "description": "The body is not sent as application/json"},
     422: {**_PROBLEM, "description": "The request is not valid"},
 }
 

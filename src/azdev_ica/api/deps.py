@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Request
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.errors import Forbidden, Unauthenticated, ValidationProblem
+from azdev_ica.errors import Forbidden, Unauthenticated, UnsupportedMediaType, ValidationProblem
 from azdev_ica.services.apikeys import authenticate_api_key
 from azdev_ica.services.context import ServiceContext
 
@@ -84,6 +84,17 @@ def public() -> Callable[[], None]:
 
     setattr(dependency, PERMISSION_ATTR, PUBLIC)
     return dependency
+
+
+def json_body(request: Request) -> None:
+    """A write takes a JSON body: any other media type is a 415, not a puzzling 422."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {media_type or 'without a Content-Type'}"
+        )
 
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")

@@ -3,10 +3,11 @@ strings into numbers, sizes bounded."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -34,12 +35,34 @@ def _reject_bool_and_str_number(value: Any) -> Any:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb cannot hold U+0000 (SQLite can): refuse it at the door, on
+    # both backends alike, rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    # 9999-12-31T23:59:59-12:00 is valid RFC 3339 but past datetime's range in UTC.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+
+
 JsonInt = Annotated[int, BeforeValidator(_reject_bool_and_str)]
-JsonNumber = Annotated[float, BeforeValidator(_reject_bool_and_str_number)]
+# JSON has no NaN or Infinity (Python's parser takes them anyway); refuse them.
+JsonNumber = Annotated[
+    float, BeforeValidator(_reject_bool_and_str_number), Field(allow_inf_nan=False)
+]
+# Free text; the patterned strings below exclude U+0000 by their pattern already.
+Str = Annotated[StrictStr, AfterValidator(_no_nul)]
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 Attempt = Annotated[JsonInt, Field(ge=1, le=1000)]
 Count = Annotated[JsonInt, Field(ge=0, le=10_000_000)]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
-ShortText = Annotated[StrictStr, Field(max_length=2000)]
+Name = Annotated[Str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[Str, Field(max_length=2000)]
 Code = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 Digest = Annotated[StrictStr, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 CommitSha = Annotated[StrictStr, Field(pattern=r"^[0-9a-fA-F]{7,64}$")]
@@ -47,7 +70,7 @@ ProviderId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 BuildId = Annotated[StrictStr, Field(pattern=r"^[0-9]{1,20}$")]
 RunKey = Annotated[StrictStr, Field(pattern=r"^(ado|gh):[A-Za-z0-9._-]{1,100}:[0-9]{1,20}$")]
 EventId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
-Url = Annotated[StrictStr, Field(pattern=r"^https?://", max_length=2000)]
+Url = Annotated[StrictStr, Field(pattern=r"^https?://", max_length=2000), AfterValidator(_no_nul)]
 
 
 class Strict(BaseModel):
@@ -66,7 +89,7 @@ class RunStartRequest(Strict):
     attempt: Attempt = 1
     pipeline_name: Name
     project: Name | None = Field(default=None, description="Project or repository name")
-    branch: Annotated[StrictStr, Field(max_length=400)] | None = None
+    branch: Annotated[Str, Field(max_length=400)] | None = None
     commit: CommitSha | None = None
     tenant: Code | None = None
     stage: Code | None = None
@@ -74,8 +97,8 @@ class RunStartRequest(Strict):
     requested_for: Name | None = Field(
         default=None, description="Provider user id of who triggered the run"
     )
-    requested_for_email: Annotated[StrictStr, Field(max_length=320)] | None = None
-    start_time: AwareDatetime | None = None
+    requested_for_email: Annotated[Str, Field(max_length=320)] | None = None
+    start_time: Instant | None = None
 
 
 # --- run/event -------------------------------------------------------------------------
@@ -83,7 +106,7 @@ class RunStartRequest(Strict):
 
 class BuildData(Strict):
     artifact_digest: Digest | None = None
-    image: Annotated[StrictStr, Field(max_length=400)] | None = None
+    image: Annotated[Str, Field(max_length=400)] | None = None
     passed: StrictBool | None = None
     notes: ShortText | None = None
 
@@ -105,14 +128,14 @@ class Findings(Strict):
 
 class ScanData(Strict):
     passed: StrictBool
-    tool: Annotated[StrictStr, Field(max_length=100)] | None = None
+    tool: Annotated[Str, Field(max_length=100)] | None = None
     findings: Findings = Field(default_factory=Findings)
     notes: ShortText | None = None
 
 
 class ApprovalData(Strict):
-    approval_id: Annotated[StrictStr, Field(max_length=100)] | None = None
-    status: Annotated[StrictStr, Field(max_length=40)] | None = None
+    approval_id: Annotated[Str, Field(max_length=100)] | None = None
+    status: Annotated[Str, Field(max_length=40)] | None = None
     notes: ShortText | None = None
 
 
@@ -120,13 +143,13 @@ class DeployData(Strict):
     tenant: Code | None = None
     stage: Code | None = None
     artifact_digest: Digest | None = None
-    version: Annotated[StrictStr, Field(max_length=100)] | None = None
+    version: Annotated[Str, Field(max_length=100)] | None = None
     status: Literal["started", "succeeded", "failed"] = "started"
     notes: ShortText | None = None
 
 
 class Check(Strict):
-    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    name: Annotated[Str, Field(min_length=1, max_length=200)]
     passed: StrictBool
 
 
@@ -138,7 +161,7 @@ class VerifyData(Strict):
 
 class RollbackData(Strict):
     reason: ShortText | None = None
-    to_version: Annotated[StrictStr, Field(max_length=100)] | None = None
+    to_version: Annotated[Str, Field(max_length=100)] | None = None
     to_artifact_digest: Digest | None = None
     passed: StrictBool | None = None
     notes: ShortText | None = None
@@ -176,7 +199,7 @@ class RunEventRequest(Strict):
     event_id: EventId | None = Field(
         default=None, description="Client-chosen id; a repeated id is answered, not duplicated"
     )
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Instant | None = None
     data: dict[str, Any] = Field(
         default_factory=dict, description="Phase payload; its shape depends on the phase"
     )
@@ -223,7 +246,7 @@ class RunFinishRequest(Strict):
         description="ICA (success/failed/cancelled), Azure Agent.JobStatus or GitHub job.status"
     )
     attempt: Attempt | None = Field(default=None, description="Default: the current attempt")
-    end_time: AwareDatetime | None = None
+    end_time: Instant | None = None
 
 
 # --- responses -------------------------------------------------------------------------

@@ -7,14 +7,19 @@ client that shares this parser stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from azdev_ica.auth.principal import Actor
     from azdev_ica.services.context import ServiceContext
     from azdev_ica.settings import Settings
@@ -126,15 +131,62 @@ def _operator() -> Actor:
     return Actor(kind="operator", id=f"cli:{getpass.getuser()}")
 
 
-def _context(settings: Settings) -> ServiceContext:
+@contextmanager
+def _context(settings: Settings) -> Iterator[ServiceContext]:
+    """A service context for one command; its connections are closed when the command ends."""
     from azdev_ica.clock import SystemClock
     from azdev_ica.db.engine import Database
     from azdev_ica.services.context import ServiceContext
 
+    pepper = settings.pepper()
     db = Database.from_url(
         settings.resolved_database_url(), busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
-    return ServiceContext(db=db, clock=SystemClock(), pepper=settings.pepper())
+    try:
+        yield ServiceContext(db=db, clock=SystemClock(), pepper=pepper)
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    from azdev_ica.db.engine import make_engine
+
+    engine = make_engine(_settings().resolved_database_url())
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the failures an operator can cause (no secret yet, a bad setting, a database that
+    is unreachable, not migrated or not supported) into a message and exit 3, not a traceback."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from pydantic import ValidationError
+        from sqlalchemy.exc import ArgumentError, DBAPIError
+
+        from azdev_ica.db.engine import UnsupportedDatabase
+        from azdev_ica.settings import MissingSecretError
+
+        try:
+            return handler(args)
+        except (MissingSecretError, UnsupportedDatabase) as exc:
+            return _fail(str(exc))
+        except ArgumentError as exc:
+            return _fail(f"ICA_DATABASE_URL is not a database URL: {exc}")
+        except ValidationError as exc:
+            return _fail(f"invalid ICA_* setting: {exc}")
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            return _fail(
+                f"the database refused: {reason} "
+                "(is ICA_DATABASE_URL right, and is the schema current? run `ica db upgrade`)"
+            )
+
+    return run
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> int:
@@ -142,6 +194,7 @@ def _fail(message: str, code: int = EXIT_INVALID) -> int:
     return code
 
 
+@_guarded
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -168,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guarded
 def _init(args: argparse.Namespace) -> int:
     from azdev_ica.db import migrate
     from azdev_ica.errors import IcaError
@@ -181,52 +235,58 @@ def _init(args: argparse.Namespace) -> int:
         path = settings.resolved_secret_key_file()
         if create_secret_key_file(path):
             print(f"created the server secret {path} (mode 0600): keep it, back it up")
-    ctx = _context(settings)
-    migrate.upgrade(ctx.db.engine)
     try:
         document = args.policy.read_text(encoding="utf-8")
-        applied = apply_policy(ctx, actor=_operator(), document=document, source=str(args.policy))
-    except (OSError, IcaError) as exc:
-        return _fail(str(exc))
-    state = "applied" if applied.changed else "unchanged"
-    print(f"policy {applied.policy.sha256[:12]} {state}")
-    if count_admin_keys(ctx) == 0:
-        from azdev_ica.auth.roles import Role
+    except OSError as exc:
+        return _fail(f"cannot read the policy file: {exc}")
+    with _context(settings) as ctx:
+        migrate.upgrade(ctx.db.engine)
+        try:
+            applied = apply_policy(
+                ctx, actor=_operator(), document=document, source=str(args.policy)
+            )
+        except IcaError as exc:
+            return _fail(str(exc))
+        state = "applied" if applied.changed else "unchanged"
+        print(f"policy {applied.policy.sha256[:12]} {state}")
+        if count_admin_keys(ctx) == 0:
+            from azdev_ica.auth.roles import Role
 
-        created = create_api_key(
-            ctx,
-            actor=_operator(),
-            name="first-admin",
-            role=Role.ADMIN,
-            tenants=None,
-            expires_at=None,
-        )
-        print("created the first admin API key; it is shown only this once:")
-        print(f"  {created.secret}")
+            created = create_api_key(
+                ctx,
+                actor=_operator(),
+                name="first-admin",
+                role=Role.ADMIN,
+                tenants=None,
+                expires_at=None,
+            )
+            print("created the first admin API key; it is shown only this once:")
+            print(f"  {created.secret}")
     return EXIT_OK
 
 
+@_guarded
 def _db_upgrade(_: argparse.Namespace) -> int:
     from azdev_ica.db import migrate
-    from azdev_ica.db.engine import make_engine
 
-    engine = make_engine(_settings().resolved_database_url())
-    migrate.upgrade(engine)
-    print(f"database at revision {migrate.current_revision(engine)}")
+    with _engine() as engine:
+        migrate.upgrade(engine)
+        print(f"database at revision {migrate.current_revision(engine)}")
     return EXIT_OK
 
 
+@_guarded
 def _db_current(_: argparse.Namespace) -> int:
     from azdev_ica.db import migrate
-    from azdev_ica.db.engine import make_engine
 
-    engine = make_engine(_settings().resolved_database_url())
-    current = migrate.current_revision(engine)
+    with _engine() as engine:
+        current = migrate.current_revision(engine)
     head = migrate.head_revision()
     print(f"{current or '(empty)'} (head: {head})")
     return EXIT_OK if current == head else EXIT_INVALID
 
 
+@_guarded
 def _policy_validate(args: argparse.Namespace) -> int:
     from azdev_ica.errors import PolicyError
     from azdev_ica.policy import load_policy_file
@@ -244,14 +304,15 @@ def _policy_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guarded
 def _policy_apply(args: argparse.Namespace) -> int:
     from azdev_ica.errors import IcaError
     from azdev_ica.services.policies import apply_policy
 
-    ctx = _context(_settings())
     try:
         document = args.file.read_text(encoding="utf-8")
-        applied = apply_policy(ctx, actor=_operator(), document=document, source=str(args.file))
+        with _context(_settings()) as ctx:
+            applied = apply_policy(ctx, actor=_operator(), document=document, source=str(args.file))
     except (OSError, IcaError) as exc:
         for problem in getattr(exc, "extensions", {}).get("problems", [str(exc)]):
             print(problem, file=sys.stderr)
@@ -261,12 +322,12 @@ def _policy_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guarded
 def _policy_show(_: argparse.Namespace) -> int:
     from azdev_ica.errors import IcaError
 
-    ctx = _context(_settings())
     try:
-        with ctx.read() as session:
+        with _context(_settings()) as ctx, ctx.read() as session:
             policy = ctx.policies.active(session)
     except IcaError as exc:
         return _fail(exc.detail)
@@ -274,21 +335,22 @@ def _policy_show(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guarded
 def _apikey_create(args: argparse.Namespace) -> int:
     from azdev_ica.auth.roles import Role
     from azdev_ica.errors import IcaError
     from azdev_ica.services.apikeys import create_api_key
 
-    ctx = _context(_settings())
     try:
-        created = create_api_key(
-            ctx,
-            actor=_operator(),
-            name=args.name,
-            role=Role(args.role),
-            tenants=args.tenants,
-            expires_at=args.expires,
-        )
+        with _context(_settings()) as ctx:
+            created = create_api_key(
+                ctx,
+                actor=_operator(),
+                name=args.name,
+                role=Role(args.role),
+                tenants=args.tenants,
+                expires_at=args.expires,
+            )
     except IcaError as exc:
         return _fail(exc.detail)
     if args.output == "json":
@@ -299,13 +361,13 @@ def _apikey_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guarded
 def _apikey_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from azdev_ica.db.tables import ApiKey
 
-    ctx = _context(_settings())
-    with ctx.read() as session:
+    with _context(_settings()) as ctx, ctx.read() as session:
         rows = list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
     items = [
         {
@@ -333,13 +395,14 @@ def _apikey_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guarded
 def _apikey_revoke(args: argparse.Namespace) -> int:
     from azdev_ica.errors import IcaError
     from azdev_ica.services.apikeys import revoke_api_key
 
-    ctx = _context(_settings())
     try:
-        revoke_api_key(ctx, actor=_operator(), prefix=args.prefix, reason=args.reason)
+        with _context(_settings()) as ctx:
+            revoke_api_key(ctx, actor=_operator(), prefix=args.prefix, reason=args.reason)
     except IcaError as exc:
         return _fail(exc.detail)
     print(f"revoked {args.prefix}")

@@ -32,7 +32,11 @@ def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000)
             connect_args={"options": "-c lock_timeout=10000 -c statement_timeout=30000"},
         )
     backend = parsed.get_backend_name()
-    raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    raise UnsupportedDatabase(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+class UnsupportedDatabase(ValueError):
+    """The database URL names a backend ICA does not run on."""
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

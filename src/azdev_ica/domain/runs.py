@@ -43,7 +43,8 @@ RUN_KEY_RE = re.compile(r"^(ado|gh):([A-Za-z0-9._-]{1,100}):([0-9]{1,20})$")
 def run_key(provider: Provider, project_id: str, run_id: str) -> str:
     """`ado:{projectId}:{buildId}` or `gh:{repositoryId}:{runId}` (DESIGN.md)."""
     key = f"{provider.value}:{project_id}:{run_id}"
-    if not RUN_KEY_RE.match(key):
+    # fullmatch: `$` would also match before a trailing newline ("ado:p:1\n").
+    if not RUN_KEY_RE.fullmatch(key):
         raise ValueError(f"not a valid run key: {key!r}")
     return key
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import rfc8785
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from azdev_ica.errors import PolicyError
 from azdev_ica.policy.model import Policy, Stage, Tenant
 
 MAX_POLICY_BYTES = 1_000_000
+MAX_POLICY_NODES = 100_000
 
 
 @cache
@@ -42,21 +43,16 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     """Validate `text` (YAML) and return the policy; raise PolicyError listing every problem."""
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise PolicyError(f"{source}: the policy file is larger than {MAX_POLICY_BYTES} bytes")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f"{source}:{line + 1}" if line is not None else source
-        raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if root is None:
+    root = _yaml(yaml.compose, text, source)
+    # `---` alone (or `~`) is a document holding only null: as empty as no document.
+    if root is None or root.tag == "tag:yaml.org,2002:null":
         raise PolicyError(f"{source}: the policy file is empty")
-    problems = _duplicate_keys(root, source)
+    problems = _structure_problems(root, source)
     if problems:
         raise PolicyError("; ".join(problems), problems=problems)
-    content = yaml.safe_load(text)
+    content = _yaml(yaml.load, text, source)
     problems = [
-        f"{source}:{_line_of(root, list(error.absolute_path))}: "
-        f"{_pointer(error.absolute_path)}: {error.message}"
+        f"{source}:{_error_line(root, error)}: {_pointer(error.absolute_path)}: {error.message}"
         for error in sorted(
             Draft202012Validator(schema()).iter_errors(content), key=lambda e: list(e.path)
         )
@@ -109,24 +105,85 @@ def _semantic_problems(content: dict[str, Any], root: yaml.Node, source: str) ->
     return problems
 
 
-def _duplicate_keys(node: yaml.Node, source: str) -> list[str]:
-    """PyYAML keeps the last of two equal keys silently; a policy must not."""
+def _yaml(step: Callable[..., Any], text: str, source: str) -> Any:
+    """Compose or construct `text` safely; every YAML failure becomes a PolicyError."""
+    try:
+        return step(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        # Construction errors (unknown tags, bad !!binary, unhashable keys) carry a mark too.
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{source}:{line + 1}" if line is not None else source
+        raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise PolicyError(f"{source}: the policy file is nested too deeply") from None
+
+
+def _structure_problems(root: yaml.Node, source: str) -> list[str]:
+    """Duplicate keys (PyYAML keeps the last of two silently), recursive aliases and aliases
+    that expand past MAX_POLICY_NODES. Iterative, and each node is visited once, so neither
+    deep nesting nor shared aliases make the walk itself blow up."""
     problems: list[str] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                problems.append(f"{source}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
-            seen.add(key.value)
-            problems.extend(_duplicate_keys(value, source))
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            problems.extend(_duplicate_keys(item, source))
+    sizes: dict[int, int] = {}  # node id -> node count with aliases expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        ident = id(node)
+        children = _children(node)
+        if children_done:
+            on_path.discard(ident)
+            sizes[ident] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[ident] > MAX_POLICY_NODES:
+                line = node.start_mark.line + 1
+                return [f"{source}:{line}: aliases expand to more than {MAX_POLICY_NODES} nodes"]
+            continue
+        if ident in sizes:
+            continue
+        if ident in on_path:
+            return [f"{source}:{node.start_mark.line + 1}: a recursive alias"]
+        on_path.add(ident)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _ in node.value:
+                # Non-scalar keys are refused when the document is constructed.
+                if not isinstance(key, yaml.ScalarNode):
+                    continue
+                if key.value in seen:
+                    line = key.start_mark.line + 1
+                    problems.append(f"{source}:{line}: duplicate key {key.value!r}")
+                seen.add(key.value)
+        stack.extend((child, False) for child in reversed(children) if id(child) not in sizes)
     return problems
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _error_line(root: yaml.Node, error: ValidationError) -> int:
+    """The line of a schema error; for an unknown field, the line of that field's key."""
+    path = list(error.absolute_path)
+    node = _node_at(root, path)
+    if error.validator == "additionalProperties" and isinstance(node, yaml.MappingNode):
+        allowed = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value not in allowed:
+                return int(key.start_mark.line) + 1
+    return int(node.start_mark.line) + 1
 
 
 def _line_of(root: yaml.Node, path: Sequence[str | int]) -> int:
     """The 1-based line of the deepest node on `path` that exists."""
+    return int(_node_at(root, path).start_mark.line) + 1
+
+
+def _node_at(root: yaml.Node, path: Sequence[str | int]) -> yaml.Node:
+    """The deepest node on `path` that exists."""
     node = root
     for part in path:
         if isinstance(node, yaml.MappingNode):
@@ -140,7 +197,7 @@ def _line_of(root: yaml.Node, path: Sequence[str | int]) -> int:
             node = node.value[part]
         else:
             break
-    return int(node.start_mark.line) + 1
+    return node
 
 
 def _pointer(path: Sequence[str | int]) -> str:

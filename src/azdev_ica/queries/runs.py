@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -107,6 +107,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         at = datetime.fromisoformat(at_text)
         if at.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        if not 0 < row_id < 2**63:  # a BIGINT; a larger one would fail in the database
+            raise ValueError
+        at = at.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError):
         raise ValidationProblem("the cursor is not valid; start again without one") from None
     return at, row_id

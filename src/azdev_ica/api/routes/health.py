@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from azdev_ica.api.deps import Ctx, public
 from azdev_ica.api.schemas import HealthOut, Problem, ReadyOut
@@ -45,6 +46,8 @@ def ready(ctx: Ctx, _: Public) -> ReadyOut:
             checks["policy"] = ctx.policies.active(session).sha256
     except IcaError as exc:
         checks["policy"] = exc.detail
+    except SQLAlchemyError as exc:  # a schema too old (or absent) to hold policies
+        checks["policy"] = f"unreadable: {type(exc).__name__}"
     if checks["migrations"] != "ok" or "policy" not in checks or len(checks["policy"]) != 64:
         raise NotReady("not ready", checks=checks)
     return ReadyOut(status="ready", checks=checks)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from azdev_ica.api.deps import Ctx, IdempotencyKey, require
+from azdev_ica.api.deps import Ctx, IdempotencyKey, json_body, require
 from azdev_ica.api.schemas import (
     AttemptOut,
     EventOut,
@@ -20,6 +20,7 @@ from azdev_ica.api.schemas import (
     RunOut,
     RunPage,
     RunStartRequest,
+    Str,
 )
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
@@ -69,7 +70,13 @@ def _idempotency(
     )
 
 
-@router.post("/run/start", status_code=201, response_model=RunOut, responses=_WRITE_RESPONSES)
+@router.post(
+    "/run/start",
+    status_code=201,
+    response_model=RunOut,
+    responses=_WRITE_RESPONSES,
+    dependencies=[Depends(json_body)],
+)
 def run_start(
     body: RunStartRequest,
     response: Response,
@@ -93,6 +100,7 @@ def run_start(
     status_code=201,
     response_model=EventRecordedOut,
     responses=_WRITE_RESPONSES,
+    dependencies=[Depends(json_body)],
 )
 def run_event(
     body: RunEventRequest,
@@ -119,7 +127,7 @@ def run_event(
     return EventRecordedOut(run=run_out(outcome.run), event=event_out(outcome.event))
 
 
-@router.post("/run/finish", response_model=RunOut)
+@router.post("/run/finish", response_model=RunOut, dependencies=[Depends(json_body)])
 def run_finish(
     body: RunFinishRequest,
     ctx: Ctx,
@@ -157,18 +165,18 @@ def run_detail(run_key: RunKey, ctx: Ctx, principal: Reader) -> RunDetailOut:
 def runs_list(
     ctx: Ctx,
     principal: Reader,
-    tenant: Annotated[str | None, Query(max_length=32)] = None,
-    stage: Annotated[str | None, Query(max_length=32)] = None,
+    tenant: Annotated[Str | None, Query(max_length=32)] = None,
+    stage: Annotated[Str | None, Query(max_length=32)] = None,
     status: Literal["running", "success", "failed", "cancelled"] | None = None,
     provider: Provider | None = None,
-    pipeline_name: Annotated[str | None, Query(max_length=200)] = None,
-    branch: Annotated[str | None, Query(max_length=400)] = None,
+    pipeline_name: Annotated[Str | None, Query(max_length=200)] = None,
+    branch: Annotated[Str | None, Query(max_length=400)] = None,
     started_after: Annotated[
         str | None, Query(description="RFC 3339 time with offset", max_length=40)
     ] = None,
     started_before: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[Str | None, Query(max_length=200)] = None,
 ) -> RunPage:
     """Runs, newest first, filtered; follow `next_cursor` for more."""
     filters = RunFilter(
@@ -197,4 +205,7 @@ def _aware(value: str | None, name: str) -> datetime | None:
         raise ValidationProblem(f"{name}: not an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise ValidationProblem(f"{name}: give a time zone offset (e.g. Z)")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationProblem(f"{name}: the time is out of range") from None

@@ -1,0 +1,217 @@
+"""Deny by default (DESIGN.md rule 3): every route declares a permission, and every role gets
+exactly what the matrix grants it. Tenant-scoped keys see only their tenants."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from azdev_ica.api.deps import PUBLIC, declared_permission
+from azdev_ica.auth.roles import Permission, Role, permissions_of
+from tests.conftest import bearer
+
+API = "/api/v1/azdev"
+RUN_KEY = "ado:6c3f0e1a-1111-4c2b-9d1e-0123456789ab:4711"
+
+# Routes anyone may call. Adding one here is a decision, not a convenience.
+PUBLIC_PATHS = {"/health", "/ready"}
+
+# A well-formed request per route, so an allowed role reaches the handler (and a refused one
+# is refused for its role, not for a bad body). Routes not listed get `{}` and sample params.
+START = {
+    "provider": "ado",
+    "project_id": "6c3f0e1a-1111-4c2b-9d1e-0123456789ab",
+    "run_id": "4711",
+    "pipeline_name": "farmer-registry-ci",
+    "tenant": "to",
+    "stage": "production",
+}
+BODIES: dict[str, dict[str, Any]] = {
+    "/run/start": START,
+    "/run/event": {"run_key": RUN_KEY, "phase": "build", "data": {}},
+    "/run/finish": {"run_key": RUN_KEY, "status": "Succeeded"},
+}
+PATH_PARAMS = {"run_key": RUN_KEY}
+
+
+def all_routes(app: Any) -> list[Any]:
+    # FastAPI >= 0.16x keeps included routers as lazy `_IncludedRouter` entries in app.routes;
+    # iter_route_contexts flattens them into routes with their effective path and dependencies.
+    return list(iter_route_contexts(app.routes))
+
+
+def api_routes(app: Any) -> list[Any]:
+    routes = [route for route in all_routes(app) if isinstance(route.original_route, APIRoute)]
+    assert routes, "no API routes found: the walk itself is broken"
+    return routes
+
+
+def request_for(route: Any) -> tuple[str, str, dict[str, Any] | None]:
+    method = sorted(route.methods - {"HEAD"})[0]
+    path = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: PATH_PARAMS.get(m.group(1), "x"), route.path)
+    suffix = re.sub(r"^/api(/v1)?/azdev", "", route.path)
+    body = BODIES.get(suffix, {}) if method in {"POST", "PUT", "PATCH"} else None
+    return method, path, body
+
+
+def call(client: Any, route: Any, headers: dict[str, str]) -> Any:
+    method, path, body = request_for(route)
+    return client.request(method, path, json=body, headers=headers)
+
+
+def test_every_route_declares_a_permission_or_is_public(app):
+    undeclared = [
+        f"{sorted(route.methods)} {route.path}"
+        for route in api_routes(app)
+        if declared_permission(route.dependant) is None
+    ]
+    assert undeclared == [], f"routes without a declared permission: {undeclared}"
+
+
+def test_only_the_health_checks_are_public(app):
+    public = {
+        route.path for route in api_routes(app) if declared_permission(route.dependant) == PUBLIC
+    }
+    assert public == PUBLIC_PATHS
+
+
+def test_the_only_other_routes_are_the_api_documentation(app):
+    others = {
+        route.path for route in all_routes(app) if not isinstance(route.original_route, APIRoute)
+    }
+    assert others == {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def test_every_declared_permission_is_a_known_one(app):
+    known = {permission.value for permission in Permission} | {PUBLIC}
+    for route in api_routes(app):
+        assert declared_permission(route.dependant) in known, route.path
+
+
+def test_the_run_ledger_routes_are_walked_under_both_prefixes(app):
+    paths = {route.path for route in api_routes(app)}
+    for suffix in ("/run/start", "/run/event", "/run/finish", "/run/{run_key}", "/runs"):
+        assert f"/api/v1/azdev{suffix}" in paths
+        assert f"/api/azdev{suffix}" in paths
+
+
+def test_without_a_key_every_protected_route_is_401(app, client):
+    for route in api_routes(app):
+        response = call(client, route, {})
+        if route.path in PUBLIC_PATHS:
+            assert response.status_code == 200, route.path
+            continue
+        assert response.status_code == 401, route.path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "Bearer" in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        "Bearer ica_aaaaaaaaaa_" + "A" * 43,  # well-formed, unknown
+        "Bearer not-a-key",
+        "Basic !!!",
+        "Basic " + "dXNlcjo=",  # "user:" with an empty password
+        "Token abc",
+        "Bearer",
+    ],
+)
+def test_bad_credentials_are_401(app, client, credentials):
+    for route in api_routes(app):
+        if route.path in PUBLIC_PATHS:
+            continue
+        response = call(client, route, {"Authorization": credentials})
+        assert response.status_code == 401, (route.path, credentials)
+        assert response.json()["type"] == "urn:ica:problem:unauthenticated"
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_each_role_gets_exactly_its_permissions(app, client, make_key, role):
+    headers = bearer(make_key(role.value))
+    granted = {permission.value for permission in permissions_of(role)}
+    for route in api_routes(app):
+        declared = declared_permission(route.dependant)
+        response = call(client, route, headers)
+        where = f"{role.value} {request_for(route)[0]} {route.path}: {response.status_code}"
+        assert response.status_code < 500, where
+        if declared == PUBLIC or declared in granted:
+            assert response.status_code not in (401, 403), where
+        else:
+            assert response.status_code == 403, where
+            assert response.json()["type"] == "urn:ica:problem:forbidden", where
+
+
+def test_the_matrix_of_the_seed(app):
+    # Only the pipeline role and admin write to the run ledger; everyone may read it.
+    writers = {role for role in Role if Permission.RUN_WRITE in permissions_of(role)}
+    readers = {role for role in Role if Permission.RUN_READ in permissions_of(role)}
+    assert writers == {Role.DEVOPS, Role.ADMIN}
+    assert readers == set(Role)
+
+
+class TestTenantScope:
+    @pytest.fixture
+    def samoa(self, make_key: Any) -> dict[str, str]:
+        return bearer(make_key("azdev_devops", ["ws"]))
+
+    @pytest.fixture
+    def tonga_run(self, client: Any, make_key: Any) -> str:
+        response = client.post(f"{API}/run/start", json=START, headers=bearer(make_key("admin")))
+        assert response.status_code == 201
+        return str(response.json()["run_key"])
+
+    def test_a_key_of_samoa_cannot_start_a_run_for_tonga(self, client, samoa, ctx):
+        response = client.post(f"{API}/run/start", json=START, headers=samoa)
+        assert response.status_code == 403
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"] == "urn:ica:problem:tenant-out-of-scope"
+
+    def test_a_scoped_key_must_name_its_tenant(self, client, samoa):
+        body = {key: value for key, value in START.items() if key != "tenant"}
+        response = client.post(f"{API}/run/start", json=body, headers=samoa)
+        assert response.status_code == 403
+        assert response.json()["type"] == "urn:ica:problem:tenant-out-of-scope"
+
+    def test_a_key_of_samoa_can_start_a_run_for_samoa(self, client, samoa):
+        response = client.post(f"{API}/run/start", json={**START, "tenant": "ws"}, headers=samoa)
+        assert response.status_code == 201
+        assert response.json()["tenant"] == "ws"
+
+    def test_a_key_of_samoa_cannot_read_a_run_of_tonga(self, client, samoa, tonga_run):
+        response = client.get(f"{API}/run/{tonga_run}", headers=samoa)
+        # Out of scope answers exactly like absent: nothing leaks about other tenants.
+        absent = client.get(f"{API}/run/gh:1:1", headers=samoa)
+        assert response.status_code == absent.status_code == 404
+        assert response.json()["type"] == absent.json()["type"]
+
+    def test_a_key_of_samoa_does_not_list_runs_of_tonga(self, client, samoa, tonga_run):
+        for query in ("", "?tenant=to"):
+            response = client.get(f"{API}/runs{query}", headers=samoa)
+            assert response.status_code == 200
+            assert response.json()["items"] == []
+
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/run/event", {"phase": "deploy", "data": {}}),
+            ("/run/finish", {"status": "failed"}),
+        ],
+    )
+    def test_a_key_of_samoa_cannot_write_to_a_run_of_tonga(
+        self, client, samoa, tonga_run, make_key, path, body
+    ):
+        response = client.post(f"{API}{path}", json={"run_key": tonga_run, **body}, headers=samoa)
+        assert response.status_code == 404
+        admin = bearer(make_key("admin"))
+        run = client.get(f"{API}/run/{tonga_run}", headers=admin).json()
+        assert run["status"] == "running"
+        assert run["events"] == []
+
+    def test_an_unscoped_reader_sees_every_tenant(self, client, make_key, tonga_run):
+        auditor = bearer(make_key("azdev_auditor"))
+        assert client.get(f"{API}/run/{tonga_run}", headers=auditor).status_code == 200
+        assert len(client.get(f"{API}/runs", headers=auditor).json()["items"]) == 1
