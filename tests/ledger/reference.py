@@ -1,0 +1,51 @@
+"""The RFC 9162 definitions, written as literally as possible: an independent oracle for tests.
+
+MTH (§2.1.1), PATH (§2.1.3.1) and PROOF/SUBPROOF (§2.1.4.1), recursive over the list of
+entries. Quadratic, so only for small trees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _k(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(entries: list[bytes]) -> bytes:
+    n = len(entries)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return hashlib.sha256(b"\x00" + entries[0]).digest()
+    k = _k(n)
+    return hashlib.sha256(b"\x01" + mth(entries[:k]) + mth(entries[k:])).digest()
+
+
+def path(m: int, entries: list[bytes]) -> list[bytes]:
+    n = len(entries)
+    if n == 1:
+        return []
+    k = _k(n)
+    if m < k:
+        return [*path(m, entries[:k]), mth(entries[k:])]
+    return [*path(m - k, entries[k:]), mth(entries[:k])]
+
+
+def _subproof(m: int, entries: list[bytes], b: bool) -> list[bytes]:
+    n = len(entries)
+    if m == n:
+        return [] if b else [mth(entries)]
+    k = _k(n)
+    if m <= k:
+        return [*_subproof(m, entries[:k], b), mth(entries[k:])]
+    return [*_subproof(m - k, entries[k:], False), mth(entries[:k])]
+
+
+def proof(m: int, entries: list[bytes]) -> list[bytes]:
+    return _subproof(m, entries, True)
