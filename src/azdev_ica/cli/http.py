@@ -249,6 +249,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         headers: Any,
         newurl: str,
     ) -> urllib.request.Request | None:
+        fp.close()
         raise BadResponse(
             f"ICA answered {code} with a redirect to {redact_url(newurl)}; set the URL to "
             "the final address (redirects are not followed, so the token goes nowhere else)"

@@ -56,7 +56,7 @@ FINISH_STATUSES = (
 
 EXIT_CODES = """\
 exit codes:
-  0   done (or already recorded: a retry is answered with the existing record)
+  0   done, or already recorded (a retry is answered with the existing record)
   3   refused by ICA: invalid input or a conflict with what is recorded
   4   authentication or permission refused (check ICA_TOKEN and its role/tenants)
   5   ICA unreachable or failing, after retries within --timeout
@@ -368,7 +368,7 @@ def _execute(args: argparse.Namespace, call: Any, text: Any) -> int:
     if args.output == "json":
         print(json.dumps(response.data, indent=2, sort_keys=True))
     else:
-        is_write = args.run_command in {"start", "event", "finish"}
+        is_write = args.run_command in {"start", "event"}  # finish answers 200 either way
         already = " (already recorded)" if response.status == 200 and is_write else ""
         print(text(response.data) + already)
     return EXIT_OK
