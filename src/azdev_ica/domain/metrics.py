@@ -1,0 +1,168 @@
+"""Delivery metrics with versioned definitions (seed 000 §10; DORA). Pure, no I/O.
+
+Each metric's definition carries a version; a report names the versions it used, so a
+number in a 2026 report can be recomputed in 2033 with the same meaning. Inputs are facts
+read from the ledger (runs, deployments, incidents, approvals); nothing here reads a clock.
+
+Definitions, version 1:
+- pipeline success rate: finished runs that succeeded / finished runs (cancelled excluded).
+- deployment frequency: production deployments that succeeded, per day of the period.
+- lead time for changes: median time from a deployed commit's time to the production
+  deployment's finish.
+- change failure rate: production deployments that failed or were rolled back or caused an
+  incident / production deployments.
+- MTTR: median time from an incident's opening to its resolution (resolved incidents).
+- approval SLA compliance: approvals decided within the SLA / approvals decided.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+DEFINITIONS: dict[str, int] = {
+    "pipeline_success_rate": 1,
+    "deployment_frequency": 1,
+    "lead_time_for_changes": 1,
+    "change_failure_rate": 1,
+    "mttr": 1,
+    "approval_sla_compliance": 1,
+}
+
+
+@dataclass(frozen=True)
+class RunFact:
+    tenant: str | None
+    status: str  # running, success, failed, cancelled
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeploymentFact:
+    tenant: str
+    stage: str
+    finished_at: datetime
+    succeeded: bool
+    commit_at: datetime | None = None
+    rolled_back: bool = False
+    caused_incident: bool = False
+
+    @property
+    def failed_change(self) -> bool:
+        return not self.succeeded or self.rolled_back or self.caused_incident
+
+
+@dataclass(frozen=True)
+class IncidentFact:
+    tenant: str
+    opened_at: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ApprovalFact:
+    tenant: str
+    requested_at: datetime
+    decided_at: datetime | None
+    sla: timedelta
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open interval [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError("a period ends after it starts")
+
+    def __contains__(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start).total_seconds() / 86400
+
+
+@dataclass(frozen=True)
+class Metrics:
+    pipeline_success_rate: float | None
+    deployment_frequency_per_day: float
+    lead_time_for_changes: timedelta | None
+    change_failure_rate: float | None
+    mttr: timedelta | None
+    approval_sla_compliance: float | None
+    definitions: tuple[tuple[str, int], ...] = tuple(sorted(DEFINITIONS.items()))
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return None if whole == 0 else part / whole
+
+
+def _median(values: Sequence[timedelta]) -> timedelta | None:
+    if not values:
+        return None
+    return timedelta(seconds=statistics.median(v.total_seconds() for v in values))
+
+
+def compute(
+    period: Period,
+    *,
+    runs: Iterable[RunFact] = (),
+    deployments: Iterable[DeploymentFact] = (),
+    incidents: Iterable[IncidentFact] = (),
+    approvals: Iterable[ApprovalFact] = (),
+    tenant: str | None = None,
+    production_stage: str = "production",
+) -> Metrics:
+    """The metrics of `period`, for one tenant or (tenant None) the whole fleet."""
+
+    def mine(item_tenant: str | None) -> bool:
+        return tenant is None or item_tenant == tenant
+
+    finished = [
+        r
+        for r in runs
+        if mine(r.tenant)
+        and r.finished_at is not None
+        and r.finished_at in period
+        and r.status in {"success", "failed"}
+    ]
+    production = [
+        d
+        for d in deployments
+        if mine(d.tenant) and d.stage == production_stage and d.finished_at in period
+    ]
+    succeeded = [d for d in production if d.succeeded]
+    lead_times = [
+        d.finished_at - d.commit_at
+        for d in succeeded
+        if d.commit_at is not None and d.commit_at <= d.finished_at
+    ]
+    resolved = [
+        i.resolved_at - i.opened_at
+        for i in incidents
+        if mine(i.tenant) and i.resolved_at is not None and i.resolved_at in period
+    ]
+    decided = [
+        a
+        for a in approvals
+        if mine(a.tenant) and a.decided_at is not None and a.decided_at in period
+    ]
+    return Metrics(
+        pipeline_success_rate=_ratio(sum(r.status == "success" for r in finished), len(finished)),
+        deployment_frequency_per_day=len(succeeded) / period.days,
+        lead_time_for_changes=_median(lead_times),
+        change_failure_rate=_ratio(sum(d.failed_change for d in production), len(production)),
+        mttr=_median(resolved),
+        approval_sla_compliance=_ratio(
+            sum(
+                a.decided_at is not None and a.decided_at - a.requested_at <= a.sla for a in decided
+            ),
+            len(decided),
+        ),
+    )
