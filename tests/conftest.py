@@ -154,11 +154,19 @@ def clock() -> Any:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Any:
+    from azdev_ica.ledger.keyfile import create_key_file
     from azdev_ica.settings import Settings
 
-    return Settings(
-        data_dir=tmp_path, database_url=db_url, secret_key="s" * 48, api_key_touch_seconds=0
+    configured = Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        secret_key="s" * 48,
+        api_key_touch_seconds=0,
+        # Tests seal deterministically with `seal_now(ctx)`; no background sealer.
+        ledger_sealer=False,
     )
+    create_key_file(configured.resolved_ledger_key_file(), f"{configured.public_host}/audit")
+    return configured
 
 
 @pytest.fixture
@@ -174,10 +182,15 @@ def database(db_url: str) -> Iterator[Any]:
 def ctx(database: Any, clock: Any, settings: Any) -> Any:
     """A service context on a database with the example policy applied."""
     from azdev_ica.auth.principal import Actor
-    from azdev_ica.services.context import ServiceContext
+    from azdev_ica.services.context import LedgerConfig, ServiceContext
     from azdev_ica.services.policies import apply_policy
 
-    context = ServiceContext(db=database, clock=clock, pepper=settings.pepper())
+    context = ServiceContext(
+        db=database,
+        clock=clock,
+        pepper=settings.pepper(),
+        ledger=LedgerConfig.from_settings(settings),
+    )
     apply_policy(
         context,
         actor=Actor(kind="operator", id="test"),

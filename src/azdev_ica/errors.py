@@ -116,3 +116,13 @@ class NoPolicy(IcaError):
     status = 503
     slug = "no-policy"
     title = "No policy has been applied"
+
+
+class LedgerUnavailable(IcaError):
+    """The audit ledger cannot seal or sign: no signing key, a key that is not the current one,
+    another process holding the sealer's lease, or a database that disagrees with the
+    checkpoints it published."""
+
+    status = 503
+    slug = "ledger-unavailable"
+    title = "The audit ledger cannot seal now"

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from azdev_ica.auth.trust import OidcTrust
+
 DEFAULT_DATA_DIR = Path("var")
 
 
@@ -23,11 +25,26 @@ class Settings(BaseSettings):
     # to start: a digest made with a well-known default would be worthless.
     secret_key: SecretStr = SecretStr("")
     secret_key_file: Path | None = None
-    # A published host name, used in links and (later) the ledger origin.
-    public_host: str = "ica.localhost"
+    # A published host name, used in links and in the ledger's origin (`<host>/audit/<year>`).
+    public_host: str = Field(default="ica.localhost", pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
     api_key_touch_seconds: int = Field(default=60, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # The audit ledger. The signing key file (`ica keys init`, mode 0600) is shared by every
+    # replica; without it the server refuses to seal. Default: <data_dir>/ledger.key.
+    ledger_key_file: Path | None = None
+    # Every signed checkpoint is also written here, outside the database.
+    # Default: <data_dir>/checkpoints.
+    ledger_store_dir: Path | None = None
+    # Run the sealer in this server process (one process seals at a time, under a lease).
+    ledger_sealer: bool = True
+    ledger_seal_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    ledger_checkpoint_interval_seconds: float = Field(default=5.0, gt=0, le=86_400)
+    ledger_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    ledger_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Bearer JWTs from pipelines (Entra ID, GitHub Actions OIDC): issuers, audiences and the
+    # identities each vouches for, as JSON in ICA_OIDC_TRUST. See docs/identity.md.
+    oidc_trust: OidcTrust = Field(default_factory=OidcTrust)
 
     @field_validator("database_url")
     @classmethod
@@ -46,6 +63,12 @@ class Settings(BaseSettings):
 
     def resolved_secret_key_file(self) -> Path:
         return self.secret_key_file or self.data_dir / "secret.key"
+
+    def resolved_ledger_key_file(self) -> Path:
+        return self.ledger_key_file or self.data_dir / "ledger.key"
+
+    def resolved_ledger_store_dir(self) -> Path:
+        return self.ledger_store_dir or self.data_dir / "checkpoints"
 
     def pepper(self) -> bytes:
         """The server secret used to digest API keys; raises when none is provisioned."""

@@ -34,7 +34,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/run/event": {"run_key": RUN_KEY, "phase": "build", "data": {}},
     "/run/finish": {"run_key": RUN_KEY, "status": "Succeeded"},
 }
-PATH_PARAMS = {"run_key": RUN_KEY}
+PATH_PARAMS = {"run_key": RUN_KEY, "index": "0"}
 
 
 def all_routes(app: Any) -> list[Any]:
@@ -215,3 +215,11 @@ class TestTenantScope:
         auditor = bearer(make_key("azdev_auditor"))
         assert client.get(f"{API}/run/{tonga_run}", headers=auditor).status_code == 200
         assert len(client.get(f"{API}/runs", headers=auditor).json()["items"]) == 1
+
+
+def test_the_audit_routes_are_for_auditors(app):
+    audit = [route for route in api_routes(app) if "/azdev/audit/" in route.path]
+    assert len(audit) == 2 * 5  # query, checkpoint, entry, consistency, keys; both prefixes
+    assert {declared_permission(route.dependant) for route in audit} == {"audit:read"}
+    readers = {role for role in Role if Permission.AUDIT_READ in permissions_of(role)}
+    assert readers == {Role.AUDITOR, Role.ADMIN, Role.TENANT_ADMIN}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from azdev_ica.db.tables import AuditRecord, PipelineEvent, PipelineRun
+from azdev_ica.db.tables import AuditInbox, PipelineEvent, PipelineRun
 from tests.conftest import bearer
 
 API = "/api/v1/azdev"
@@ -43,7 +43,7 @@ def devops(make_key: Any) -> dict[str, str]:
 
 def audit_actions(ctx: Any) -> list[str]:
     with ctx.read() as session:
-        return list(session.scalars(select(AuditRecord.action).order_by(AuditRecord.id)))
+        return list(session.scalars(select(AuditInbox.action).order_by(AuditInbox.id)))
 
 
 def count(ctx: Any, table: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from azdev_ica.db import migrate
 from azdev_ica.db.engine import Database, make_engine
 from azdev_ica.db.tables import Base
 from azdev_ica.db.types import UTCDateTime
+from azdev_ica.jobs.sealer import seal_now
 
 DB_PROPERTY = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -140,27 +142,70 @@ class TestUTCDateTime:
 
 # --- append-only tables ------------------------------------------------------------------
 
-APPEND_ONLY = ["azdev_audit_record", "azdev_policy_version"]
-CHANGES = {
-    "azdev_audit_record": "UPDATE azdev_audit_record SET action = 'tampered'",
-    "azdev_policy_version": "UPDATE azdev_policy_version SET document = 'tampered'",
+
+# Per append-only table: the integer key column to bump for a new row, the column an UPDATE
+# would tamper with, and columns that are unique on their own (changed in a copy).
+@dataclass(frozen=True)
+class Spec:
+    bump: str
+    change: str
+    unique: tuple[str, ...] = ()
+    nulls: tuple[str, ...] = ()
+
+
+SPECS = {
+    "azdev_policy_version": Spec(bump="id", change="document"),
+    "azdev_audit_inbox": Spec(bump="id", change="action"),
+    "azdev_audit_shard": Spec(bump="year", change="origin", unique=("origin",)),
+    "azdev_audit_entry": Spec(bump="idx", change="action", nulls=("inbox_id",)),
+    "azdev_audit_node": Spec(bump="seq", change="seq"),
+    "azdev_audit_tree": Spec(bump="size", change="size"),
+    "azdev_audit_checkpoint": Spec(bump="size", change="note"),
+    "azdev_audit_key": Spec(bump="id", change="name", unique=("vkey",)),
 }
-COPY = {
-    "azdev_audit_record": (
-        "id, recorded_at, action, actor_kind, actor_id, subject_type, subject_id, tenant, record",
-        "id, recorded_at, 'tampered', actor_kind, actor_id, subject_type, subject_id, tenant, "
-        "record",
-    ),
-    "azdev_policy_version": (
-        "id, sha256, document, applied_at, applied_by",
-        "id, sha256, 'tampered', applied_at, applied_by",
-    ),
-}
+APPEND_ONLY = list(SPECS)
+
+
+def columns(table: str) -> list[str]:
+    return [column.name for column in Base.metadata.tables[table].columns]
+
+
+def primary_key(table: str) -> list[str]:
+    return [column.name for column in Base.metadata.tables[table].primary_key.columns]
+
+
+def tampered(table: str, column: str) -> str:
+    """An SQL expression for a changed value of `column` of `table`."""
+    kind = Base.metadata.tables[table].columns[column].type.python_type
+    return f"{column} + 1000000" if kind is int else "'tampered'"
+
+
+def copy_of(table: str, *, fresh: bool) -> tuple[str, str]:
+    """Column list and SELECT list copying a row: with its own key (a collision) or a new one."""
+    spec = SPECS[table]
+    values = []
+    for name in columns(table):
+        if name == spec.change and not fresh and name not in primary_key(table):
+            values.append(tampered(table, name))
+        elif fresh and name == spec.bump:
+            values.append(f"{name} + 100000")
+        elif fresh and name in spec.unique:
+            values.append(f"{name} || '-copy'")
+        elif fresh and name in spec.nulls:
+            values.append("NULL")
+        else:
+            values.append(name)
+    return ", ".join(columns(table)), ", ".join(values)
+
+
+def first_row(table: str) -> str:
+    return f"{SPECS[table].bump} = (SELECT min({SPECS[table].bump}) FROM {table})"  # noqa: S608
 
 
 def snapshot(database: Database, table: str) -> list[tuple[Any, ...]]:
+    order = ", ".join(primary_key(table))
     with database.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]  # noqa: S608
+        return [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))]  # noqa: S608
 
 
 def refused(database: Database, statement: str, *, before: str | None = None) -> str:
@@ -180,57 +225,54 @@ def execute(database: Database, *statements: str) -> None:
 class TestAppendOnly:
     @pytest.fixture(autouse=True)
     def _rows(self, ctx: Any) -> None:
-        # Applying the policy (the ctx fixture) wrote a policy version and its audit record.
-        assert snapshot(ctx.db, "azdev_audit_record")
-        assert snapshot(ctx.db, "azdev_policy_version")
+        # The ctx fixture applied a policy (a version and its audit record); sealing it fills
+        # every ledger table.
+        seal_now(ctx)
+        for table in APPEND_ONLY:
+            assert snapshot(ctx.db, table), table
 
     def test_update_is_refused(self, database, table):
         rows = snapshot(database, table)
-        assert "append-only" in refused(database, CHANGES[table])
+        change = SPECS[table].change
+        statement = f"UPDATE {table} SET {change} = {tampered(table, change)}"  # noqa: S608
+        assert "append-only" in refused(database, statement)
         assert snapshot(database, table) == rows
 
-    @pytest.mark.parametrize(
-        "statement",
-        ["DELETE FROM {table}", "DELETE FROM {table} WHERE id = (SELECT max(id) FROM {table})"],
-    )
-    def test_delete_is_refused(self, database, table, statement):
+    def test_delete_is_refused(self, database, table):
         rows = snapshot(database, table)
-        assert "append-only" in refused(database, statement.format(table=table))
+        for statement in (f"DELETE FROM {table}", f"DELETE FROM {table} WHERE {first_row(table)}"):  # noqa: S608
+            assert "append-only" in refused(database, statement)
         assert snapshot(database, table) == rows
 
     def test_an_upsert_onto_a_kept_row_is_refused(self, database, table):
         rows = snapshot(database, table)
-        columns, values = COPY[table]
+        names, values = copy_of(table, fresh=False)
+        key = ", ".join(primary_key(table))
         statement = (
-            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {table} "  # noqa: S608
-            f"WHERE id = (SELECT min(id) FROM {table}) "
-            f"ON CONFLICT (id) DO UPDATE SET id = excluded.id"
+            f"INSERT INTO {table} ({names}) SELECT {values} FROM {table} "  # noqa: S608
+            f"WHERE {first_row(table)} ON CONFLICT ({key}) DO UPDATE SET {SPECS[table].change} "
+            f"= excluded.{SPECS[table].change}"
         )
         assert "append-only" in refused(database, statement)
         assert snapshot(database, table) == rows
 
     def test_appending_still_works(self, database, table):
-        columns, values = COPY[table]
-        with database.engine.begin() as conn:
-            next_id = conn.scalar(text(f"SELECT max(id) + 100 FROM {table}"))  # noqa: S608
-            conn.execute(
-                text(
-                    f"INSERT INTO {table} ({columns}) "  # noqa: S608
-                    f"SELECT {values.replace('id,', ':id AS id,', 1)} FROM {table} "
-                    f"WHERE id = (SELECT min(id) FROM {table})"
-                ),
-                {"id": next_id},
-            )
-        assert snapshot(database, table)[-1][0] == next_id
+        before = len(snapshot(database, table))
+        names, values = copy_of(table, fresh=True)
+        execute(
+            database,
+            f"INSERT INTO {table} ({names}) SELECT {values} FROM {table} WHERE {first_row(table)}",  # noqa: S608
+        )
+        assert len(snapshot(database, table)) == before + 1
 
     @SQLITE_ONLY
     def test_insert_or_replace_is_refused_on_sqlite(self, database, table):
         rows = snapshot(database, table)
-        columns, values = COPY[table]
+        names, values = copy_of(table, fresh=False)
         for verb in ("INSERT OR REPLACE", "REPLACE"):
             statement = (
-                f"{verb} INTO {table} ({columns}) SELECT {values} FROM {table} "  # noqa: S608
-                f"WHERE id = (SELECT min(id) FROM {table})"
+                f"{verb} INTO {table} ({names}) SELECT {values} FROM {table} "  # noqa: S608
+                f"WHERE {first_row(table)}"
             )
             assert "append-only" in refused(database, statement)
         assert snapshot(database, table) == rows
@@ -247,10 +289,39 @@ class TestAppendOnly:
         # The triggers are ENABLE ALWAYS: logical-replication mode must not bypass them.
         rows = snapshot(database, table)
         replica = "SET LOCAL session_replication_role = replica"
-        assert "append-only" in refused(database, CHANGES[table], before=replica)
-        delete = f"DELETE FROM {table}"  # noqa: S608
-        assert "append-only" in refused(database, delete, before=replica)
+        change = SPECS[table].change
+        update = f"UPDATE {table} SET {change} = {tampered(table, change)}"  # noqa: S608
+        assert "append-only" in refused(database, update, before=replica)
+        assert "append-only" in refused(database, f"DELETE FROM {table}", before=replica)  # noqa: S608
         assert snapshot(database, table) == rows
+
+
+def test_a_replace_colliding_on_a_second_unique_key_is_refused_on_sqlite(tmp_path):
+    """INSERT OR REPLACE with a fresh primary key but a taken `inbox_id` would delete the
+    entry that holds it: the guard checks every unique key, not only the primary key."""
+    url = f"sqlite:///{tmp_path / 'ica.db'}"
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+        values = (
+            "2026, {idx}, 7, x'7b7d', '2026-01-01 00:00:00', 'a', 'system', 's', 't', 'i', NULL"
+        )
+        with engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO azdev_audit_entry VALUES ({values.format(idx=0)})"))  # noqa: S608
+        with pytest.raises(DBAPIError, match="REPLACE refused"), engine.begin() as conn:
+            conn.execute(
+                text(f"INSERT OR REPLACE INTO azdev_audit_entry VALUES ({values.format(idx=1)})")  # noqa: S608
+            )
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT idx FROM azdev_audit_entry")) == 0
+    finally:
+        engine.dispose()
+
+
+def test_the_erasable_tables_are_not_append_only(ctx, database):
+    """Personal data openings must be erasable, and the lease is taken by conditional writes."""
+    seal_now(ctx)
+    execute(database, "DELETE FROM azdev_audit_personal", "DELETE FROM azdev_job_lease")
 
 
 # --- migrations --------------------------------------------------------------------------
@@ -314,7 +385,8 @@ class TestMigrations:
         finally:
             engine.dispose()
         # Per table: update, delete and (PostgreSQL) truncate or (SQLite) replace.
-        assert triggers == 2 * (2 if engine.dialect.name == "postgresql" else 3)
+        per_table = 2 if engine.dialect.name == "postgresql" else 3
+        assert triggers == len(APPEND_ONLY) * per_table
 
 
 # --- engine setup ------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def _post(url: str, key: str, barrier: threading.Barrier) -> tuple[int, dict[str
 
 
 def test_fifty_simultaneous_starts_make_exactly_one_run(wide_app, make_key, ctx):
-    from azdev_ica.db.tables import AuditRecord, PipelineRun
+    from azdev_ica.db.tables import AuditInbox, PipelineRun
 
     key = make_key("azdev_devops")
     server = LiveServer(wide_app).start()
@@ -67,6 +67,6 @@ def test_fifty_simultaneous_starts_make_exactly_one_run(wide_app, make_key, ctx)
     with ctx.read() as session:
         assert session.scalar(select(func.count()).select_from(PipelineRun)) == 1
         starts = session.scalar(
-            select(func.count()).select_from(AuditRecord).where(AuditRecord.action == "run.start")
+            select(func.count()).select_from(AuditInbox).where(AuditInbox.action == "run.start")
         )
     assert starts == 1

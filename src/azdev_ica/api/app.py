@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -10,11 +12,12 @@ from fastapi.routing import APIRoute
 import azdev_ica
 from azdev_ica.api.limits import BodyLimitMiddleware
 from azdev_ica.api.problems import install_problem_handlers
-from azdev_ica.api.routes import health, runs
+from azdev_ica.api.routes import audit, health, runs
 from azdev_ica.api.schemas import Problem
+from azdev_ica.auth.jwt_bearer import JwtVerifier
 from azdev_ica.clock import Clock, SystemClock
 from azdev_ica.db.engine import Database
-from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.context import LedgerConfig, ServiceContext
 from azdev_ica.settings import Settings
 
 MAX_BODY_BYTES = 256 * 1024
@@ -48,23 +51,50 @@ def create_app(
         pool_size=settings.db_pool_size,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
+    ctx = ServiceContext(
+        db=db,
+        clock=clock or SystemClock(),
+        pepper=settings.pepper(),
+        ledger=LedgerConfig.from_settings(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The sealer runs beside the server; of all processes one seals at a time (a lease).
+        sealer = None
+        if settings.ledger_sealer:
+            from azdev_ica.jobs.sealer import Sealer
+
+            sealer = Sealer(ctx).start()
+        app.state.sealer = sealer
+        try:
+            yield
+        finally:
+            if sealer is not None:
+                sealer.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ICA: deployment governance",
         version=azdev_ica.__version__,
         summary="Run ledger, dual approval gates and a tamper-evident audit trail.",
         generate_unique_id_function=_operation_id,
         openapi_tags=[
             {"name": "runs", "description": "The run ledger (seed 000 §1.3)"},
+            {"name": "audit", "description": "The tamper-evident audit ledger (seed 000 §1.5, §4)"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
     )
     app.state.settings = settings
-    app.state.ctx = ServiceContext(db=db, clock=clock or SystemClock(), pepper=settings.pepper())
+    app.state.ctx = ctx
+    app.state.sealer = None
+    app.state.jwt_verifier = JwtVerifier(settings.oidc_trust, clock=app.state.ctx.clock)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
 
     api = APIRouter(responses=COMMON_RESPONSES)
     api.include_router(runs.router)
+    api.include_router(audit.router)
     app.include_router(api, prefix="/api/v1/azdev")
     # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
     app.include_router(api, prefix="/api/azdev", include_in_schema=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -11,11 +12,26 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from azdev_ica.auth.jwt_bearer import (
+    IdentityNotAuthorised,
+    JwtVerifier,
+    KeysUnavailable,
+    TokenRejected,
+    looks_like_jwt,
+)
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.errors import Forbidden, Unauthenticated, UnsupportedMediaType, ValidationProblem
+from azdev_ica.errors import (
+    Forbidden,
+    NotReady,
+    Unauthenticated,
+    UnsupportedMediaType,
+    ValidationProblem,
+)
 from azdev_ica.services.apikeys import authenticate_api_key
 from azdev_ica.services.context import ServiceContext
+
+log = logging.getLogger(__name__)
 
 PERMISSION_ATTR = "ica_permission"
 PUBLIC = "public"
@@ -57,10 +73,30 @@ def current_principal(
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    touch_every = timedelta(seconds=request.app.state.settings.api_key_touch_seconds)
-    principal = authenticate_api_key(ctx, _credential(authorization), touch_every=touch_every)
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and looks_like_jwt(value.strip()):
+        principal = _authenticate_jwt(request.app.state.jwt_verifier, value.strip())
+    else:
+        touch_every = timedelta(seconds=request.app.state.settings.api_key_touch_seconds)
+        principal = authenticate_api_key(ctx, _credential(authorization), touch_every=touch_every)
     request.state.principal = principal
     return principal
+
+
+def _authenticate_jwt(verifier: JwtVerifier, token: str) -> Principal:
+    # The caller gets a generic answer; which check failed is logged here only, so a probe
+    # learns nothing about issuers, keys or claim rules.
+    try:
+        return verifier.verify(token)
+    except TokenRejected as exc:
+        log.warning("bearer token refused: %s", exc)
+        raise Unauthenticated("the credentials are not valid") from None
+    except IdentityNotAuthorised as exc:
+        log.warning("bearer token not authorised: %s", exc)
+        raise Forbidden("this identity is not authorised") from None
+    except KeysUnavailable as exc:
+        log.error("bearer token not checked: %s", exc)
+        raise NotReady("the credentials cannot be checked now; retry later") from None
 
 
 def require(permission: Permission) -> Callable[..., Principal]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from azdev_ica.auth.roles import Permission, Role, permissions_of
 
@@ -11,7 +11,7 @@ from azdev_ica.auth.roles import Permission, Role, permissions_of
 class Actor:
     """Who did something, as the audit trail records it. Never carries a secret."""
 
-    kind: str  # api_key | operator | system
+    kind: str  # api_key | pipeline | operator | system
     id: str
     role: str | None = None
 
@@ -20,6 +20,12 @@ class Actor:
         if self.role:
             record["role"] = self.role
         return record
+
+
+# Principal kinds. Only a person may ever sign an approval; API keys and pipelines never do.
+API_KEY = "api_key"
+PIPELINE = "pipeline"
+PERSON = "person"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,21 @@ class Principal:
     name: str
     role: Role
     tenants: frozenset[str] | None
+    # Verified, non-secret claims of a signed token (e.g. GitHub `actor_id`, `run_id`,
+    # `repository_id`; Entra `tid`, `oid`), as sorted (name, value) pairs. Empty for API keys.
+    claims: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def is_person(self) -> bool:
+        """True only for a signed-in person: a pipeline or an API key can never act as one."""
+        return self.kind == PERSON
+
+    def claim(self, name: str) -> str | None:
+        """A verified token claim kept on the principal, or None."""
+        for key, value in self.claims:
+            if key == name:
+                return value
+        return None
 
     @property
     def actor(self) -> Actor:

@@ -70,6 +70,14 @@ def register(sub: Any) -> None:
         func=_db_upgrade
     )
     db.add_parser("current", help="print the schema revision").set_defaults(func=_db_current)
+    grants = db.add_parser(
+        "grants",
+        help="print the PostgreSQL grants of the application role",
+        description="Prints SQL for the schema owner to run: the role may read and append to "
+        "the audit ledger, never update, delete or truncate it.",
+    )
+    grants.add_argument("role", help="the role the server connects as, e.g. ica_app")
+    grants.set_defaults(func=_db_grants)
 
     policy = sub.add_parser("policy", help="the policy file").add_subparsers(
         dest="policy_command", metavar="ACTION", required=True
@@ -136,14 +144,16 @@ def _context(settings: Settings) -> Iterator[ServiceContext]:
     """A service context for one command; its connections are closed when the command ends."""
     from azdev_ica.clock import SystemClock
     from azdev_ica.db.engine import Database
-    from azdev_ica.services.context import ServiceContext
+    from azdev_ica.services.context import LedgerConfig, ServiceContext
 
     pepper = settings.pepper()
     db = Database.from_url(
         settings.resolved_database_url(), busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
     try:
-        yield ServiceContext(db=db, clock=SystemClock(), pepper=pepper)
+        yield ServiceContext(
+            db=db, clock=SystemClock(), pepper=pepper, ledger=LedgerConfig.from_settings(settings)
+        )
     finally:
         db.dispose()
 
@@ -249,6 +259,9 @@ def _init(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         state = "applied" if applied.changed else "unchanged"
         print(f"policy {applied.policy.sha256[:12]} {state}")
+        from azdev_ica.cli.ledger import ensure_signing_key
+
+        ensure_signing_key(settings, ctx)
         if count_admin_keys(ctx) == 0:
             from azdev_ica.auth.roles import Role
 
@@ -284,6 +297,17 @@ def _db_current(_: argparse.Namespace) -> int:
     head = migrate.head_revision()
     print(f"{current or '(empty)'} (head: {head})")
     return EXIT_OK if current == head else EXIT_INVALID
+
+
+def _db_grants(args: argparse.Namespace) -> int:
+    from azdev_ica.db.grants import grant_statements
+
+    try:
+        statements = grant_statements(args.role)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    print("\n".join(f"{statement};" for statement in statements))
+    return EXIT_OK
 
 
 @_guarded

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (also used by tests to check commands written in pipeline files)."""
-    from azdev_ica.cli import admin, pipeline
+    from azdev_ica.cli import admin, ledger, pipeline
 
     parser = _Parser(
         prog="ica",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     pipeline.register(sub)
     admin.register(sub)
+    ledger.register(sub)
     return parser
 
 

@@ -6,11 +6,14 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -146,31 +149,6 @@ class IdempotencyRecord(Base):
     __table_args__ = (UniqueConstraint("principal", "idem_key"),)
 
 
-class AuditRecord(Base):
-    """An append-only audit record: who did what, when, on what, with which data.
-
-    `record` holds the canonical JSON (RFC 8785) of the whole record, stored byte for byte;
-    the other columns are copies for querying. Triggers refuse UPDATE and DELETE.
-    """
-
-    __tablename__ = "azdev_audit_record"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    recorded_at: Mapped[datetime]
-    action: Mapped[str] = mapped_column(String(64))
-    actor_kind: Mapped[str] = mapped_column(String(16))
-    actor_id: Mapped[str] = mapped_column(String(200))
-    subject_type: Mapped[str] = mapped_column(String(32))
-    subject_id: Mapped[str] = mapped_column(String(200))
-    tenant: Mapped[str | None] = mapped_column(String(32))
-    record: Mapped[str] = mapped_column(Text)
-
-    __table_args__ = (
-        Index("ix_azdev_audit_record_subject", "subject_type", "subject_id"),
-        Index("ix_azdev_audit_record_time", "recorded_at"),
-    )
-
-
 class PolicyVersion(Base):
     """An applied policy document; the latest row is the active policy."""
 
@@ -183,4 +161,167 @@ class PolicyVersion(Base):
     applied_by: Mapped[str] = mapped_column(String(200))
 
 
-APPEND_ONLY_TABLES = ("azdev_audit_record", "azdev_policy_version")
+# --- the audit ledger ------------------------------------------------------------------------
+#
+# Every action inserts one row into the inbox, in its own transaction. The sealer (one at a
+# time, under a lease) turns inbox rows into numbered entries of a yearly shard's Merkle tree,
+# stores the tree's nodes, and signs checkpoints. Everything but the lease and the personal
+# data openings is append-only: the database refuses UPDATE, DELETE (and TRUNCATE, INSERT OR
+# REPLACE); tampering by someone who bypasses that is caught by `ica audit verify`.
+
+
+class AuditInbox(Base):
+    """An action's audit record, waiting to be sealed into the ledger.
+
+    `body` is the canonical JSON (RFC 8785) of the record without its position in the log;
+    the sealer wraps it, byte for byte, into the entry. A row counts as sealed once an entry
+    names it (`AuditEntry.inbox_id`, unique): nothing here is ever updated. `txid` is the
+    PostgreSQL transaction id of the writer (0 on SQLite), which lets the sealer skip rows
+    that are known to be sealed without trusting that ids commit in order.
+    """
+
+    __tablename__ = "azdev_audit_inbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    txid: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(64))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditShard(Base):
+    """A yearly log: its origin (the checkpoint's first line) and the link to the year before."""
+
+    __tablename__ = "azdev_audit_shard"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    origin: Mapped[str] = mapped_column(String(300), unique=True)
+    opened_at: Mapped[datetime]
+    previous_checkpoint: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """Entry `idx` of a shard: its exact bytes (the leaf), and copies of fields for queries."""
+
+    __tablename__ = "azdev_audit_entry"
+
+    year: Mapped[int] = mapped_column(Integer)
+    idx: Mapped[int] = mapped_column(BigInteger)
+    inbox_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    time: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(64))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        PrimaryKeyConstraint("year", "idx"),
+        Index("ix_azdev_audit_entry_time", "time"),
+        Index("ix_azdev_audit_entry_subject", "subject_type", "subject_id"),
+        Index("ix_azdev_audit_entry_actor", "actor_id"),
+    )
+
+
+class AuditNode(Base):
+    """A stored node of a shard's tree, keyed by `merkle.stored_hash_index` (leaves included)."""
+
+    __tablename__ = "azdev_audit_node"
+
+    year: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+    __table_args__ = (PrimaryKeyConstraint("year", "seq"),)
+
+
+class AuditTree(Base):
+    """The tree after each sealed batch: size, root and right edge (the sealer resumes from the
+    largest). The primary key makes two sealers that race for one size fail, not fork."""
+
+    __tablename__ = "azdev_audit_tree"
+
+    year: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    edge: Mapped[bytes] = mapped_column(LargeBinary)
+    inbox_floor: Mapped[int] = mapped_column(BigInteger)
+    sealed_at: Mapped[datetime]
+
+    __table_args__ = (PrimaryKeyConstraint("year", "size"),)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint note) of a shard at a tree size."""
+
+    __tablename__ = "azdev_audit_checkpoint"
+
+    year: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    key_name: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(8))
+    signed_at: Mapped[datetime]
+
+    __table_args__ = (PrimaryKeyConstraint("year", "size"),)
+
+
+class AuditKey(Base):
+    """A public key of the log. A key is valid from `valid_from` until the next key's."""
+
+    __tablename__ = "azdev_audit_key"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(8))
+    vkey: Mapped[str] = mapped_column(String(300), unique=True)
+    valid_from: Mapped[datetime]
+    registered_at: Mapped[datetime]
+
+
+class PersonalDataOpening(Base):
+    """What a salted hash in the ledger stands for. Erasable by design: deleting the row
+    leaves only an unopenable hash in the ledger, and the ledger still verifies."""
+
+    __tablename__ = "azdev_audit_personal"
+
+    commitment: Mapped[str] = mapped_column(String(80), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+
+class JobLease(Base):
+    """Who runs a single-instance job (the sealer) until when. Mutable: taken and renewed
+    with conditional writes."""
+
+    __tablename__ = "azdev_job_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+# Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
+APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "azdev_policy_version": (("id",),),
+    "azdev_audit_inbox": (("id",),),
+    "azdev_audit_shard": (("year",), ("origin",)),
+    "azdev_audit_entry": (("year", "idx"), ("inbox_id",)),
+    "azdev_audit_node": (("year", "seq"),),
+    "azdev_audit_tree": (("year", "size"),),
+    "azdev_audit_checkpoint": (("year", "size"),),
+    "azdev_audit_key": (("id",), ("vkey",)),
+}

@@ -45,3 +45,13 @@ PortableJSON = JSON().with_variant(JSONB(), "postgresql")
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def stored_bytes(value: object) -> bytes:
+    """The bytes of a LargeBinary value as read back. SQLite lets anyone with the file store
+    TEXT in a BLOB column (a tampered entry may come back as str): take its UTF-8 bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"expected stored bytes, got {type(value).__name__}")

@@ -13,7 +13,7 @@ from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Role
 from azdev_ica.db.tables import ApiKey
 from azdev_ica.errors import NotFound, Unauthenticated, ValidationProblem
-from azdev_ica.services.audit import append_audit
+from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 
 
@@ -71,7 +71,7 @@ def create_api_key(
                 "name": name,
                 "role": role.value,
                 "tenants": scoped,
-                "expires_at": expires_at.isoformat() if expires_at else None,
+                "expires_at": rfc3339(expires_at) if expires_at else None,
             },
             at=now,
         )

@@ -1,22 +1,61 @@
-"""Appending audit records: canonical, complete, never a secret."""
+"""Appending audit records: canonical, complete, never a secret, personal data only as salted
+hashes.
+
+Every action calls :func:`append_audit` inside its own transaction: one plain INSERT into the
+ledger's inbox, no global lock. The sealer (`jobs/sealer.py`) later gives the record its place
+in the log. The record is the entry's body: canonical JSON (RFC 8785) of action, actor, data,
+subject, tenant and time, stored byte for byte.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
+from sqlalchemy import insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
-from azdev_ica.db.tables import AuditRecord
+from azdev_ica.db.tables import AuditInbox, PersonalDataOpening
 
-RECORD_VERSION = 1
+COMMITMENT_PREFIX = "salted-sha256:"
+"""How a personal value appears in the ledger: ``salted-sha256:<hex SHA-256(salt || value)>``."""
+
+PERSONAL_KINDS = frozenset({"provider_user", "email"})
 
 
 def rfc3339(at: datetime) -> str:
     """UTC, microseconds, `Z`: one spelling for every timestamp in the trail."""
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_body(
+    *,
+    actor: Actor,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    tenant: str | None,
+    data: Mapping[str, Any],
+    at: datetime,
+) -> bytes:
+    """The canonical JSON body of an audit record (the entry minus its place in the log)."""
+    return bytes(
+        rfc8785.dumps(
+            {
+                "action": action,
+                "actor": actor.as_record(),
+                "data": dict(data),
+                "subject": {"type": subject_type, "id": subject_id},
+                "tenant": tenant,
+                "time": rfc3339(at),
+            }
+        )
+    )
 
 
 def append_audit(
@@ -27,28 +66,84 @@ def append_audit(
     subject_type: str,
     subject_id: str,
     tenant: str | None,
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     at: datetime,
-) -> AuditRecord:
-    """Add one audit record to the caller's transaction (it commits or rolls back with it)."""
-    record: dict[str, Any] = {
-        "v": RECORD_VERSION,
-        "action": action,
-        "at": rfc3339(at),
-        "actor": actor.as_record(),
-        "subject": {"type": subject_type, "id": subject_id},
-        "tenant": tenant,
-        "data": data,
-    }
-    row = AuditRecord(
-        recorded_at=at,
+    personal: Mapping[str, tuple[str, str | None]] | None = None,
+) -> int:
+    """Add one audit record to the caller's transaction (it commits or rolls back with it);
+    return its inbox id (for :func:`azdev_ica.jobs.sealer.wait_for_entry`).
+
+    ``personal`` maps data fields to ``(kind, value)``: each value enters the record only as
+    a salted hash (:func:`personal_commitment`), so erasing a person never touches the ledger.
+    """
+    # Flush the action's own changes first: their row locks are then taken before the record
+    # gets its inbox id, so of two actions on the same row the later one also has the later
+    # id, and the log orders them as the database did.
+    session.flush()
+    record = dict(data)
+    for name, (kind, value) in (personal or {}).items():
+        record[name] = None if value is None else personal_commitment(session, kind, value, at)
+    body = record_body(
+        actor=actor,
         action=action,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
         subject_type=subject_type,
         subject_id=subject_id,
         tenant=tenant,
-        record=rfc8785.dumps(record).decode(),
+        data=record,
+        at=at,
     )
-    session.add(row)
-    return row
+    # PostgreSQL: the writer's transaction id, so the sealer knows which rows may still be
+    # invisible to it (see jobs/sealer.py). SQLite has one writer at a time: 0.
+    txid: Any = (
+        literal_column("pg_current_xact_id()::text::bigint")
+        if session.get_bind().dialect.name == "postgresql"
+        else 0
+    )
+    inbox_id = session.execute(
+        insert(AuditInbox)
+        .values(
+            txid=txid,
+            created_at=at,
+            action=action,
+            actor_kind=actor.kind,
+            actor_id=actor.id,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            tenant=tenant,
+            body=body,
+        )
+        .returning(AuditInbox.id)
+    ).scalar_one()
+    return int(inbox_id)
+
+
+def commitment_of(salt: bytes, value: str) -> str:
+    """``salted-sha256:`` + hex SHA-256 of the salt followed by the UTF-8 value."""
+    return COMMITMENT_PREFIX + hashlib.sha256(salt + value.encode("utf-8")).hexdigest()
+
+
+def personal_commitment(session: Session, kind: str, value: str, at: datetime) -> str:
+    """The salted hash that stands for ``value`` in the ledger.
+
+    One random salt per (kind, value): the same person hashes alike in every entry (an auditor
+    can still see that the requester and the approver are one person), yet nobody can test a
+    guess without the opening, and erasing the opening leaves an unopenable hash. Two first
+    uses racing each other collide on the unique (kind, value) and the action is retried.
+    """
+    if kind not in PERSONAL_KINDS:
+        raise ValueError(f"unknown kind of personal data {kind!r}")
+    found = session.scalars(
+        select(PersonalDataOpening.commitment).where(
+            PersonalDataOpening.kind == kind, PersonalDataOpening.value == value
+        )
+    ).one_or_none()
+    if found is not None:
+        return found
+    salt = secrets.token_bytes(32)
+    commitment = commitment_of(salt, value)
+    session.execute(
+        insert(PersonalDataOpening).values(
+            commitment=commitment, kind=kind, value=value, salt=salt.hex(), created_at=at
+        )
+    )
+    return commitment

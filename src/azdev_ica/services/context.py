@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -18,7 +19,44 @@ from azdev_ica.db.tables import PolicyVersion
 from azdev_ica.errors import NoPolicy
 from azdev_ica.policy import Policy, parse_policy
 
+if TYPE_CHECKING:
+    from azdev_ica.settings import Settings
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """How this process seals the audit ledger (see `jobs/sealer.py`)."""
+
+    public_host: str = "ica.localhost"
+    key_file: Path | None = None
+    store_dir: Path | None = None
+    batch_size: int = 1000
+    seal_interval: float = 0.25
+    checkpoint_interval: float = 5.0
+    lease_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LedgerConfig:
+        return cls(
+            public_host=settings.public_host,
+            key_file=settings.resolved_ledger_key_file(),
+            store_dir=settings.resolved_ledger_store_dir(),
+            batch_size=settings.ledger_batch_size,
+            seal_interval=settings.ledger_seal_interval_seconds,
+            checkpoint_interval=settings.ledger_checkpoint_interval_seconds,
+            lease_seconds=settings.ledger_lease_seconds,
+        )
+
+    @property
+    def key_name(self) -> str:
+        """The name of the log's signing key (one key signs every yearly shard)."""
+        return f"{self.public_host}/audit"
+
+    def origin(self, year: int) -> str:
+        """The origin of a yearly shard: the first line of its checkpoints."""
+        return f"{self.public_host}/audit/{year}"
 
 
 @dataclass
@@ -56,6 +94,7 @@ class ServiceContext:
     clock: Clock
     pepper: bytes
     policies: PolicyCache = field(default_factory=PolicyCache)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
 
     def run_action(self, action: Callable[[Session], T], *, retries: int = 3) -> T:
         """Run `action` in one write transaction, retrying when a concurrent writer won a race.

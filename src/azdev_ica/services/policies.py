@@ -49,6 +49,8 @@ def apply_policy(ctx: ServiceContext, *, actor: Actor, document: str, source: st
                 "previous_sha256": latest.sha256 if latest else None,
                 "tenants": sorted(policy.tenants),
                 "stages": [stage.name for stage in policy.stages],
+                # The whole document: `ica audit replay` rebuilds the policy versions from it.
+                "document": document,
             },
             at=now,
         )

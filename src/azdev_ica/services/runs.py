@@ -171,9 +171,12 @@ def start_run(
                 "commit": command.commit,
                 "stage": command.stage,
                 "artifact_digest": command.artifact_digest,
-                "requested_for": command.requested_for,
                 "start_time": rfc3339(started),
                 "policy_sha256": policy.sha256,
+            },
+            personal={
+                "requested_for": ("provider_user", command.requested_for),
+                "requested_for_email": ("email", command.requested_for_email),
             },
             at=now,
         )

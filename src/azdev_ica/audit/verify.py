@@ -1,0 +1,518 @@
+"""`ica audit verify`: rebuild every shard's tree from the database and check it against the
+stored nodes, the tree heads, every signed checkpoint, and the checkpoints published outside.
+
+Entries, stored nodes and tree heads stream in index order and are merged as the tree is
+rebuilt: O(log n) memory per shard, plus the lists of checkpoints. What tampering looks like:
+
+- an entry edited after sealing: its leaf no longer matches the stored leaf hash (the exact
+  index), and the checkpoints after it no longer match (if the stored nodes were rewritten
+  too, only the range between two checkpoints is known);
+- an entry deleted, inserted, or two swapped: a gap in the indices, or an entry whose envelope
+  names another position (the exact index);
+- the tail cut off, or the whole database rewound to an earlier copy: the outside store holds
+  checkpoints of sizes, or shards, the database no longer reaches (the first missing index);
+- a checkpoint replaced: its signature fails, or it differs from the published one and from
+  the rebuilt tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from azdev_ica.adapters.checkpoint_store import (
+    CheckpointStoreError,
+    FolderCheckpointStore,
+    StoredCheckpoint,
+)
+from azdev_ica.db.engine import Database
+from azdev_ica.db.tables import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditKey,
+    AuditNode,
+    AuditShard,
+    AuditTree,
+)
+from azdev_ica.db.types import stored_bytes
+from azdev_ica.ledger.entry import EntryError, parse_entry
+from azdev_ica.ledger.merkle import CompactRange, leaf_hash, stored_hash_index
+from azdev_ica.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
+
+__all__ = ["Finding", "LedgerReport", "ShardReport", "verify_ledger"]
+
+Progress = Callable[[int, int], None]
+_BATCH = 2000
+_LISTED = 50
+
+
+@dataclass
+class Finding:
+    """A failed check. ``index``: the first entry it implicates (``end``: only the range
+    ``[index, end)`` is known)."""
+
+    where: str
+    message: str
+    index: int | None = None
+    end: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class ShardReport:
+    year: int
+    origin: str
+    entries: int = 0
+    tree_size: int = 0
+    checkpoints: int = 0
+    checkpoints_verified: int = 0
+    published: int = 0
+    published_verified: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def first_bad(self) -> Finding | None:
+        """The earliest problem: the lowest exact index, unless a range (a checkpoint that
+        does not match) lies wholly before it."""
+        exact = [f for f in self.findings if f.index is not None and f.end is None]
+        ranges = [f for f in self.findings if f.index is not None and f.end is not None]
+        first = min(exact, key=lambda f: f.index or 0) if exact else None
+        earlier = [r for r in ranges if first is None or (r.end or 0) <= (first.index or 0)]
+        if earlier:
+            return min(earlier, key=lambda f: (f.index or 0, f.end or 0))
+        return first
+
+
+@dataclass
+class LedgerReport:
+    shards: list[ShardReport] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # not tied to one shard
+    store: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and not any(s.findings for s in self.shards)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        for shard, out in zip(self.shards, data["shards"], strict=True):
+            bad = shard.first_bad
+            out["first_bad_index"] = bad.index if bad else None
+            out["first_bad_index_end"] = bad.end if bad else None
+        return data
+
+    def text(self) -> str:
+        store = self.store or "none configured: a cut-off tail or a rewound database goes unseen"
+        out = [f"outside store: {store}"]
+        out.extend(f"  - {f}" for f in self.findings)
+        for s in self.shards:
+            out.append(
+                f"{s.origin}: {s.entries} entries (tree {s.tree_size}), "
+                f"{s.checkpoints_verified}/{s.checkpoints} checkpoints and "
+                f"{s.published_verified}/{s.published} published checkpoints verified"
+            )
+            bad = s.first_bad
+            if bad is not None:
+                where = f"in [{bad.index}, {bad.end})" if bad.end is not None else f"{bad.index}"
+                out.append(f"  first bad entry index: {where}")
+            out.extend(f"  - {f}" for f in s.findings[:_LISTED])
+            if len(s.findings) > _LISTED:
+                out.append(f"  ... and {len(s.findings) - _LISTED} more (see --json)")
+        problems = len(self.findings) + sum(len(s.findings) for s in self.shards)
+        out.append("RESULT: OK" if self.ok else f"RESULT: FAILED: {problems} problem(s)")
+        return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class _Key:
+    verifier: Verifier
+    valid_from: datetime
+    valid_until: datetime | None
+
+    def valid_at(self, at: datetime) -> bool:
+        return self.valid_from <= at and (self.valid_until is None or at < self.valid_until)
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A signed root to match against the rebuilt tree (from the database or the store)."""
+
+    where: str
+    root: bytes
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A shard's rebuilt end: what the next shard's first entry must link to."""
+
+    size: int
+    root: bytes
+    note: str | None
+
+
+def _stream(conn: Connection, query: Any) -> Any:
+    """A result read in batches (a server-side cursor on PostgreSQL): close it when done."""
+    return conn.execution_options(yield_per=_BATCH).execute(query)
+
+
+def _keys(conn: Connection, trusted: Sequence[Verifier] | None) -> list[_Key]:
+    rows = list(conn.execute(select(AuditKey).order_by(AuditKey.valid_from, AuditKey.id)))
+    pinned = {v.key_string() for v in trusted} if trusted is not None else None
+    keys = []
+    for i, row in enumerate(rows):
+        if pinned is not None and row.vkey not in pinned:
+            continue
+        until = rows[i + 1].valid_from if i + 1 < len(rows) else None
+        keys.append(_Key(Verifier.from_key_string(row.vkey), row.valid_from, until))
+    return keys
+
+
+class _ShardCheck:
+    """One shard's checks; findings of a kind that repeats (every entry after a gap) are
+    reported once, with a count."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        shard: Any,
+        keys: list[_Key],
+        store: FolderCheckpointStore | None,
+        previous: _Final | None,
+    ) -> None:
+        self.conn = conn
+        self.year: int = shard.year
+        self.origin: str = shard.origin
+        self.keys = keys
+        self.store = store
+        self.previous = previous
+        self.report = ShardReport(year=self.year, origin=self.origin)
+        self.link: dict[str, Any] | None = None
+        self._repeats: dict[str, int] = {}
+
+    def finding(
+        self, where: str, message: str, index: int | None = None, end: int | None = None
+    ) -> None:
+        self.report.findings.append(Finding(where, message, index, end))
+
+    def once(
+        self,
+        kind: str,
+        where: str,
+        message: str,
+        index: int | None = None,
+        end: int | None = None,
+    ) -> None:
+        count = self._repeats.get(kind, 0)
+        self._repeats[kind] = count + 1
+        if not count:
+            self.finding(where, message, index, end)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _open(self, note: str, signed_at: datetime | None) -> Checkpoint:
+        verifiers = [k.verifier for k in self.keys if signed_at is None or k.valid_at(signed_at)]
+        if not verifiers:
+            raise NoteError("no trusted key was valid when it was signed")
+        checkpoint, _ = open_checkpoint(note, verifiers, self.origin)
+        return checkpoint
+
+    def checkpoints(self) -> tuple[dict[int, list[_Signed]], dict[int, str]]:
+        """Verify signatures; return the roots to match by size, and the database's notes."""
+        signed: dict[int, list[_Signed]] = {}
+        notes: dict[int, str] = {}
+        rows = self.conn.execute(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.year == self.year)
+            .order_by(AuditCheckpoint.size)
+        )
+        for row in rows:
+            self.report.checkpoints += 1
+            where = f"checkpoint {row.size}"
+            notes[row.size] = row.note
+            try:
+                checkpoint = self._open(row.note, row.signed_at)
+            except NoteError as exc:
+                self.finding(where, f"does not verify: {exc}")
+                continue
+            if checkpoint.size != row.size or checkpoint.root_hash != stored_bytes(row.root):
+                self.finding(where, "its note does not sign the size and root of its row")
+                continue
+            self.report.checkpoints_verified += 1
+            signed.setdefault(checkpoint.size, []).append(_Signed(where, checkpoint.root_hash))
+        for published in self._published():
+            self.report.published += 1
+            where = f"published checkpoint {published.where}"
+            try:
+                checkpoint = self._open(published.note, None)
+            except NoteError as exc:
+                self.finding(where, f"does not verify: {exc}")
+                continue
+            self.report.published_verified += 1
+            stored = notes.get(checkpoint.size)
+            if stored is None:
+                self.finding(
+                    where,
+                    f"the database has no checkpoint of size {checkpoint.size}: removed, or "
+                    "the database was rewound",
+                )
+            elif stored != published.note:
+                self.finding(
+                    f"checkpoint {checkpoint.size}",
+                    f"differs from the one published in {published.where}: replaced",
+                )
+            signed.setdefault(checkpoint.size, []).append(_Signed(where, checkpoint.root_hash))
+        return signed, notes
+
+    def _published(self) -> list[StoredCheckpoint]:
+        if self.store is None:
+            return []
+        try:
+            return self.store.all(self.origin)
+        except CheckpointStoreError as exc:
+            self.finding("outside store", str(exc))
+            return []
+
+    # -- the tree ----------------------------------------------------------------------------
+
+    def run(self, progress: Progress | None, done: int, total: int) -> _Final:
+        signed, notes = self.checkpoints()
+        nodes = _stream(
+            self.conn,
+            select(AuditNode.seq, AuditNode.hash)
+            .where(AuditNode.year == self.year)
+            .order_by(AuditNode.seq),
+        )
+        heads = _stream(
+            self.conn,
+            select(AuditTree.size, AuditTree.root)
+            .where(AuditTree.year == self.year)
+            .order_by(AuditTree.size),
+        )
+        entries = _stream(
+            self.conn,
+            select(AuditEntry.idx, AuditEntry.entry)
+            .where(AuditEntry.year == self.year)
+            .order_by(AuditEntry.idx),
+        )
+        try:
+            return self._rebuild(signed, notes, entries, nodes, heads, progress, (done, total))
+        finally:
+            for result in (entries, nodes, heads):
+                result.close()
+
+    def _rebuild(
+        self,
+        signed: dict[int, list[_Signed]],
+        notes: dict[int, str],
+        entries: Any,
+        nodes: Iterator[Any],
+        heads: Iterator[Any],
+        progress: Progress | None,
+        counts: tuple[int, int],
+    ) -> _Final:
+        done, total = counts
+        head = next(heads, None)
+        stored_node = next(nodes, None)
+        rng = CompactRange()
+        position = 0
+        good = 0  # the largest size up to which every signed root matched
+        failed = False
+        for index, raw in entries:
+            data = stored_bytes(raw)
+            if index != position:
+                self.once(
+                    "gap",
+                    f"entry {position}",
+                    f"is missing (the entry stored next is {index}): deleted, or the indices "
+                    "were rewritten",
+                    position,
+                )
+            self._check_envelope(position, data)
+            for node in rng.append(leaf_hash(data)):
+                seq = stored_hash_index(node.level, node.index)
+                while stored_node is not None and stored_node[0] < seq:
+                    stored_node = next(nodes, None)
+                first = node.index << node.level
+                last = first + (1 << node.level)
+                if stored_node is None or stored_node[0] != seq:
+                    self.once("node", f"node {node.id}", "is not stored", first, last)
+                elif stored_bytes(stored_node[1]) != node.hash and node.level == 0:
+                    self.once(
+                        "leaf",
+                        f"entry {first}",
+                        "does not match the leaf hash stored when it was sealed: edited, "
+                        "inserted or moved after sealing",
+                        first,
+                    )
+                elif stored_bytes(stored_node[1]) != node.hash:
+                    self.once(
+                        "inner", f"node {node.id}", "differs from the rebuilt tree", first, last
+                    )
+            position += 1
+            while head is not None and head[0] <= position:
+                if head[0] == position and stored_bytes(head[1]) != rng.root():
+                    self.once(
+                        "head", f"tree head {position}", "is not the root of the entries", None
+                    )
+                head = next(heads, None)
+            for cp in signed.get(position, ()):
+                if cp.root == rng.root():
+                    good = position if not failed else good
+                    continue
+                failed = True
+                self.finding(
+                    cp.where,
+                    f"the first {position} entries do not hash to its signed root: an entry in "
+                    f"[{good}, {position}) was altered, inserted, removed or reordered",
+                    good,
+                    position,
+                )
+            if progress is not None and position % 10_000 == 0:
+                progress(done + position, total)
+        for kind, count in self._repeats.items():
+            if count > 1:
+                self.finding(kind, f"{count - 1} more entries or nodes fail the same way")
+        self.report.entries = position
+        self._check_end(position, signed)
+        self._check_link()
+        last_note = notes[max(notes)] if notes else None
+        return _Final(position, rng.root(), last_note)
+
+    def _check_envelope(self, position: int, data: bytes) -> None:
+        try:
+            parsed = parse_entry(data)
+        except EntryError as exc:
+            self.once("envelope", f"entry {position}", f"is not a ledger entry: {exc}", position)
+            return
+        if parsed.index != position or parsed.origin != self.origin:
+            self.once(
+                "envelope",
+                f"entry {position}",
+                f"names index {parsed.index} of {parsed.origin}: moved, inserted or reordered",
+                position,
+            )
+        if position == 0:
+            if parsed.body.get("action") != "ledger.open":
+                self.finding("entry 0", "is not the shard's ledger.open entry", 0)
+            link = parsed.body.get("data")
+            self.link = link if isinstance(link, dict) else {}
+
+    def _check_end(self, count: int, signed: dict[int, list[_Signed]]) -> None:
+        tree_size = self.conn.scalar(
+            select(AuditTree.size)
+            .where(AuditTree.year == self.year)
+            .order_by(AuditTree.size.desc())
+            .limit(1)
+        )
+        self.report.tree_size = int(tree_size or 0)
+        if self.report.tree_size > count:
+            self.finding(
+                f"tree head {self.report.tree_size}",
+                f"the tree had {self.report.tree_size} entries, the database holds {count}: "
+                f"entries [{count}, {self.report.tree_size}) are missing",
+                count,
+            )
+        elif count > self.report.tree_size:
+            self.finding(
+                f"entry {self.report.tree_size}",
+                f"entries [{self.report.tree_size}, {count}) are in no tree head: written "
+                "outside the sealer",
+                self.report.tree_size,
+            )
+        beyond = sorted(size for size in signed if size > count)
+        if beyond:
+            where = ", ".join(cp.where for cp in signed[beyond[-1]])
+            self.finding(
+                where,
+                f"signs {beyond[-1]} entries, the database holds {count}: entries "
+                f"[{count}, {beyond[-1]}) are missing (cut off, or the database was rewound "
+                "to an earlier copy)",
+                count,
+            )
+
+    def _check_link(self) -> None:
+        """Entry 0 embeds the previous shard's final checkpoint, which matches its tree."""
+        link = self.link or {}
+        embedded = link.get("previous_checkpoint")
+        if self.previous is None:
+            if embedded is not None:
+                self.finding("entry 0", "links to a previous shard, but there is none", 0)
+            return
+        if not isinstance(embedded, str) or embedded != self.previous.note:
+            self.finding("entry 0", "does not embed the previous shard's final checkpoint", 0)
+            return
+        try:
+            checkpoint, _ = open_checkpoint(embedded, [k.verifier for k in self.keys])
+        except NoteError as exc:
+            self.finding("entry 0", f"the embedded previous checkpoint does not verify: {exc}", 0)
+            return
+        if (checkpoint.size, checkpoint.root_hash) != (self.previous.size, self.previous.root):
+            self.finding(
+                "entry 0", "the embedded checkpoint is not the previous shard's final tree", 0
+            )
+
+
+def verify_ledger(
+    db: Database,
+    store: FolderCheckpointStore | None,
+    *,
+    trusted: Sequence[Verifier] | None = None,
+    progress: Progress | None = None,
+) -> LedgerReport:
+    """Verify every shard of the ledger in ``db`` against the outside ``store``.
+
+    ``trusted``: only these public keys may sign. By default the keys registered in the
+    database are trusted, which someone able to rewrite the database could have rewritten
+    too: pin the keys you hold when that matters.
+    """
+    report = LedgerReport(store=str(store.root) if store is not None else None)
+    with db.engine.connect() as conn, conn.begin():
+        keys = _keys(conn, trusted)
+        shards = list(conn.execute(select(AuditShard).order_by(AuditShard.year)))
+        if shards and not keys:
+            report.findings.append(Finding("keys", "no trusted public key is registered"))
+        total = sum(
+            int(
+                conn.scalar(
+                    select(AuditTree.size)
+                    .where(AuditTree.year == shard.year)
+                    .order_by(AuditTree.size.desc())
+                    .limit(1)
+                )
+                or 0
+            )
+            for shard in shards
+        )
+        previous: _Final | None = None
+        done = 0
+        for shard in shards:
+            check = _ShardCheck(conn, shard, keys, store, previous)
+            previous = check.run(progress, done, total)
+            done += check.report.entries
+            report.shards.append(check.report)
+        if progress is not None:
+            progress(done, total)
+        if store is not None:
+            known = {shard.origin for shard in shards}
+            try:
+                published = store.origins()
+            except OSError as exc:
+                published = []
+                report.findings.append(Finding("outside store", f"cannot be listed: {exc}"))
+            for origin in published:
+                if origin not in known:
+                    report.findings.append(
+                        Finding(
+                            "outside store",
+                            f"holds checkpoints of {origin}, a shard the database does not "
+                            "have: dropped, or the database was rewound",
+                        )
+                    )
+    return report

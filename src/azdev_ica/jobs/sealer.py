@@ -1,0 +1,755 @@
+"""The sealer: turns inbox rows into numbered ledger entries, extends the Merkle tree, signs
+checkpoints and publishes them outside the database.
+
+One sealer runs at a time, across every server process: it holds a lease row (taken and
+renewed with conditional writes). Even if two ever overlapped (a paused process whose lease
+ran out), they could not fork the log: entries, nodes, tree heads and checkpoints are keyed by
+(year, position), so the second one's commit fails.
+
+Which inbox rows are still to seal
+----------------------------------
+A row is sealed once an entry names it (`azdev_audit_entry.inbox_id`, unique); nothing is ever
+updated. Scanning the whole inbox for unsealed rows would grow with the log, so each tree head
+stores a floor below which every row is sealed. On PostgreSQL ids do not commit in order (a
+transaction may take id 10, commit after the one that took 11, and be invisible when 11 is
+sealed), so the floor is a *transaction id*: each inbox row carries its writer's `txid`, and
+when a sweep took every visible unsealed row, every transaction older than the sweep
+snapshot's `xmin` had finished before the sweep looked, so its rows were seen and sealed.
+SQLite runs one writer at a time (the sealer's BEGIN IMMEDIATE waits for the others), so there
+the floor is simply the largest inbox id sealed. (`xmin` is cluster-wide: a transaction left
+open anywhere on the server holds the floor back, as it holds back VACUUM; sealing stays
+correct, the sweep just looks at more rows.)
+
+Yearly shards
+-------------
+Entries go to the shard of the year the sealer seals them in (UTC); the entry's body keeps the
+action's own time. A shard starts with a `ledger.open` entry that embeds the previous shard's
+final signed checkpoint, signed just before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import exists, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from azdev_ica.adapters.checkpoint_store import CheckpointStoreError, FolderCheckpointStore
+from azdev_ica.db.tables import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditInbox,
+    AuditKey,
+    AuditNode,
+    AuditShard,
+    AuditTree,
+    JobLease,
+)
+from azdev_ica.db.types import stored_bytes
+from azdev_ica.errors import LedgerUnavailable
+from azdev_ica.ledger.entry import compose_entry
+from azdev_ica.ledger.keyfile import KeyFileError, read_signers
+from azdev_ica.ledger.merkle import (
+    CompactRange,
+    GetNodes,
+    leaf_hash,
+    root_from_nodes,
+    stored_hash_index,
+)
+from azdev_ica.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
+from azdev_ica.ledger.note import sign_checkpoint as sign_note_checkpoint
+from azdev_ica.services.audit import record_body
+from azdev_ica.services.context import LedgerConfig, ServiceContext
+from azdev_ica.services.ledger import SEALER_ACTOR, add_signing_key
+
+__all__ = [
+    "SEALER_LEASE",
+    "EntryRef",
+    "SealResult",
+    "Sealer",
+    "acquire_lease",
+    "checkpoint_store",
+    "load_signers",
+    "node_reader",
+    "release_lease",
+    "seal_now",
+    "wait_for_entry",
+]
+
+SEALER_LEASE = "ledger.sealer"
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+log = logging.getLogger("azdev_ica.ledger")
+
+# Woken after every sealing commit, so a caller waiting for its entry in this process does not
+# have to poll at a fixed pace (callers in other processes poll).
+_SEALED = threading.Condition()
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """Where an inbox row ended up: entry ``index`` of the ``year`` shard."""
+
+    year: int
+    index: int
+
+
+@dataclass(frozen=True)
+class PublishedCheckpoint:
+    origin: str
+    year: int
+    size: int
+    note: str
+    signed_at: datetime
+
+
+@dataclass
+class SealResult:
+    sealed: int = 0
+    checkpoints: list[PublishedCheckpoint] = field(default_factory=list)
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+
+def acquire_lease(ctx: ServiceContext, name: str, holder: str, seconds: float) -> bool:
+    """Take or renew the lease ``name`` for ``holder``; False while someone else holds it."""
+    now = ctx.clock.now()
+    expires = now + timedelta(seconds=seconds)
+    with ctx.db.write() as session:
+        taken = (
+            session.connection()
+            .execute(
+                update(JobLease)
+                .where(JobLease.name == name)
+                .where((JobLease.holder == holder) | (JobLease.expires_at <= now))
+                .values(holder=holder, expires_at=expires, acquired_at=now)
+            )
+            .rowcount
+        )
+        if taken:
+            return True
+        if session.get(JobLease, name) is not None:
+            return False
+    try:
+        with ctx.db.write() as session:
+            session.execute(
+                insert(JobLease).values(
+                    name=name, holder=holder, acquired_at=now, expires_at=expires
+                )
+            )
+    except IntegrityError:  # another process inserted it first
+        return False
+    return True
+
+
+def release_lease(ctx: ServiceContext, name: str, holder: str) -> None:
+    """Give the lease up at once (only if ``holder`` still holds it)."""
+    past = ctx.clock.now() - timedelta(seconds=1)
+    with ctx.db.write() as session:
+        session.execute(
+            update(JobLease)
+            .where(JobLease.name == name, JobLease.holder == holder)
+            .values(expires_at=past)
+        )
+
+
+def lease_holder(ctx: ServiceContext, name: str) -> tuple[str, datetime] | None:
+    with ctx.read() as session:
+        row = session.get(JobLease, name)
+        return None if row is None else (row.holder, row.expires_at)
+
+
+def _holds(session: Session, holder: str, now: datetime) -> bool:
+    row = session.execute(
+        select(JobLease.holder, JobLease.expires_at).where(JobLease.name == SEALER_LEASE)
+    ).first()
+    return row is not None and row[0] == holder and row[1] > now
+
+
+# --- keys and stores -------------------------------------------------------------------------
+
+
+def load_signers(config: LedgerConfig) -> list[Signer]:
+    """The signing keys of this process, oldest first; refuses (and says why) without one."""
+    if config.key_file is None:
+        raise LedgerUnavailable("no ledger signing key is configured (ICA_LEDGER_KEY_FILE)")
+    try:
+        return read_signers(config.key_file)
+    except KeyFileError as exc:
+        raise LedgerUnavailable(f"the sealer refuses to seal: {exc}") from None
+
+
+def checkpoint_store(config: LedgerConfig) -> FolderCheckpointStore | None:
+    return FolderCheckpointStore(config.store_dir) if config.store_dir is not None else None
+
+
+def registered_keys(session: Session) -> list[AuditKey]:
+    return list(session.scalars(select(AuditKey).order_by(AuditKey.valid_from, AuditKey.id)))
+
+
+def _current_signer(
+    session: Session, signers: Sequence[Signer], now: datetime, config: LedgerConfig
+) -> Signer:
+    """The signer of the key valid now; the first key ever is registered on first use."""
+    keys = registered_keys(session)
+    if not keys:
+        signer = signers[-1]
+        add_signing_key(
+            session, actor=SEALER_ACTOR, verifier=signer.verifier(), valid_from=now, at=now
+        )
+        log.info("registered the ledger signing key %s", signer.verifier().key_string())
+        return signer
+    valid = [k for k in keys if k.valid_from <= now]
+    if not valid:
+        raise LedgerUnavailable("no registered ledger key is valid yet")
+    current = valid[-1]
+    for signer in signers:
+        if signer.verifier().key_string() == current.vkey:
+            return signer
+    raise LedgerUnavailable(
+        f"the sealer refuses to seal: the key file {config.key_file} does not hold the current "
+        f"ledger key {current.name} {current.key_id} (valid since "
+        f"{current.valid_from:%Y-%m-%d %H:%M:%S} UTC); install the key file every replica shares"
+    )
+
+
+# --- reading the tree ------------------------------------------------------------------------
+
+
+def node_reader(session: Session, year: int) -> GetNodes:
+    """A batched `get_nodes` for the tree of ``year`` (one SELECT per call)."""
+
+    def get_nodes(ids: list[tuple[int, int]]) -> list[bytes]:
+        wanted = {stored_hash_index(level, index): (level, index) for level, index in ids}
+        found = {
+            seq: stored_bytes(h)
+            for seq, h in session.execute(
+                select(AuditNode.seq, AuditNode.hash).where(
+                    AuditNode.year == year, AuditNode.seq.in_(list(wanted))
+                )
+            )
+        }
+        missing = [wanted[s] for s in wanted if s not in found]
+        if missing:
+            raise LedgerUnavailable(f"tree {year} is missing stored nodes {missing[:3]}")
+        return [found[stored_hash_index(level, index)] for level, index in ids]
+
+    return get_nodes
+
+
+def _latest_shard(session: Session) -> AuditShard | None:
+    return session.scalars(select(AuditShard).order_by(AuditShard.year.desc()).limit(1)).first()
+
+
+def _head(session: Session, year: int) -> AuditTree | None:
+    return session.scalars(
+        select(AuditTree).where(AuditTree.year == year).order_by(AuditTree.size.desc()).limit(1)
+    ).first()
+
+
+def _latest_checkpoint(session: Session, year: int) -> AuditCheckpoint | None:
+    return session.scalars(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.year == year)
+        .order_by(AuditCheckpoint.size.desc())
+        .limit(1)
+    ).first()
+
+
+# --- sealing ---------------------------------------------------------------------------------
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _pending(session: Session, floor: int, limit: int) -> list[AuditInbox]:
+    sealed = exists().where(AuditEntry.inbox_id == AuditInbox.id)
+    query = select(AuditInbox).where(~sealed).order_by(AuditInbox.id).limit(limit)
+    if _is_postgresql(session):
+        query = query.where(AuditInbox.txid >= floor)
+    else:
+        query = query.where(AuditInbox.id > floor)
+    return list(session.scalars(query))
+
+
+def has_pending(ctx: ServiceContext) -> bool:
+    """Whether any inbox row waits to be sealed (a cheap read, no write lock)."""
+    with ctx.read() as session:
+        shard = _latest_shard(session)
+        head = _head(session, shard.year) if shard is not None else None
+        return bool(_pending(session, head.inbox_floor if head else 0, 1))
+
+
+@dataclass
+class _Tree:
+    """A shard's tree while a batch is being appended to it."""
+
+    year: int
+    origin: str
+    range: CompactRange
+    floor: int
+    entries: list[dict[str, object]] = field(default_factory=list)
+    nodes: list[dict[str, object]] = field(default_factory=list)
+
+    def append(self, entry: bytes, columns: dict[str, object], inbox_id: int | None) -> None:
+        index = self.range.size
+        self.entries.append(
+            {"year": self.year, "idx": index, "inbox_id": inbox_id, "entry": entry, **columns}
+        )
+        for node in self.range.append(leaf_hash(entry)):
+            self.nodes.append(
+                {"year": self.year, "seq": stored_hash_index(*node.id), "hash": node.hash}
+            )
+
+    def write(self, session: Session, now: datetime) -> None:
+        if self.entries:
+            session.execute(insert(AuditEntry), self.entries)
+            session.execute(insert(AuditNode), self.nodes)
+        session.execute(
+            insert(AuditTree).values(
+                year=self.year,
+                size=self.range.size,
+                root=self.range.root(),
+                edge=self.range.to_bytes(),
+                inbox_floor=self.floor,
+                sealed_at=now,
+            )
+        )
+        self.entries, self.nodes = [], []
+
+
+def _sign(
+    session: Session, year: int, origin: str, head: AuditTree, signer: Signer, now: datetime
+) -> PublishedCheckpoint:
+    note = sign_note_checkpoint(Checkpoint(origin, head.size, head.root), [signer])
+    session.execute(
+        insert(AuditCheckpoint).values(
+            year=year,
+            size=head.size,
+            root=head.root,
+            note=note,
+            key_name=signer.name,
+            key_id=f"{signer.key_id:08x}",
+            signed_at=now,
+        )
+    )
+    return PublishedCheckpoint(origin, year, head.size, note, now)
+
+
+def _open_shard(
+    session: Session,
+    config: LedgerConfig,
+    year: int,
+    previous: AuditShard | None,
+    previous_head: AuditTree | None,
+    signer: Signer,
+    now: datetime,
+    result: SealResult,
+) -> _Tree:
+    """Close the previous shard with a final checkpoint and start ``year`` with `ledger.open`."""
+    previous_note = None
+    if previous is not None and previous_head is not None:
+        last = _latest_checkpoint(session, previous.year)
+        if last is None or last.size < previous_head.size:
+            final = _sign(session, previous.year, previous.origin, previous_head, signer, now)
+            result.checkpoints.append(final)
+            previous_note = final.note
+        else:
+            previous_note = last.note
+    origin = config.origin(year)
+    session.execute(
+        insert(AuditShard).values(
+            year=year, origin=origin, opened_at=now, previous_checkpoint=previous_note
+        )
+    )
+    tree = _Tree(
+        year=year,
+        origin=origin,
+        range=CompactRange(),
+        floor=previous_head.inbox_floor if previous_head is not None else 0,
+    )
+    body = record_body(
+        actor=SEALER_ACTOR,
+        action="ledger.open",
+        subject_type="ledger",
+        subject_id=origin,
+        tenant=None,
+        data={
+            "previous_origin": previous.origin if previous is not None else None,
+            "previous_checkpoint": previous_note,
+        },
+        at=now,
+    )
+    tree.append(
+        compose_entry(body, 0, origin),
+        {
+            "time": now,
+            "action": "ledger.open",
+            "actor_kind": SEALER_ACTOR.kind,
+            "actor_id": SEALER_ACTOR.id,
+            "subject_type": "ledger",
+            "subject_id": origin,
+            "tenant": None,
+        },
+        None,
+    )
+    return tree
+
+
+def _seal_batch(
+    ctx: ServiceContext, signers: Sequence[Signer], holder: str, result: SealResult
+) -> int:
+    """Seal up to one batch of inbox rows in one transaction; return how many."""
+    config = ctx.ledger
+    with ctx.db.write() as session:
+        xmin = 0
+        if _is_postgresql(session):
+            # First statement: every transaction older than this has ended, so the rows it
+            # committed are visible to the query below (see the module docstring).
+            xmin = int(session.scalar(text(_XMIN)) or 0)
+        now = ctx.clock.now()
+        if not _holds(session, holder, now):
+            raise LedgerUnavailable("the sealer lost its lease")
+        shard = _latest_shard(session)
+        head = _head(session, shard.year) if shard is not None else None
+        floor = head.inbox_floor if head is not None else 0
+        rows = _pending(session, floor, config.batch_size)
+        if not rows:
+            return 0
+        signer = _current_signer(session, signers, now, config)
+        if shard is None or head is None or now.year > shard.year:
+            tree = _open_shard(session, config, now.year, shard, head, signer, now, result)
+        else:
+            tree = _Tree(
+                year=shard.year,
+                origin=shard.origin,
+                range=CompactRange.from_bytes(head.edge),
+                floor=floor,
+            )
+        if _is_postgresql(session):
+            if len(rows) < config.batch_size:
+                tree.floor = max(tree.floor, xmin)
+        else:
+            tree.floor = max(tree.floor, rows[-1].id)
+        for row in rows:
+            tree.append(
+                compose_entry(row.body, tree.range.size, tree.origin),
+                {
+                    "time": row.created_at,
+                    "action": row.action,
+                    "actor_kind": row.actor_kind,
+                    "actor_id": row.actor_id,
+                    "subject_type": row.subject_type,
+                    "subject_id": row.subject_id,
+                    "tenant": row.tenant,
+                },
+                row.id,
+            )
+        tree.write(session, now)
+    result.sealed += len(rows)
+    return len(rows)
+
+
+def _sign_if_new(
+    ctx: ServiceContext, signers: Sequence[Signer], holder: str, result: SealResult
+) -> PublishedCheckpoint | None:
+    """Sign a checkpoint of the current shard when its tree grew since the last one."""
+    with ctx.db.write() as session:
+        now = ctx.clock.now()
+        if not _holds(session, holder, now):
+            raise LedgerUnavailable("the sealer lost its lease")
+        shard = _latest_shard(session)
+        if shard is None:
+            return None
+        head = _head(session, shard.year)
+        last = _latest_checkpoint(session, shard.year)
+        if head is None or (last is not None and last.size >= head.size):
+            return None
+        signer = _current_signer(session, signers, now, ctx.ledger)
+        published = _sign(session, shard.year, shard.origin, head, signer, now)
+    result.checkpoints.append(published)
+    return published
+
+
+def publish(ctx: ServiceContext, checkpoints: Sequence[PublishedCheckpoint]) -> None:
+    """Copy committed checkpoints to the outside store (never before they are committed)."""
+    store = checkpoint_store(ctx.ledger)
+    if store is None:
+        return
+    for cp in checkpoints:
+        store.put(cp.origin, cp.size, cp.note, cp.signed_at)
+
+
+def publish_missing(ctx: ServiceContext) -> int:
+    """Copy to the outside store the latest checkpoint of each shard if it is not there yet
+    (after a failed write); return how many were written."""
+    store = checkpoint_store(ctx.ledger)
+    if store is None:
+        return 0
+    written = 0
+    with ctx.read() as session:
+        shards = list(session.scalars(select(AuditShard).order_by(AuditShard.year)))
+        for shard in shards:
+            stored = store.sizes(shard.origin)
+            newer = session.scalars(
+                select(AuditCheckpoint)
+                .where(
+                    AuditCheckpoint.year == shard.year,
+                    AuditCheckpoint.size > (stored[-1] if stored else -1),
+                )
+                .order_by(AuditCheckpoint.size)
+            )
+            for cp in newer:
+                written += store.put(shard.origin, cp.size, cp.note, cp.signed_at)
+    return written
+
+
+def check_against_store(ctx: ServiceContext) -> None:
+    """Refuse to seal on a database that is behind, or forked from, what it published.
+
+    The outside store's latest checkpoint of the current shard must be signed by a registered
+    key, name a size the database's tree reaches, and carry the root the tree has at that size.
+    A database restored from an old backup fails here at once, instead of sealing a second
+    history over the published one.
+    """
+    store = checkpoint_store(ctx.ledger)
+    if store is None:
+        return
+    with ctx.read() as session:
+        shard = _latest_shard(session)
+        if shard is None:
+            return
+        published = store.latest(shard.origin)
+        if published is None:
+            return
+        verifiers = [Verifier.from_key_string(k.vkey) for k in registered_keys(session)]
+        try:
+            checkpoint, _ = open_checkpoint(published.note, verifiers, shard.origin)
+        except NoteError as exc:
+            raise LedgerUnavailable(
+                f"the outside store's checkpoint {published.where} does not verify ({exc}): "
+                "run `ica audit verify`"
+            ) from None
+        head = _head(session, shard.year)
+        size = head.size if head is not None else 0
+        if checkpoint.size > size:
+            raise LedgerUnavailable(
+                f"the database's {shard.origin} tree has {size} entries, but the checkpoint "
+                f"{published.where} published {checkpoint.size}: the database was restored "
+                "from an older copy or cut short; the sealer refuses to fork the log "
+                "(run `ica audit verify`)"
+            )
+        if root_from_nodes(checkpoint.size, node_reader(session, shard.year)) != (
+            checkpoint.root_hash
+        ):
+            raise LedgerUnavailable(
+                f"the database's {shard.origin} tree does not have the root published in "
+                f"{published.where}: the database was rewritten; the sealer refuses to seal "
+                "(run `ica audit verify`)"
+            )
+
+
+def _notify_sealed() -> None:
+    with _SEALED:
+        _SEALED.notify_all()
+
+
+def _default_holder(kind: str) -> str:
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def seal_now(ctx: ServiceContext, *, checkpoint: bool = True) -> SealResult:
+    """Seal everything pending, sign a checkpoint if the tree grew, and publish it; one call,
+    in the caller's thread (tests, `ica audit seal`). Refuses while another process holds the
+    sealer's lease, and without a signing key."""
+    signers = load_signers(ctx.ledger)
+    holder = _default_holder("seal-now")
+    if not acquire_lease(ctx, SEALER_LEASE, holder, ctx.ledger.lease_seconds):
+        held = lease_holder(ctx, SEALER_LEASE)
+        who = f"{held[0]} until {held[1]:%H:%M:%S} UTC" if held else "another process"
+        raise LedgerUnavailable(f"the sealer's lease is held by {who}")
+    result = SealResult()
+    try:
+        check_against_store(ctx)
+        # Until nothing is left: sealing may itself queue a record (the first key's).
+        while _seal_batch(ctx, signers, holder, result):
+            pass
+        if checkpoint:
+            _sign_if_new(ctx, signers, holder, result)
+    finally:
+        release_lease(ctx, SEALER_LEASE, holder)
+        _notify_sealed()
+    publish(ctx, result.checkpoints)
+    return result
+
+
+def wait_for_entry(ctx: ServiceContext, inbox_id: int, timeout: float) -> EntryRef | None:
+    """Wait up to ``timeout`` seconds for the inbox row to be sealed; None if it was not."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        with ctx.read() as session:
+            row = session.execute(
+                select(AuditEntry.year, AuditEntry.idx).where(AuditEntry.inbox_id == inbox_id)
+            ).first()
+        if row is not None:
+            return EntryRef(year=row[0], index=row[1])
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        with _SEALED:
+            _SEALED.wait(min(remaining, 0.1))
+
+
+# --- the background job ----------------------------------------------------------------------
+
+
+class Sealer:
+    """The sealer as a thread of a server process (started and stopped by the app lifespan).
+
+    Every `seal_interval` it renews its lease (or stays on standby while another process holds
+    it), seals what is pending, signs a checkpoint every `checkpoint_interval` when the tree
+    grew (or at once when asked), and publishes checkpoints to the outside store.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.holder = _default_holder("sealer")
+        self.status = "starting"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._checkpoint_wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signers: tuple[float, list[Signer]] | None = None
+        self._checked_store = False
+        self._last_checkpoint = 0.0
+        self._lease_until = 0.0
+        self._unpublished = False
+        self._logged: str | None = None
+
+    def start(self) -> Sealer:
+        self._thread = threading.Thread(target=self._run, name="ica-sealer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._lease_until > time.monotonic():
+            try:
+                release_lease(self.ctx, SEALER_LEASE, self.holder)
+            except Exception:  # shutting down: the lease simply runs out
+                log.debug("could not release the sealer lease", exc_info=True)
+
+    def request_checkpoint(self) -> None:
+        """Sign a checkpoint at the next pass instead of waiting for the interval."""
+        self._checkpoint_wanted.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except LedgerUnavailable as exc:
+                # Take nothing for granted at the next pass: the lease, the store check.
+                self._lease_until = 0.0
+                self._checked_store = False
+                self._report(exc.detail)
+            except Exception as exc:  # a database hiccup must not kill the job
+                self._report(f"sealing failed: {type(exc).__name__}: {exc}", error=exc)
+            self._wake.wait(self.ctx.ledger.seal_interval)
+            self._wake.clear()
+
+    def _report(self, status: str, error: Exception | None = None) -> None:
+        self.status = status
+        if status != self._logged:  # say it once, not four times a second
+            self._logged = status
+            log.error("audit ledger: %s", status, exc_info=error)
+
+    def _load_signers(self) -> list[Signer]:
+        path = self.ctx.ledger.key_file
+        try:
+            mtime = path.stat().st_mtime if isinstance(path, Path) else 0.0
+        except OSError:
+            mtime = -1.0
+        if self._signers is None or self._signers[0] != mtime:
+            self._signers = (mtime, load_signers(self.ctx.ledger))
+        return self._signers[1]
+
+    def _renew(self) -> bool:
+        seconds = self.ctx.ledger.lease_seconds
+        if self._lease_until - time.monotonic() > seconds * 2 / 3:
+            return True
+        if acquire_lease(self.ctx, SEALER_LEASE, self.holder, seconds):
+            self._lease_until = time.monotonic() + seconds
+            return True
+        self._lease_until = 0.0
+        self._checked_store = False
+        return False
+
+    def tick(self) -> None:
+        """One pass (the tests drive it directly)."""
+        signers = self._load_signers()
+        wanted = self._checkpoint_wanted.is_set()
+        due = time.monotonic() - self._last_checkpoint >= self.ctx.ledger.checkpoint_interval
+        if due:  # look at most once per interval whether something is left unsigned
+            self._last_checkpoint = time.monotonic()
+        if not (has_pending(self.ctx) or wanted or (due and self._maybe_unsigned())):
+            if self._unpublished:
+                publish_missing(self.ctx)
+                self._unpublished = False
+            self._healthy()
+            return
+        if not self._renew():
+            held = lease_holder(self.ctx, SEALER_LEASE)
+            self.status = f"standby: {held[0] if held else 'another process'} seals"
+            return
+        if not self._checked_store:
+            check_against_store(self.ctx)
+            self._checked_store = True
+        result = SealResult()
+        try:
+            while _seal_batch(self.ctx, signers, self.holder, result) == self.ctx.ledger.batch_size:
+                pass
+            if wanted or due:
+                self._checkpoint_wanted.clear()
+                _sign_if_new(self.ctx, signers, self.holder, result)
+        finally:
+            if result.sealed or result.checkpoints:
+                _notify_sealed()
+        try:
+            publish(self.ctx, result.checkpoints)
+        except CheckpointStoreError as exc:
+            # Retried at the next passes; a refused write (another note for a stored size)
+            # means a fork, which the store check before sealing then refuses to extend.
+            self._unpublished = True
+            self._checked_store = False
+            raise LedgerUnavailable(f"publishing a checkpoint failed: {exc}") from None
+        self._healthy()
+
+    def _healthy(self) -> None:
+        if self._logged is not None:
+            log.info("audit ledger: sealing again")
+        self.status = "ok"
+        self._logged = None
+
+    def _maybe_unsigned(self) -> bool:
+        with self.ctx.read() as session:
+            shard = _latest_shard(session)
+            if shard is None:
+                return False
+            head = _head(session, shard.year)
+            last = _latest_checkpoint(session, shard.year)
+            return head is not None and (last is None or last.size < head.size)

@@ -1,0 +1,226 @@
+"""Reading the audit ledger: filtered entries, checkpoints, proofs, public keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from azdev_ica.auth.principal import Principal
+from azdev_ica.db.tables import AuditCheckpoint, AuditEntry, AuditKey, AuditShard, AuditTree
+from azdev_ica.db.types import stored_bytes
+from azdev_ica.errors import NotFound, ValidationProblem
+from azdev_ica.jobs.sealer import node_reader
+from azdev_ica.ledger.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_nodes
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    year: int | None = None
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    actor: str | None = None
+    action: str | None = None
+    subject_type: str | None = None
+    subject_id: str | None = None
+    tenant: str | None = None
+
+
+def query_entries(
+    session: Session,
+    *,
+    principal: Principal,
+    filters: AuditFilter,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[AuditEntry], str | None]:
+    """Entries in log order (year, then index); the cursor is the last (year, index) seen.
+
+    A tenant-scoped caller sees only entries of its tenants (never the global ones).
+    """
+    query = select(AuditEntry)
+    for column, value in (
+        (AuditEntry.year, filters.year),
+        (AuditEntry.actor_id, filters.actor),
+        (AuditEntry.action, filters.action),
+        (AuditEntry.subject_type, filters.subject_type),
+        (AuditEntry.subject_id, filters.subject_id),
+        (AuditEntry.tenant, filters.tenant),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.time_from is not None:
+        query = query.where(AuditEntry.time >= filters.time_from)
+    if filters.time_to is not None:
+        query = query.where(AuditEntry.time < filters.time_to)
+    if principal.tenants is not None:
+        query = query.where(AuditEntry.tenant.in_(sorted(principal.tenants)))
+    if cursor is not None:
+        year, index = _decode_cursor(cursor)
+        query = query.where(
+            or_(AuditEntry.year > year, and_(AuditEntry.year == year, AuditEntry.idx > index))
+        )
+    query = query.order_by(AuditEntry.year, AuditEntry.idx).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = _encode_cursor(rows[-1].year, rows[-1].idx)
+    return rows, next_cursor
+
+
+def _encode_cursor(year: int, index: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([year, index]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        year, index = json.loads(raw)
+        for value in (year, index):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+                raise ValueError
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationProblem("the cursor is not valid; start again without one") from None
+    return year, index
+
+
+def shard(session: Session, year: int | None) -> AuditShard:
+    """The shard of ``year``, or the latest one."""
+    query = select(AuditShard)
+    query = (
+        query.where(AuditShard.year == year)
+        if year is not None
+        else query.order_by(AuditShard.year.desc()).limit(1)
+    )
+    found = session.scalars(query).first()
+    if found is None:
+        raise NotFound(
+            "the audit ledger has no entries yet" if year is None else f"no audit shard {year}"
+        )
+    return found
+
+
+def tree_size(session: Session, year: int) -> int:
+    size = session.scalar(
+        select(AuditTree.size)
+        .where(AuditTree.year == year)
+        .order_by(AuditTree.size.desc())
+        .limit(1)
+    )
+    return int(size or 0)
+
+
+def latest_checkpoint(session: Session, year: int | None = None) -> AuditCheckpoint:
+    found = shard(session, year)
+    checkpoint = session.scalars(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.year == found.year)
+        .order_by(AuditCheckpoint.size.desc())
+        .limit(1)
+    ).first()
+    if checkpoint is None:
+        raise NotFound(f"{found.origin} has no signed checkpoint yet")
+    return checkpoint
+
+
+def checkpoint_at(session: Session, year: int, size: int) -> AuditCheckpoint | None:
+    return session.get(AuditCheckpoint, (year, size))
+
+
+@dataclass(frozen=True)
+class EntryProof:
+    origin: str
+    year: int
+    entry: AuditEntry
+    leaf_hash: bytes
+    checkpoint: AuditCheckpoint | None
+    proof: list[bytes]
+
+
+def entry_with_proof(
+    session: Session, *, principal: Principal, year: int | None, index: int
+) -> EntryProof:
+    """Entry ``index`` and its inclusion proof in the latest checkpoint that covers it
+    (``checkpoint`` None: sealed, but no signed checkpoint covers it yet)."""
+    found = shard(session, year)
+    entry = session.get(AuditEntry, (found.year, index))
+    # Out of scope answers exactly like absent, as for runs.
+    if entry is None or (principal.tenants is not None and not principal.in_scope(entry.tenant)):
+        raise NotFound(f"no entry {index} in {found.origin}")
+    checkpoint = session.scalars(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.year == found.year, AuditCheckpoint.size > index)
+        .order_by(AuditCheckpoint.size.desc())
+        .limit(1)
+    ).first()
+    proof: list[bytes] = []
+    if checkpoint is not None:
+        proof = inclusion_proof(index, checkpoint.size, node_reader(session, found.year))
+    return EntryProof(
+        found.origin, found.year, entry, leaf_hash(stored_bytes(entry.entry)), checkpoint, proof
+    )
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    origin: str
+    year: int
+    size1: int
+    size2: int
+    root1: bytes
+    root2: bytes
+    proof: list[bytes]
+    checkpoint1: AuditCheckpoint | None
+    checkpoint2: AuditCheckpoint | None
+
+
+def consistency(session: Session, *, year: int | None, size1: int, size2: int) -> ConsistencyProof:
+    """The consistency proof between two sizes of a shard's tree (RFC 9162 §2.1.4)."""
+    found = shard(session, year)
+    size = tree_size(session, found.year)
+    if not 0 < size1 <= size2 <= size:
+        raise ValidationProblem(
+            f"need 0 < from <= to <= {size} (the size of {found.origin}); got {size1}, {size2}"
+        )
+    nodes = node_reader(session, found.year)
+    return ConsistencyProof(
+        origin=found.origin,
+        year=found.year,
+        size1=size1,
+        size2=size2,
+        root1=root_from_nodes(size1, nodes),
+        root2=root_from_nodes(size2, nodes),
+        proof=consistency_proof(size1, size2, nodes),
+        checkpoint1=checkpoint_at(session, found.year, size1),
+        checkpoint2=checkpoint_at(session, found.year, size2),
+    )
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    name: str
+    key_id: str
+    vkey: str
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+def public_keys(session: Session) -> list[PublicKey]:
+    """The log's keys, oldest first; each is valid until the next one's start."""
+    rows = list(session.scalars(select(AuditKey).order_by(AuditKey.valid_from, AuditKey.id)))
+    return [
+        PublicKey(
+            name=row.name,
+            key_id=row.key_id,
+            vkey=row.vkey,
+            valid_from=row.valid_from,
+            valid_until=rows[i + 1].valid_from if i + 1 < len(rows) else None,
+        )
+        for i, row in enumerate(rows)
+    ]
