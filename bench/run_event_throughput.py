@@ -5,7 +5,7 @@ INSERTs of the same rows into the same server, from one run.
 
 Both sides commit once per event (a pipeline's event is one request, one transaction) on a
 PostgreSQL started here with fsync on. The raw side inserts exactly the rows the service
-writes for an event (the event row and its audit record) with prepared statements and
+writes for an event (the event row and its audit inbox record) with prepared statements and
 nothing else: no reads, no validation, no ORM. The ratio is the cost of the write path.
 """
 
@@ -115,10 +115,11 @@ def _raw_side(url: str, events: int, threads: int) -> float:
                         prepare=True,
                     )
                     conn.execute(
-                        "INSERT INTO azdev_audit_record (recorded_at, action, actor_kind, "
-                        "actor_id, subject_type, subject_id, tenant, record) "
-                        "VALUES (%s, 'run.event', 'apikey', 'bench', 'run', %s, 'ws', %s)",
-                        (now, str(run_pks[worker]), record),
+                        "INSERT INTO azdev_audit_inbox (txid, created_at, action, actor_kind, "
+                        "actor_id, subject_type, subject_id, tenant, body) VALUES "
+                        "(pg_current_xact_id()::text::bigint, %s, 'run.event', 'apikey', "
+                        "'bench', 'run', %s, 'ws', %s)",
+                        (now, str(run_pks[worker]), record.encode()),
                         prepare=True,
                     )
 

@@ -223,6 +223,20 @@ class TestReceipts:
         assert not sealer._thread.is_alive()
         assert acquire_lease(ctx, SEALER_LEASE, "next", 30)  # released on stop
 
+    def test_two_replicas_seal_one_log(self, ctx):
+        fast = with_ledger(ctx, seal_interval=0.01, checkpoint_interval=0.05)
+        replicas = [Sealer(fast).start(), Sealer(fast).start()]
+        try:
+            written = [audit_action(fast) for _ in range(20)]
+            assert all(wait_for_entry(fast, i, 10) is not None for i in written)
+        finally:
+            for replica in replicas:
+                replica.stop()
+        rows = entries(ctx)
+        assert [e.idx for e in rows] == list(range(len(rows)))
+        assert set(written) <= {e.inbox_id for e in rows}
+        assert verify_ledger(ctx.db, checkpoint_store(ctx.ledger)).ok
+
     def test_the_background_sealer_without_a_key_says_why(self, ctx, tmp_path, caplog):
         keyless = with_ledger(ctx, key_file=tmp_path / "no.key", seal_interval=0.02)
         sealer = Sealer(keyless).start()
@@ -250,7 +264,7 @@ class TestStoreCrossCheck:
         with pytest.raises(LedgerUnavailable, match="restored from an older copy"):
             seal_now(ctx)
 
-    def test_a_database_that_forked_from_its_published_checkpoint_refuses_to_seal(self, ctx):
+    def test_an_older_published_checkpoint_the_tree_contradicts_fails_verify(self, ctx):
         activity(ctx, 1)
         size = checkpoints(ctx)[-1].size
         signer = read_signers(ctx.ledger.key_file)[-1]

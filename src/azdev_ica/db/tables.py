@@ -176,8 +176,8 @@ class AuditInbox(Base):
     `body` is the canonical JSON (RFC 8785) of the record without its position in the log;
     the sealer wraps it, byte for byte, into the entry. A row counts as sealed once an entry
     names it (`AuditEntry.inbox_id`, unique): nothing here is ever updated. `txid` is the
-    PostgreSQL transaction id of the writer (0 on SQLite), which lets the sealer skip rows
-    that are known to be sealed without trusting that ids commit in order.
+    PostgreSQL transaction id of the writer (0 on SQLite), which lets the sealer find rows
+    that committed after rows with larger ids were sealed.
     """
 
     __tablename__ = "azdev_audit_inbox"
@@ -252,6 +252,9 @@ class AuditTree(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     edge: Mapped[bytes] = mapped_column(LargeBinary)
+    # Where the sealer got to in the inbox: the largest inbox id sealed, and (PostgreSQL) the
+    # transaction id below which every inbox row is sealed. See jobs/sealer.py.
+    inbox_cursor: Mapped[int] = mapped_column(BigInteger)
     inbox_floor: Mapped[int] = mapped_column(BigInteger)
     sealed_at: Mapped[datetime]
 

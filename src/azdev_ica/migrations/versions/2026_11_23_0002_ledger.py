@@ -133,6 +133,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("root", sa.LargeBinary(length=32), nullable=False),
         sa.Column("edge", sa.LargeBinary(), nullable=False),
+        sa.Column("inbox_cursor", sa.BigInteger(), nullable=False),
         sa.Column("inbox_floor", sa.BigInteger(), nullable=False),
         sa.Column("sealed_at", _TIME, nullable=False),
         sa.PrimaryKeyConstraint("year", "size", name=op.f("pk_azdev_audit_tree")),

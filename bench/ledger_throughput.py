@@ -1,0 +1,256 @@
+"""The audit ledger's speed, from one run on a PostgreSQL started here with fsync on:
+
+1. sealing: inbox records turned into entries, tree nodes and a tree head per batch, against
+   raw batched INSERTs of the same entry bytes into a bare table (same batch size, one commit
+   per batch); goal: at least half the raw rate;
+2. `verify.py` over a bundle of `--bundle-entries` entries (default 1,000,000), with and
+   without `cryptography`, against bare hashlib SHA-256 over the same leaves and nodes;
+   goal: at least half the bare-hashing rate;
+3. inclusion proofs read from the database at that size (one batched node read each).
+
+    .venv/bin/python bench/ledger_throughput.py [--seal-entries N] [--bundle-entries N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+import rfc8785  # noqa: E402
+from tests.support.pgserver import PgServer  # noqa: E402
+
+from azdev_ica.audit.export import verifier_source  # noqa: E402
+from azdev_ica.clock import SystemClock  # noqa: E402
+from azdev_ica.db import migrate  # noqa: E402
+from azdev_ica.db.engine import Database  # noqa: E402
+from azdev_ica.jobs.sealer import node_reader, seal_now  # noqa: E402
+from azdev_ica.ledger import offline_verify  # noqa: E402
+from azdev_ica.ledger.entry import compose_entry  # noqa: E402
+from azdev_ica.ledger.keyfile import create_key_file  # noqa: E402
+from azdev_ica.ledger.merkle import (  # noqa: E402
+    CompactRange,
+    inclusion_proof,
+    leaf_hash,
+    stored_hash_index,
+)
+from azdev_ica.ledger.note import Checkpoint, Signer, sign_checkpoint  # noqa: E402
+from azdev_ica.services.context import LedgerConfig, ServiceContext  # noqa: E402
+
+BATCH = 1000
+BODY = rfc8785.dumps(
+    {
+        "action": "run.event",
+        "actor": {"id": "apikey:ica_benchbench", "kind": "api_key", "role": "azdev_devops"},
+        "data": {"attempt": 1, "data": {"coverage_percent": 87.5, "passed": True}, "phase": "test"},
+        "subject": {"id": "ado:6c3f0e1a-1111-4c2b-9d1e-0123456789ab:4711", "type": "run"},
+        "tenant": "ws",
+        "time": "2026-11-02T09:00:00.000000Z",
+    }
+)
+
+
+def _database(server: PgServer, name: str) -> str:
+    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url(name)
+
+
+def bench_sealing(server: PgServer, entries: int, work: Path) -> tuple[float, float]:
+    url = _database(server, "seal")
+    db = Database.from_url(url)
+    migrate.upgrade(db.engine)
+    create_key_file(work / "ledger.key", "bench.example/audit")
+    config = LedgerConfig(
+        public_host="bench.example", key_file=work / "ledger.key", store_dir=work / "store"
+    )
+    ctx = ServiceContext(db=db, clock=SystemClock(), pepper=b"p" * 32, ledger=config)
+    seal_now(ctx)  # registers the key
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    now = datetime.now(UTC)
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cursor:
+        for start in range(0, entries, BATCH):
+            cursor.executemany(
+                "INSERT INTO azdev_audit_inbox (txid, created_at, action, actor_kind, actor_id,"
+                " subject_type, subject_id, tenant, body) VALUES"
+                " (pg_current_xact_id()::text::bigint, %s, 'run.event', 'api_key', 'bench',"
+                " 'run', 'ado:bench:1', 'ws', %s)",
+                [(now, BODY)] * min(BATCH, entries - start),
+            )
+            conn.commit()
+    started = time.perf_counter()
+    sealed = seal_now(ctx).sealed
+    seal_rate = sealed / (time.perf_counter() - started)
+    with psycopg.connect(conninfo) as conn:
+        rows = [
+            bytes(e)
+            for (e,) in conn.execute(
+                "SELECT entry FROM azdev_audit_entry ORDER BY idx LIMIT %s", (entries,)
+            )
+        ]
+        conn.execute("CREATE TABLE raw_entry (idx bigint PRIMARY KEY, entry bytea NOT NULL)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cursor:
+            for start in range(0, len(rows), BATCH):
+                cursor.executemany(
+                    "INSERT INTO raw_entry (idx, entry) VALUES (%s, %s)",
+                    [(start + i, e) for i, e in enumerate(rows[start : start + BATCH])],
+                )
+                conn.commit()
+        raw_rate = len(rows) / (time.perf_counter() - started)
+    db.dispose()
+    return seal_rate, raw_rate
+
+
+def write_bundle(folder: Path, entries: int, checkpoints: int) -> None:
+    """A bundle in the export's format, written directly (sealing a million entries through
+    the database would measure the sealer again, not the verifier)."""
+    origin = "bench.example/audit/2026"
+    signer = Signer("bench.example/audit", bytes(range(32)))
+    every = max(1, entries // checkpoints)
+    sizes = sorted({*range(every, entries, every), entries})
+    (folder / offline_verify.CHECKPOINT_DIR).mkdir(parents=True)
+    rng = CompactRange()
+    listed = []
+    with open(folder / offline_verify.ENTRIES_FILE, "wb") as out:
+        wanted = iter(sizes)
+        target = next(wanted)
+        for index in range(entries):
+            line = compose_entry(BODY, index, origin)
+            out.write(line + b"\n")
+            rng.push(leaf_hash(line))
+            if rng.size == target:
+                name = offline_verify.checkpoint_file_name(target)
+                note = sign_checkpoint(Checkpoint(origin, target, rng.root()), [signer])
+                (folder / name).write_text(note, encoding="utf-8")
+                listed.append({"path": name, "size": target, "signed_at": "2026-11-02T10:00:00Z"})
+                target = next(wanted, -1)
+    keys = [
+        {
+            "name": signer.name,
+            "vkey": signer.verifier().key_string(),
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": None,
+        }
+    ]
+    (folder / offline_verify.KEYS_FILE).write_text(json.dumps(keys), encoding="utf-8")
+    (folder / "verify.py").write_bytes(verifier_source())
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(chunk)
+            rel = path.relative_to(folder).as_posix()
+            files.append({"path": rel, "sha256": digest.hexdigest(), "bytes": path.stat().st_size})
+    manifest = {
+        "format": offline_verify.BUNDLE_FORMAT,
+        "origin": origin,
+        "size": entries,
+        "checkpoints": listed,
+        "files": files,
+    }
+    (folder / offline_verify.MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def bare_hashing(folder: Path) -> float:
+    """SHA-256 of every leaf and node and nothing else (the leaves read into memory first,
+    untimed): the floor any verifier pays."""
+    with open(folder / offline_verify.ENTRIES_FILE, "rb") as entries:
+        leaves = [b"\x00" + line[:-1] for line in entries]
+    sha = hashlib.sha256
+    stack: list[bytes] = []
+    started = time.perf_counter()
+    for count, leaf in enumerate(leaves, 1):
+        h = sha(leaf).digest()
+        n = count
+        while not n & 1:
+            h = sha(b"\x01" + stack.pop() + h).digest()
+            n >>= 1
+        stack.append(h)
+    return len(leaves) / (time.perf_counter() - started)
+
+
+def bench_verify(work: Path, entries: int) -> tuple[float, float, float]:
+    folder = work / "bundle"
+    write_bundle(folder, entries, checkpoints=20)
+    bare = bare_hashing(folder)
+    rates = []
+    for use_cryptography in (True, False):
+        started = time.perf_counter()
+        report = offline_verify.verify_bundle(folder, use_cryptography=use_cryptography)
+        assert report.ok, report.text()
+        rates.append(entries / (time.perf_counter() - started))
+    return rates[0], rates[1], bare
+
+
+def bench_proofs(server: PgServer, entries: int, proofs: int) -> float:
+    """Stored nodes of a tree of `entries` leaves, loaded with COPY; then inclusion proofs."""
+    url = _database(server, "proofs")
+    db = Database.from_url(url)
+    migrate.upgrade(db.engine)
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    rng = CompactRange()
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cursor:
+        with cursor.copy("COPY azdev_audit_node (year, seq, hash) FROM STDIN") as copy:
+            for index in range(entries):
+                for node in rng.append(leaf_hash(index.to_bytes(8, "big"))):
+                    copy.write_row((2026, stored_hash_index(node.level, node.index), node.hash))
+        conn.commit()
+    picks = [random.randrange(entries) for _ in range(proofs)]
+    started = time.perf_counter()
+    with db.read() as session:
+        nodes = node_reader(session, 2026)
+        for index in picks:
+            inclusion_proof(index, entries, nodes)
+    elapsed = (time.perf_counter() - started) / proofs
+    db.dispose()
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seal-entries", type=int, default=100_000)
+    parser.add_argument("--bundle-entries", type=int, default=1_000_000)
+    parser.add_argument("--proofs", type=int, default=1000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ica-bench-"))
+    server = PgServer.start(durable=True)
+    try:
+        seal, raw = bench_sealing(server, args.seal_entries, work)
+        print(f"PostgreSQL with fsync on, batches of {BATCH}, {args.seal_entries} entries")
+        print(f"  sealing            {seal:>10.0f} entries/s")
+        print(f"  raw batched INSERT {raw:>10.0f} rows/s    ratio {seal / raw:.2f} (goal >= 0.5)")
+        fast, pure, bare = bench_verify(work, args.bundle_entries)
+        print(f"verify.py over {args.bundle_entries} entries")
+        print(
+            f"  with cryptography  {fast:>10.0f} entries/s  ratio {fast / bare:.2f} (goal >= 0.5)"
+        )
+        print(f"  pure Python        {pure:>10.0f} entries/s  ratio {pure / bare:.2f}")
+        print(f"  bare hashlib       {bare:>10.0f} leaves/s (leaf and node SHA-256 only)")
+        per_proof = bench_proofs(server, args.bundle_entries, args.proofs)
+        print(
+            f"inclusion proof at {args.bundle_entries} entries: "
+            f"{per_proof * 1000:.2f} ms (one batched node read, {args.proofs} proofs)"
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
