@@ -53,6 +53,7 @@ openapi: install
 
 bench: install-dev pg-binaries
 	$(BIN)/python bench/run_event_throughput.py
+	$(BIN)/python bench/ledger_throughput.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
