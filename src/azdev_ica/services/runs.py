@@ -204,11 +204,16 @@ def record_event(
                 run=run, event=_event(session, run, prior.response["event_id"]), created=False
             )
         run = _scoped_run(session, command.run_key, principal)
-        existing = session.scalars(
-            select(PipelineEvent).where(
-                PipelineEvent.run_pk == run.id, PipelineEvent.event_id == event_id
-            )
-        ).one_or_none()
+        # Only a client-chosen id can repeat; a fresh server-made one needs no look-up.
+        existing = (
+            None
+            if command.event_id is None
+            else session.scalars(
+                select(PipelineEvent).where(
+                    PipelineEvent.run_pk == run.id, PipelineEvent.event_id == event_id
+                )
+            ).one_or_none()
+        )
         if existing is not None:
             return EventOutcome(run=run, event=existing, created=False)
         now = ctx.clock.now()
