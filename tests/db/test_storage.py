@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from azdev_ica.cli.main import main
 from azdev_ica.db import migrate
 from azdev_ica.db.engine import Database, make_engine
-from azdev_ica.db.tables import Base
+from azdev_ica.db.tables import APPEND_ONLY_TABLES, Base
 from azdev_ica.db.types import UTCDateTime
 from azdev_ica.jobs.sealer import seal_now
 
@@ -386,7 +386,7 @@ class TestMigrations:
             engine.dispose()
         # Per table: update, delete and (PostgreSQL) truncate or (SQLite) replace.
         per_table = 2 if engine.dialect.name == "postgresql" else 3
-        assert triggers == len(APPEND_ONLY) * per_table
+        assert triggers == len(APPEND_ONLY_TABLES) * per_table
 
 
 # --- engine setup ------------------------------------------------------------------------

@@ -317,6 +317,159 @@ class JobLease(Base):
     expires_at: Mapped[datetime]
 
 
+class Person(Base):
+    """A person who signs in, approves or is named as the requester of a run.
+
+    Personal values (name, e-mail) live here and may be erased; the ledger only ever holds
+    salted commitments to them."""
+
+    __tablename__ = "azdev_person"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Lower-cased sign-in name (usually the e-mail or UPN); stable, unique.
+    login: Mapped[str] = mapped_column(String(200), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RoleGrant(Base):
+    """A role held by a person, for one tenant or for all (`tenant` NULL), possibly until a
+    time (delegation). Revoking stamps `revoked_at`; history stays."""
+
+    __tablename__ = "azdev_role_grant"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"), index=True)
+    role: Mapped[str] = mapped_column(String(40))
+    tenant: Mapped[str | None] = mapped_column(String(32))
+    granted_at: Mapped[datetime]
+    granted_by: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None]
+    # Set when a person delegated one of their own grants (issue 5: time-limited delegation).
+    delegated_from: Mapped[int | None] = mapped_column(ForeignKey("azdev_role_grant.id"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class PersonLink(Base):
+    """A provider's user id that is this person (Azure DevOps, GitHub, Entra, OIDC subject),
+    so "the requester" and "the signer" compare as people, not strings."""
+
+    __tablename__ = "azdev_person_link"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    provider_user_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("provider", "provider_user_id"),)
+
+
+class PersonToken(Base):
+    """A short-lived personal API token: the person's own grants, from a CLI or script."""
+
+    __tablename__ = "azdev_person_token"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class Approval(Base):
+    """A dual-approval request for one run and one target (tenant x stage), bound to the
+    exact scope it was asked for (seed 000 §1.4). Its state is a projection of the ledger."""
+
+    __tablename__ = "azdev_approval"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("azdev_pipeline_run.id"), index=True)
+    run_key: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    # The bound scope: any later mismatch at the gate voids the approval.
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    # Money in minor units (cents) of `currency`: exact on both databases.
+    cost_impact_minor: Mapped[int | None] = mapped_column(BigInteger)
+    budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(24))
+    # Set while the request is open (f"{run_pk}:{tenant}:{stage}"), NULL once closed: a
+    # unique column that lets at most one open request exist per run and target.
+    open_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    requested_by: Mapped[str] = mapped_column(String(200))  # the principal id that asked
+    # The person who triggered the run (DESIGN.md "Identity and roles"), when known.
+    requester_person_id: Mapped[int | None] = mapped_column(ForeignKey("azdev_person.id"))
+    requester_provider: Mapped[str | None] = mapped_column(String(16))
+    requester_provider_id: Mapped[str | None] = mapped_column(String(200))
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    sla_due_at: Mapped[datetime]
+    sla_warned_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    closed_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_azdev_approval_target", "tenant", "stage", "status"),)
+
+
+class ApprovalSignature(Base):
+    """One signature on an approval (append-only): who, which half, which decision."""
+
+    __tablename__ = "azdev_approval_signature"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(ForeignKey("azdev_approval.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"))
+    half: Mapped[str] = mapped_column(String(16))  # technical | business | override ...
+    role: Mapped[str] = mapped_column(String(40))  # the role held at signing time
+    decision: Mapped[str] = mapped_column(String(8))  # approve | reject
+    comment: Mapped[str | None] = mapped_column(Text)
+    signed_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("approval_id", "half"),)
+
+
+class OutboxMessage(Base):
+    """A side effect (notification, provider callback) queued in the same transaction as
+    the action that caused it, and delivered later by a job with retries and back-off."""
+
+    __tablename__ = "azdev_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime]
+    # What happened, e.g. approval.requested, approval.sla_warning, gate.unauthorised_deploy.
+    topic: Mapped[str] = mapped_column(String(64))
+    # How it goes out: webhook | pagerduty | email | ado_callback | github_review ...
+    channel: Mapped[str] = mapped_column(String(32))
+    tenant: Mapped[str | None] = mapped_column(String(32))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_azdev_outbox_due", "state", "next_attempt_at"),)
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
@@ -327,4 +480,5 @@ APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_audit_tree": (("year", "size"),),
     "azdev_audit_checkpoint": (("year", "size"),),
     "azdev_audit_key": (("id",), ("vkey",)),
+    "azdev_approval_signature": (("id",), ("approval_id", "half")),
 }
