@@ -54,7 +54,9 @@ def upgrade() -> None:
             name=op.f("fk_azdev_role_grant_delegated_from_azdev_role_grant"),
         ),
         sa.ForeignKeyConstraint(
-            ["person_id"], ["azdev_person.id"], name=op.f("fk_azdev_role_grant_person_id_azdev_person")
+            ["person_id"],
+            ["azdev_person.id"],
+            name=op.f("fk_azdev_role_grant_person_id_azdev_person"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_azdev_role_grant")),
     )
@@ -68,7 +70,9 @@ def upgrade() -> None:
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("created_by", sa.String(length=200), nullable=False),
         sa.ForeignKeyConstraint(
-            ["person_id"], ["azdev_person.id"], name=op.f("fk_azdev_person_link_person_id_azdev_person")
+            ["person_id"],
+            ["azdev_person.id"],
+            name=op.f("fk_azdev_person_link_person_id_azdev_person"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_azdev_person_link")),
         sa.UniqueConstraint(
@@ -90,7 +94,9 @@ def upgrade() -> None:
         sa.Column("revoked_at", _TIME, nullable=True),
         sa.Column("last_used_at", _TIME, nullable=True),
         sa.ForeignKeyConstraint(
-            ["person_id"], ["azdev_person.id"], name=op.f("fk_azdev_person_token_person_id_azdev_person")
+            ["person_id"],
+            ["azdev_person.id"],
+            name=op.f("fk_azdev_person_token_person_id_azdev_person"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_azdev_person_token")),
         sa.UniqueConstraint("prefix", name=op.f("uq_azdev_person_token_prefix")),
