@@ -28,7 +28,7 @@ from azdev_ica.services.runs import (
     start_run,
 )
 
-PIPELINE = Principal(
+PIPELINE = Principal.with_role(
     kind="api_key", id="apikey:ica_testtestte", name="ci", role=Role.DEVOPS, tenants=None
 )
 

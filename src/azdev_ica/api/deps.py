@@ -104,7 +104,8 @@ def require(permission: Permission) -> Callable[..., Principal]:
 
     def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.can(permission):
-            raise Forbidden(f"the role {principal.role.value} does not grant {permission.value}")
+            held = ", ".join(sorted(role.value for role in principal.roles)) or "no role"
+            raise Forbidden(f"{held} does not grant {permission.value}")
         return principal
 
     setattr(dependency, PERMISSION_ATTR, permission.value)

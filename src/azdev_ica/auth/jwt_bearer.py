@@ -316,7 +316,7 @@ class JwtVerifier:
             for name in _KEPT_CLAIMS[config.kind]
             if (text := _claim_text(claims.get(name))) is not None
         )
-        return Principal(
+        return Principal.with_role(
             kind=PIPELINE,
             id=principal_id,
             name=f"{config.name}/{identity.name}",

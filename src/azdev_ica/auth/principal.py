@@ -29,22 +29,57 @@ PERSON = "person"
 
 
 @dataclass(frozen=True)
+class Grant:
+    """One role, for one tenant or for every tenant (`tenant` None)."""
+
+    role: Role
+    tenant: str | None = None
+
+    def covers(self, tenant: str | None) -> bool:
+        return self.tenant is None or self.tenant == tenant
+
+
+@dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: one role, scoped to some tenants or to all (`tenants=None`)."""
+    """An authenticated caller and the grants it holds.
+
+    An API key or a pipeline token carries one role scoped to some tenants or to all; a
+    person carries the grants held at the time of the request (several roles, each scoped
+    on its own, e.g. technical approver for Tonga and auditor everywhere).
+    """
 
     kind: str
     id: str
     name: str
-    role: Role
-    tenants: frozenset[str] | None
+    grants: tuple[Grant, ...]
     # Verified, non-secret claims of a signed token (e.g. GitHub `actor_id`, `run_id`,
     # `repository_id`; Entra `tid`, `oid`), as sorted (name, value) pairs. Empty for API keys.
     claims: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    # The person behind a PERSON principal (azdev_person.id); None for keys and pipelines.
+    person_id: int | None = None
+
+    @classmethod
+    def with_role(
+        cls,
+        *,
+        kind: str,
+        id: str,
+        name: str,
+        role: Role,
+        tenants: frozenset[str] | None,
+        claims: tuple[tuple[str, str], ...] = (),
+    ) -> Principal:
+        """A key or pipeline principal: one role for `tenants` (None: every tenant)."""
+        if tenants is None:
+            grants: tuple[Grant, ...] = (Grant(role),)
+        else:
+            grants = tuple(Grant(role, tenant) for tenant in sorted(tenants))
+        return cls(kind=kind, id=id, name=name, grants=grants, claims=claims)
 
     @property
     def is_person(self) -> bool:
         """True only for a signed-in person: a pipeline or an API key can never act as one."""
-        return self.kind == PERSON
+        return self.kind == PERSON and self.person_id is not None
 
     def claim(self, name: str) -> str | None:
         """A verified token claim kept on the principal, or None."""
@@ -54,14 +89,50 @@ class Principal:
         return None
 
     @property
+    def roles(self) -> frozenset[Role]:
+        return frozenset(grant.role for grant in self.grants)
+
+    @property
+    def role(self) -> Role | None:
+        """The caller's role when it has exactly one (keys, pipelines); None otherwise."""
+        roles = self.roles
+        return next(iter(roles)) if len(roles) == 1 else None
+
+    @property
+    def tenants(self) -> frozenset[str] | None:
+        """Every tenant some grant reaches (None: all tenants)."""
+        if any(grant.tenant is None for grant in self.grants):
+            return None
+        return frozenset(grant.tenant for grant in self.grants if grant.tenant is not None)
+
+    @property
     def actor(self) -> Actor:
-        return Actor(kind=self.kind, id=self.id, role=self.role.value)
+        role = self.role
+        return Actor(kind=self.kind, id=self.id, role=role.value if role else None)
 
     def can(self, permission: Permission) -> bool:
-        return permission in permissions_of(self.role)
+        """Whether some grant gives `permission`, for at least one tenant."""
+        return any(permission in permissions_of(grant.role) for grant in self.grants)
+
+    def can_for(self, permission: Permission, tenant: str | None) -> bool:
+        """Whether some grant gives `permission` for `tenant` (None: a run with no tenant,
+        which only an all-tenants grant reaches)."""
+        return any(
+            permission in permissions_of(grant.role) and grant.covers(tenant)
+            for grant in self.grants
+        )
+
+    def scope(self, permission: Permission) -> frozenset[str] | None:
+        """The tenants where the caller has `permission` (None: every tenant)."""
+        reaching = [grant for grant in self.grants if permission in permissions_of(grant.role)]
+        if any(grant.tenant is None for grant in reaching):
+            return None
+        return frozenset(grant.tenant for grant in reaching if grant.tenant is not None)
+
+    def holds(self, role: Role, tenant: str | None) -> bool:
+        """Whether the caller holds `role` for `tenant` (the signing-time role check)."""
+        return any(grant.role is role and grant.covers(tenant) for grant in self.grants)
 
     def in_scope(self, tenant: str | None) -> bool:
-        """Whether the caller may see or act on `tenant` (None: a run without a tenant)."""
-        if self.tenants is None:
-            return True
-        return tenant is not None and tenant in self.tenants
+        """Whether some grant reaches `tenant` at all (None: only an all-tenants grant)."""
+        return any(grant.covers(tenant) for grant in self.grants)

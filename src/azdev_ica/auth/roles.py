@@ -14,6 +14,20 @@ class Permission(StrEnum):
     RUN_READ = "run:read"
     POLICY_READ = "policy:read"
     AUDIT_READ = "audit:read"
+    # Approvals (issue 5): asking, reading, signing (the signing-time role check for the
+    # tenant and the half is the approval service's; this only opens the route).
+    APPROVAL_REQUEST = "approval:request"
+    APPROVAL_READ = "approval:read"
+    APPROVAL_SIGN = "approval:sign"
+    APPROVAL_DELEGATE = "approval:delegate"
+    GATE_EVALUATE = "gate:evaluate"
+    LOCK_RELEASE = "lock:release"
+    OVERRIDE_REQUEST = "override:request"
+    OVERRIDE_SIGN = "override:sign"
+    # People (issue 4): managing persons and their grants (tenant administrators: their
+    # tenants only), and what any signed-in person may do for themselves (own tokens).
+    USER_ADMIN = "user:admin"
+    SELF = "self"
 
 
 class Role(StrEnum):
@@ -31,23 +45,35 @@ class Role(StrEnum):
     TENANT_ADMIN = "tenant_admin"
 
 
-_READERS = frozenset({Permission.RUN_READ, Permission.POLICY_READ})
+_READERS = frozenset(
+    {Permission.RUN_READ, Permission.POLICY_READ, Permission.APPROVAL_READ, Permission.SELF}
+)
+_SIGNERS = _READERS | {Permission.APPROVAL_SIGN, Permission.APPROVAL_DELEGATE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # "Run pipelines, request approvals"
-    Role.DEVOPS: _READERS | {Permission.RUN_WRITE},
-    Role.APPROVER_TECH: _READERS,
-    Role.APPROVER_BIZ: _READERS,
+    Role.DEVOPS: _READERS
+    | {
+        Permission.RUN_WRITE,
+        Permission.APPROVAL_REQUEST,
+        Permission.GATE_EVALUATE,
+        Permission.OVERRIDE_REQUEST,
+    },
+    Role.APPROVER_TECH: _SIGNERS,
+    Role.APPROVER_BIZ: _SIGNERS,
     # "Read-only access to run ledger" and the audit trail.
     Role.AUDITOR: _READERS | {Permission.AUDIT_READ},
-    Role.ADMIN: frozenset(Permission),
-    Role.OVERRIDE_SIGNER: _READERS,
+    # "Configure ICA, emergency overrides": everything except signing approvals, which only
+    # approvers do (an administrator who must approve holds an approver grant too).
+    Role.ADMIN: frozenset(Permission) - {Permission.APPROVAL_SIGN, Permission.APPROVAL_DELEGATE},
+    Role.OVERRIDE_SIGNER: _READERS | {Permission.OVERRIDE_SIGN},
     Role.ESCALATION: _READERS,
-    Role.SIGNOFF_QA: _READERS,
-    Role.SIGNOFF_UAT: _READERS,
-    Role.SIGNOFF_DATA: _READERS,
-    Role.APPROVER_MAJOR: _READERS,
-    Role.TENANT_ADMIN: _READERS | {Permission.AUDIT_READ},
+    Role.SIGNOFF_QA: _SIGNERS,
+    Role.SIGNOFF_UAT: _SIGNERS,
+    Role.SIGNOFF_DATA: _SIGNERS,
+    Role.APPROVER_MAJOR: _SIGNERS,
+    Role.TENANT_ADMIN: _READERS
+    | {Permission.AUDIT_READ, Permission.USER_ADMIN, Permission.LOCK_RELEASE},
 }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import AuditCheckpoint, AuditEntry, AuditKey, AuditShard, AuditTree
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import NotFound, ValidationProblem
@@ -58,8 +59,9 @@ def query_entries(
         query = query.where(AuditEntry.time >= filters.time_from)
     if filters.time_to is not None:
         query = query.where(AuditEntry.time < filters.time_to)
-    if principal.tenants is not None:
-        query = query.where(AuditEntry.tenant.in_(sorted(principal.tenants)))
+    scope = principal.scope(Permission.AUDIT_READ)
+    if scope is not None:
+        query = query.where(AuditEntry.tenant.in_(sorted(scope)))
     if cursor is not None:
         year, index = _decode_cursor(cursor)
         query = query.where(
@@ -151,7 +153,7 @@ def entry_with_proof(
     found = shard(session, year)
     entry = session.get(AuditEntry, (found.year, index))
     # Out of scope answers exactly like absent, as for runs.
-    if entry is None or (principal.tenants is not None and not principal.in_scope(entry.tenant)):
+    if entry is None or not principal.can_for(Permission.AUDIT_READ, entry.tenant):
         raise NotFound(f"no entry {index} in {found.origin}")
     checkpoint = session.scalars(
         select(AuditCheckpoint)

@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt
 from azdev_ica.errors import NotFound, ValidationProblem
 
@@ -25,7 +26,7 @@ class RunDetail:
 
 def get_run(session: Session, *, run_key: str, principal: Principal) -> RunDetail:
     run = session.scalars(select(PipelineRun).where(PipelineRun.run_key == run_key)).one_or_none()
-    if run is None or not principal.in_scope(run.tenant):
+    if run is None or not principal.can_for(Permission.RUN_READ, run.tenant):
         raise NotFound(f"no run {run_key!r}")
     attempts = list(
         session.scalars(
@@ -76,8 +77,9 @@ def list_runs(
         query = query.where(PipelineRun.start_time >= filters.started_after)
     if filters.started_before is not None:
         query = query.where(PipelineRun.start_time < filters.started_before)
-    if principal.tenants is not None:
-        query = query.where(PipelineRun.tenant.in_(sorted(principal.tenants)))
+    scope = principal.scope(Permission.RUN_READ)
+    if scope is not None:
+        query = query.where(PipelineRun.tenant.in_(sorted(scope)))
     if cursor is not None:
         at, last_id = decode_cursor(cursor)
         query = query.where(

@@ -131,7 +131,7 @@ def authenticate_api_key(ctx: ServiceContext, key: str, *, touch_every: timedelt
         raise refused
     if row.last_used_at is None or now - row.last_used_at >= touch_every:
         _touch(ctx, key_id=row.id, at=now, touch_every=touch_every)
-    return Principal(
+    return Principal.with_role(
         kind="api_key",
         id=f"apikey:{row.prefix}",
         name=row.name,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt
 from azdev_ica.domain.runs import (
     AttemptState,
@@ -97,7 +98,7 @@ def start_run(
     A start with a higher attempt than the run's current one is a re-run: it reopens the run.
     """
     key = run_key(command.provider, command.project_id, command.run_id)
-    if not principal.in_scope(command.tenant):
+    if not principal.can_for(Permission.RUN_WRITE, command.tenant):
         raise OutOfScope(
             "a tenant-scoped caller must name one of its tenants"
             if command.tenant is None
@@ -386,7 +387,7 @@ def _run_by_key(session: Session, key: str) -> PipelineRun:
 def _scoped_run(session: Session, key: str, principal: Principal) -> PipelineRun:
     run = _find_run(session, key)
     # Out of scope answers exactly like absent: a scoped caller learns nothing of other tenants.
-    if run is None or not principal.in_scope(run.tenant):
+    if run is None or not principal.can_for(Permission.RUN_WRITE, run.tenant):
         raise NotFound(f"no run {key!r}")
     return run
 
