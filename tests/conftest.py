@@ -220,6 +220,73 @@ def make_key(ctx: Any) -> Callable[..., str]:
     return make
 
 
+class PersonHandle:
+    """A person made for a test: their id, login and a personal token (`Bearer`)."""
+
+    def __init__(self, person_id: int, login: str, token: str) -> None:
+        self.person_id = person_id
+        self.login = login
+        self.token = token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def principal(self, ctx: Any) -> Any:
+        """The person's principal with the grants held now (as a request would see it)."""
+        from azdev_ica.db.tables import Person
+        from azdev_ica.services.people import principal_for_person
+
+        with ctx.read() as session:
+            person = session.get(Person, self.person_id)
+            return principal_for_person(session, person, ctx.clock.now())
+
+
+@pytest.fixture
+def make_person(ctx: Any) -> Callable[..., PersonHandle]:
+    """Create a person with grants [(role, tenant or None for all), ...], provider links
+    [(provider, provider_user_id), ...] and a 30-day personal token."""
+    from datetime import timedelta
+
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.auth.roles import Role
+    from azdev_ica.services.people import (
+        create_person,
+        grant_role,
+        issue_personal_token,
+        link_person,
+    )
+
+    operator = Actor(kind="operator", id="test")
+
+    def make(
+        login: str,
+        grants: list[tuple[str, str | None]] | None = None,
+        links: list[tuple[str, str]] | None = None,
+        *,
+        email: str | None = None,
+    ) -> PersonHandle:
+        person = create_person(
+            ctx, actor=operator, login=login, display_name=login.split("@")[0], email=email
+        )
+        for role, tenant in grants or []:
+            grant_role(ctx, actor=operator, login=login, role=Role(role), tenant=tenant)
+        for provider, provider_user_id in links or []:
+            link_person(
+                ctx,
+                actor=operator,
+                login=login,
+                provider=provider,
+                provider_user_id=provider_user_id,
+            )
+        issued = issue_personal_token(
+            ctx, actor=operator, login=login, name="test", ttl=timedelta(days=30)
+        )
+        return PersonHandle(person.id, person.login, issued.secret)
+
+    return make
+
+
 @pytest.fixture
 def app(settings: Any, database: Any, clock: Any, ctx: Any) -> Any:
     from azdev_ica.api.app import create_app

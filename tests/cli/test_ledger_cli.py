@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from azdev_ica.api.app import create_app
 from azdev_ica.db.engine import make_engine
 from azdev_ica.settings import Settings
-from tests.cli.test_admin import KEY_RE, Instance
+from tests.cli.conftest import KEY_RE, Instance
 from tests.conftest import EXAMPLE_POLICY, bearer
 
 VKEY_RE = re.compile(r"ica\.localhost/audit\+[0-9a-f]{8}\+\S+")

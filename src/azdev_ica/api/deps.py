@@ -30,6 +30,7 @@ from azdev_ica.errors import (
 )
 from azdev_ica.services.apikeys import authenticate_api_key
 from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.people import authenticate_personal_token, is_personal_token
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def current_principal(
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and looks_like_jwt(value.strip()):
         principal = _authenticate_jwt(request.app.state.jwt_verifier, value.strip())
+    elif scheme.lower() == "bearer" and is_personal_token(value.strip()):
+        principal = authenticate_personal_token(ctx, value.strip())
     else:
         touch_every = timedelta(seconds=request.app.state.settings.api_key_touch_seconds)
         principal = authenticate_api_key(ctx, _credential(authorization), touch_every=touch_every)

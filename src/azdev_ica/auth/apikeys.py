@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-_KEY_RE = re.compile(r"^ica_([a-z2-7]{10})_([A-Za-z0-9_-]{43})$")
+_KEY_RE = re.compile(r"^(ica|icp)_([a-z2-7]{10})_([A-Za-z0-9_-]{43})$")
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,16 @@ class NewKey:
         return digest_key(self.secret, pepper)
 
 
-def generate_key() -> NewKey:
+def generate_key(kind: str = "ica") -> NewKey:
+    """A new key: `ica` for API keys, `icp` for personal tokens."""
     prefix = "".join(secrets.choice(_ALPHABET) for _ in range(10))
-    return NewKey(prefix=prefix, secret=f"ica_{prefix}_{secrets.token_urlsafe(32)}")
+    return NewKey(prefix=prefix, secret=f"{kind}_{prefix}_{secrets.token_urlsafe(32)}")
 
 
-def parse_prefix(key: str) -> str | None:
-    """The prefix of a well-formed key, or None."""
+def parse_prefix(key: str, kind: str = "ica") -> str | None:
+    """The prefix of a well-formed key of `kind`, or None."""
     match = _KEY_RE.match(key)
-    return match.group(1) if match else None
+    return match.group(2) if match and match.group(1) == kind else None
 
 
 def digest_key(key: str, pepper: bytes) -> str:

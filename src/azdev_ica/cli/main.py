@@ -1,4 +1,5 @@
-"""`ica`: serve, init, db, policy, apikey, openapi, and the pipeline client (`ica run ...`)."""
+"""`ica`: serve, init, db, policy, apikey, user, openapi, audit, keys, and the pipeline client
+(`ica run ...`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (also used by tests to check commands written in pipeline files)."""
-    from azdev_ica.cli import admin, ledger, pipeline
+    from azdev_ica.cli import admin, ledger, pipeline, users
 
     parser = _Parser(
         prog="ica",
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.register(sub)
     admin.register(sub)
     ledger.register(sub)
+    users.register(sub)
     return parser
 
 

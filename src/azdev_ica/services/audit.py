@@ -25,7 +25,7 @@ from azdev_ica.db.tables import AuditInbox, PersonalDataOpening
 COMMITMENT_PREFIX = "salted-sha256:"
 """How a personal value appears in the ledger: ``salted-sha256:<hex SHA-256(salt || value)>``."""
 
-PERSONAL_KINDS = frozenset({"provider_user", "email"})
+PERSONAL_KINDS = frozenset({"provider_user", "email", "login", "name"})
 
 
 def rfc3339(at: datetime) -> str:

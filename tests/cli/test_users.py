@@ -1,0 +1,105 @@
+"""`ica user ...` as an operator types it, on SQLite and PostgreSQL: add, grant per tenant,
+link, list, token (which then works against the served API), revoke, disable. Bad input is
+a message and exit 3 or 64, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from azdev_ica.cli.main import main
+from tests.cli.conftest import RUNS
+from tests.conftest import bearer
+
+TOKEN_RE = re.compile(r"icp_[a-z2-7]{10}_[A-Za-z0-9_-]{43}")
+
+
+def test_the_life_of_a_person(initialised, http):
+    instance, _ = initialised
+    assert instance.run("user", "add", "Ana@Example.org", "--name", "Ana Fifita")[0] == 0
+    code, out, err = instance.run(
+        "user", "grant", "ana@example.org", "azdev_auditor", "--tenant", "to"
+    )
+    assert (code, err) == (0, "")
+    assert instance.run("user", "link", "ana@example.org", "github", "583231")[0] == 0
+    code, out, _ = instance.run("user", "list", "--output", "json")
+    assert code == 0
+    [ana] = json.loads(out)
+    assert ana["login"] == "ana@example.org"
+    assert ana["grants"] == [{"role": "azdev_auditor", "tenant": "to", "until": None}]
+    assert ana["links"] == [{"provider": "github", "id": "583231"}]
+
+    code, out, _ = instance.run(
+        "user", "token", "ana@example.org", "--name", "laptop", "--hours", "1"
+    )
+    assert code == 0
+    [token] = TOKEN_RE.findall(out)
+    assert http.get(RUNS, headers=bearer(token)).status_code == 200
+
+    code, _, _ = instance.run(
+        "user", "revoke", "ana@example.org", "azdev_auditor", "--tenant", "to", "--reason", "moved"
+    )
+    assert code == 0
+    assert http.get(RUNS, headers=bearer(token)).status_code == 403
+
+    assert instance.run("user", "disable", "ana@example.org", "--reason", "left")[0] == 0
+    assert http.get(RUNS, headers=bearer(token)).status_code == 401
+    code, out, _ = instance.run("user", "list")
+    assert "ana@example.org" not in out
+    code, out, _ = instance.run("user", "list", "--all")
+    assert "ana@example.org  disabled" in out
+
+
+def test_a_grant_for_every_tenant_is_said_explicitly(initialised):
+    instance, _ = initialised
+    instance.run("user", "add", "ben@example.org", "--name", "Ben")
+    code, _, err = instance.run("user", "grant", "ben@example.org", "azdev_auditor")
+    assert code == 64
+    assert "--tenant" in err
+    assert (
+        instance.run("user", "grant", "ben@example.org", "azdev_auditor", "--tenant", "*")[0] == 0
+    )
+    _, out, _ = instance.run("user", "list")
+    assert "azdev_auditor@*" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["add", "x y", "--name", "X"], "a login is"),
+        (["grant", "nobody@example.org", "azdev_devops", "--tenant", "to"], "no person"),
+        (["grant", "cara@example.org", "azdev_devops", "--tenant", "zz"], "unknown tenant"),
+        (["link", "cara@example.org", "github", "a b"], "provider user id"),
+        (["token", "cara@example.org", "--name", "t", "--hours", "1000"], "at most 30 days"),
+        (
+            ["revoke", "cara@example.org", "azdev_devops", "--tenant", "to", "--reason", "x"],
+            "holds no",
+        ),
+        (["disable", "nobody@example.org", "--reason", "x"], "no person"),
+    ],
+)
+def test_bad_input_is_a_clear_message(initialised, args, message):
+    instance, _ = initialised
+    instance.run("user", "add", "cara@example.org", "--name", "Cara")
+    code, _, err = instance.run("user", *args)
+    assert code == 3
+    assert message in err
+
+
+def test_a_second_add_of_the_same_login_is_refused(initialised):
+    instance, _ = initialised
+    assert instance.run("user", "add", "dan@example.org", "--name", "Dan")[0] == 0
+    code, _, err = instance.run("user", "add", "DAN@example.org", "--name", "Dan")
+    assert code == 3
+    assert "exists already" in err
+
+
+def test_help_names_every_action(initialised):
+    instance, _ = initialised
+    with pytest.raises(SystemExit):
+        main(["user", "--help"])
+    out, _ = instance.capsys.readouterr()
+    for action in ("add", "list", "disable", "grant", "revoke", "link", "token"):
+        assert action in out
