@@ -136,3 +136,59 @@ def test_erasing_a_person_keeps_the_ledger_verifiable_and_replayable(ctx, clock)
     assert report.other_actions["personal.erase"] == 1
     with pytest.raises(NotFound):
         erase_personal_data(ctx, actor=OPERATOR, kind="email", value="ana@example.org")
+
+
+def test_people_grants_links_and_tokens_replay_exactly(ctx, clock, database):
+    from azdev_ica.services.people import (
+        create_person,
+        disable_person,
+        grant_role,
+        issue_personal_token,
+        link_person,
+        revoke_grant,
+    )
+
+    create_person(ctx, actor=OPERATOR, login="ana@example.org", display_name="Ana", email="a@x.to")
+    create_person(ctx, actor=OPERATOR, login="ben@example.org", display_name="Ben")
+    grant_role(ctx, actor=OPERATOR, login="ana@example.org", role=Role.APPROVER_TECH, tenant="to")
+    grant_role(
+        ctx,
+        actor=OPERATOR,
+        login="ben@example.org",
+        role=Role.AUDITOR,
+        expires_at=clock.now() + timedelta(days=1),
+        reason="audit week",
+    )
+    link_person(
+        ctx, actor=OPERATOR, login="ana@example.org", provider="ado", provider_user_id="u-1"
+    )
+    issue_personal_token(ctx, actor=OPERATOR, login="ben@example.org", name="cli")
+    seal_now(ctx)
+    clock.advance(timedelta(minutes=1))
+    revoke_grant(
+        ctx,
+        actor=OPERATOR,
+        login="ana@example.org",
+        role=Role.APPROVER_TECH,
+        tenant="to",
+        reason="x",
+    )
+    disable_person(ctx, actor=OPERATOR, login="ben@example.org", reason="left")  # unsealed
+    report = replay_ledger(ctx.db)
+    assert report.ok, report.text()
+    assert report.rows["azdev_person"] == (2, 2)
+    assert report.rows["azdev_role_grant"] == (2, 2)
+    assert report.rows["azdev_person_link"] == (1, 1)
+    assert report.rows["azdev_person_token"] == (1, 1)
+
+    # A grant slipped in behind the services' back is a gap.
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO azdev_role_grant (person_id, role, tenant, granted_at, granted_by) "
+                "SELECT id, 'admin', NULL, '2026-11-02 10:00:00', 'nobody' FROM azdev_person "
+                "WHERE login = 'ana@example.org'"
+            )
+        )
+    report = replay_ledger(ctx.db)
+    assert [(d.table, d.column) for d in report.differences] == [("azdev_role_grant", "(row)")]

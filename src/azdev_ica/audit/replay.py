@@ -9,7 +9,10 @@ Projections rebuilt (each from the actions listed):
 - `azdev_pipeline_event`: run.event;
 - `azdev_policy_version`: policy.apply;
 - `azdev_api_key` (all but the secret's digest and the last-use time, which are not actions):
-  apikey.create, apikey.revoke.
+  apikey.create, apikey.revoke;
+- `azdev_person`: person.create, person.disable; `azdev_role_grant`: grant.create,
+  grant.revoke; `azdev_person_link`: person.link; `azdev_person_token` (all but the digest
+  and the last-use time): token.create, token.revoke, person.disable.
 
 Personal values are in the ledger only as salted hashes; replay opens them with the erasable
 openings table, so an erased person is absent from the rebuilt rows, as from the live ones.
@@ -37,10 +40,14 @@ from azdev_ica.db.tables import (
     AuditInbox,
     AuditShard,
     Base,
+    Person,
     PersonalDataOpening,
+    PersonLink,
+    PersonToken,
     PipelineEvent,
     PipelineRun,
     PolicyVersion,
+    RoleGrant,
     RunAttempt,
 )
 from azdev_ica.db.types import stored_bytes
@@ -48,7 +55,17 @@ from azdev_ica.ledger.entry import EntryError, parse_entry
 
 __all__ = ["Difference", "ReplayReport", "replay_ledger"]
 
-PROJECTIONS = (PipelineRun, RunAttempt, PipelineEvent, PolicyVersion, ApiKey)
+PROJECTIONS = (
+    PipelineRun,
+    RunAttempt,
+    PipelineEvent,
+    PolicyVersion,
+    ApiKey,
+    Person,
+    RoleGrant,
+    PersonLink,
+    PersonToken,
+)
 _LISTED = 50
 
 
@@ -123,6 +140,10 @@ class _Projector:
         self.events: dict[tuple[str, str], dict[str, Any]] = {}
         self.policies: list[dict[str, Any]] = []
         self.keys: dict[str, dict[str, Any]] = {}
+        self.people: dict[int, dict[str, Any]] = {}
+        self.grants: dict[int, dict[str, Any]] = {}
+        self.links: list[dict[str, Any]] = []
+        self.tokens: dict[str, dict[str, Any]] = {}
         self.other: Counter[str] = Counter()
         self.problems: list[str] = []
         self.handlers: dict[str, Callable[[dict[str, Any], datetime], None]] = {
@@ -133,6 +154,13 @@ class _Projector:
             "policy.apply": self.policy_apply,
             "apikey.create": self.apikey_create,
             "apikey.revoke": self.apikey_revoke,
+            "person.create": self.person_create,
+            "person.disable": self.person_disable,
+            "grant.create": self.grant_create,
+            "grant.revoke": self.grant_revoke,
+            "person.link": self.person_link,
+            "token.create": self.token_create,
+            "token.revoke": self.token_revoke,
         }
 
     def apply(self, where: str, body: dict[str, Any]) -> None:
@@ -248,6 +276,72 @@ class _Projector:
     def apikey_revoke(self, body: dict[str, Any], at: datetime) -> None:
         self.keys[body["subject"]["id"]]["revoked_at"] = at
 
+    def person_create(self, body: dict[str, Any], at: datetime) -> None:
+        data, person_id = body["data"], int(body["subject"]["id"])
+        self.people[person_id] = {
+            "id": person_id,
+            "login": self._open(data["login"]),
+            "display_name": self._open(data["display_name"]),
+            "email": self._open(data.get("email")),
+            "created_at": at,
+            "created_by": body["actor"]["id"],
+            "disabled_at": None,
+            "disabled_reason": None,
+        }
+
+    def person_disable(self, body: dict[str, Any], at: datetime) -> None:
+        person_id = int(body["subject"]["id"])
+        self.people[person_id].update(disabled_at=at, disabled_reason=body["data"]["reason"])
+        for token in self.tokens.values():  # disabling revokes every live token
+            if token["person_id"] == person_id and token["revoked_at"] is None:
+                token["revoked_at"] = at
+
+    def grant_create(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        self.grants[int(data["grant"])] = {
+            "id": int(data["grant"]),
+            "person_id": int(body["subject"]["id"]),
+            "role": data["role"],
+            "tenant": data["tenant"],
+            "granted_at": at,
+            "granted_by": body["actor"]["id"],
+            "expires_at": _time(data.get("expires_at")),
+            "delegated_from": data.get("delegated_from"),
+            "reason": data.get("reason"),
+            "revoked_at": None,
+            "revoked_by": None,
+        }
+
+    def grant_revoke(self, body: dict[str, Any], at: datetime) -> None:
+        self.grants[int(body["data"]["grant"])].update(
+            revoked_at=at, revoked_by=body["actor"]["id"]
+        )
+
+    def person_link(self, body: dict[str, Any], at: datetime) -> None:
+        self.links.append(
+            {
+                "person_id": int(body["subject"]["id"]),
+                "provider": body["data"]["provider"],
+                "provider_user_id": self._open(body["data"]["provider_user_id"]),
+                "created_at": at,
+                "created_by": body["actor"]["id"],
+            }
+        )
+
+    def token_create(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        self.tokens[data["token"]] = {
+            "prefix": data["token"],
+            "person_id": int(body["subject"]["id"]),
+            "name": data["name"],
+            "created_at": at,
+            "expires_at": _time(data["expires_at"]),
+            "revoked_at": None,
+        }
+
+    def token_revoke(self, body: dict[str, Any], at: datetime) -> None:
+        self.tokens[body["data"]["token"]]["revoked_at"] = at
+
 
 def _bodies(db: Database, report: ReplayReport) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every audit record in log order: sealed entries shard by shard, then the inbox tail."""
@@ -343,6 +437,26 @@ def _rows(session: Any) -> dict[str, list[dict[str, Any]]]:
         }
         for r in session.scalars(select(ApiKey))
     ]
+    out["azdev_person"] = [
+        {c.key: getattr(r, c.key) for c in Person.__table__.columns}
+        for r in session.scalars(select(Person))
+    ]
+    out["azdev_role_grant"] = [
+        {c.key: getattr(r, c.key) for c in RoleGrant.__table__.columns}
+        for r in session.scalars(select(RoleGrant))
+    ]
+    out["azdev_person_link"] = [
+        {c.key: getattr(r, c.key) for c in PersonLink.__table__.columns if c.key != "id"}
+        for r in session.scalars(select(PersonLink))
+    ]
+    out["azdev_person_token"] = [
+        {
+            c.key: getattr(r, c.key)
+            for c in PersonToken.__table__.columns
+            if c.key not in ("id", "digest", "last_used_at")
+        }
+        for r in session.scalars(select(PersonToken))
+    ]
     return out
 
 
@@ -352,6 +466,10 @@ _NATURAL_KEYS = {
     "azdev_pipeline_event": ("run_key", "event_id"),
     "azdev_policy_version": ("order",),
     "azdev_api_key": ("prefix",),
+    "azdev_person": ("id",),
+    "azdev_role_grant": ("id",),
+    "azdev_person_link": ("provider", "provider_user_id"),
+    "azdev_person_token": ("prefix",),
 }
 
 
@@ -378,6 +496,14 @@ def _write_scratch(scratch: Database, projector: _Projector) -> None:
             session.add(PolicyVersion(**policy))
         for key in projector.keys.values():
             session.add(ApiKey(digest="", last_used_at=None, **key))
+        session.add_all(Person(**person) for person in projector.people.values())
+        session.flush()
+        session.add_all(RoleGrant(**grant) for grant in projector.grants.values())
+        session.add_all(PersonLink(**link) for link in projector.links)
+        session.add_all(
+            PersonToken(digest="", last_used_at=None, **token)
+            for token in projector.tokens.values()
+        )
 
 
 def _compare(
