@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, Table, insert, inspect, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from azdev_ica.auth.principal import Actor
 from azdev_ica.cli.main import main
 from azdev_ica.db import migrate
 from azdev_ica.db.engine import Database, make_engine
 from azdev_ica.db.tables import APPEND_ONLY_TABLES, Base
 from azdev_ica.db.types import UTCDateTime
 from azdev_ica.jobs.sealer import seal_now
+from azdev_ica.services.audit import append_audit
 
 DB_PROPERTY = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -225,8 +227,20 @@ def execute(database: Database, *statements: str) -> None:
 class TestAppendOnly:
     @pytest.fixture(autouse=True)
     def _rows(self, ctx: Any) -> None:
-        # The ctx fixture applied a policy (a version and its audit record); sealing it fills
-        # every ledger table.
+        # The ctx fixture applied a policy (a version and its audit record); 64 more records
+        # (the sealer stores tree nodes from level 6 up) and sealing fill every ledger table.
+        with ctx.db.write() as session:
+            for n in range(64):
+                append_audit(
+                    session,
+                    actor=Actor(kind="system", id="test"),
+                    action="test.fill",
+                    subject_type="test",
+                    subject_id=str(n),
+                    tenant=None,
+                    data={},
+                    at=ctx.clock.now(),
+                )
         seal_now(ctx)
         for table in APPEND_ONLY:
             assert snapshot(ctx.db, table), table
@@ -304,7 +318,8 @@ def test_a_replace_colliding_on_a_second_unique_key_is_refused_on_sqlite(tmp_pat
     try:
         migrate.upgrade(engine)
         values = (
-            "2026, {idx}, 7, x'7b7d', '2026-01-01 00:00:00', 'a', 'system', 's', 't', 'i', NULL"
+            "2026, {idx}, 7, x'7b7d', '2026-01-01 00:00:00', 'a', 'system', 's', 't', 'i', NULL,"
+            " NULL"
         )
         with engine.begin() as conn:
             conn.execute(text(f"INSERT INTO azdev_audit_entry VALUES ({values.format(idx=0)})"))  # noqa: S608

@@ -438,3 +438,28 @@ def test_consistency_reads_are_logarithmic_at_ten_million() -> None:
         verify_consistency(size1, size2, proof, root1, root2)
         with pytest.raises(ProofError):
             verify_consistency(size1, size2, proof, root2, root1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.integers(min_value=0, max_value=300),
+    count=st.integers(min_value=1, max_value=200),
+    min_level=st.integers(min_value=0, max_value=9),
+)
+def test_append_upper_reports_the_completed_nodes_from_a_level_up(start, count, min_level):
+    """What a sealer that stores only the upper levels writes: exactly the nodes `append`
+    completes at `min_level` and above, and the same tree afterwards."""
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(start + count)]
+    full, upper = CompactRange(), CompactRange()
+    for leaf in leaves[:start]:
+        full.push(leaf)
+        upper.push(leaf)
+    for leaf in leaves[start:]:
+        expected = [(n.level, n.hash) for n in full.append(leaf) if n.level >= min_level]
+        assert upper.append_upper(leaf, min_level) == expected
+    assert upper.to_bytes() == full.to_bytes()
+
+
+def test_append_upper_checks_the_leaf_length():
+    with pytest.raises(ValueError, match="32 bytes"):
+        CompactRange().append_upper(b"short", 0)

@@ -39,6 +39,7 @@ from azdev_ica.db.tables import (
     AuditTree,
 )
 from azdev_ica.db.types import stored_bytes
+from azdev_ica.jobs.sealer import STORED_LEVEL
 from azdev_ica.ledger.entry import EntryError, parse_entry
 from azdev_ica.ledger.merkle import CompactRange, leaf_hash, stored_hash_index
 from azdev_ica.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
@@ -297,7 +298,7 @@ class _ShardCheck:
         )
         entries = _stream(
             self.conn,
-            select(AuditEntry.idx, AuditEntry.entry)
+            select(AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf)
             .where(AuditEntry.year == self.year)
             .order_by(AuditEntry.idx),
         )
@@ -324,7 +325,7 @@ class _ShardCheck:
         position = 0
         good = 0  # the largest size up to which every signed root matched
         failed = False
-        for index, raw in entries:
+        for index, raw, stored_leaf in entries:
             data = stored_bytes(raw)
             if index != position:
                 self.once(
@@ -335,22 +336,31 @@ class _ShardCheck:
                     position,
                 )
             self._check_envelope(position, data)
-            for node in rng.append(leaf_hash(data)):
+            leaf = leaf_hash(data)
+            if stored_leaf is not None and stored_bytes(stored_leaf) != leaf:
+                self._leaf_differs(position)
+            # Entries sealed with their leaf hash keep only the nodes of level STORED_LEVEL and
+            # up; older ones (a NULL leaf) also kept the leaf and every lower node.
+            low_stored = stored_leaf is None
+            for node in rng.append(leaf):
+                if node.level < STORED_LEVEL and not low_stored:
+                    continue
                 seq = stored_hash_index(node.level, node.index)
                 while stored_node is not None and stored_node[0] < seq:
                     stored_node = next(nodes, None)
                 first = node.index << node.level
                 last = first + (1 << node.level)
-                if stored_node is None or stored_node[0] != seq:
-                    self.once("node", f"node {node.id}", "is not stored", first, last)
-                elif stored_bytes(stored_node[1]) != node.hash and node.level == 0:
+                if node.level == 0 and (stored_node is None or stored_node[0] != seq):
                     self.once(
                         "leaf",
                         f"entry {first}",
-                        "does not match the leaf hash stored when it was sealed: edited, "
-                        "inserted or moved after sealing",
+                        "has no leaf hash stored with it: written outside the sealer",
                         first,
                     )
+                elif stored_node is None or stored_node[0] != seq:
+                    self.once("node", f"node {node.id}", "is not stored", first, last)
+                elif stored_bytes(stored_node[1]) != node.hash and node.level == 0:
+                    self._leaf_differs(first)
                 elif stored_bytes(stored_node[1]) != node.hash:
                     self.once(
                         "inner", f"node {node.id}", "differs from the rebuilt tree", first, last
@@ -384,6 +394,15 @@ class _ShardCheck:
         self._check_link()
         last_note = notes[max(notes)] if notes else None
         return _Final(position, rng.root(), last_note)
+
+    def _leaf_differs(self, index: int) -> None:
+        self.once(
+            "leaf",
+            f"entry {index}",
+            "does not match the leaf hash stored when it was sealed: edited, inserted or moved "
+            "after sealing",
+            index,
+        )
 
     def _check_envelope(self, position: int, data: bytes) -> None:
         try:

@@ -25,6 +25,14 @@ scans the whole inbox:
 - SQLite runs one writer at a time (the sealer's BEGIN IMMEDIATE waits for the others): no
   stragglers, the cursor is enough.
 
+What a batch writes
+-------------------
+One transaction per batch: the entry rows, the tree nodes the batch completes at level
+`STORED_LEVEL` and up (about one per 32 entries), and a tree head. On PostgreSQL the server
+composes the entries itself from the inbox rows (one INSERT ... SELECT; the same bytes as
+`compose_entry`) with their leaf hashes (`sha256()`), and only the 32-byte leaf hashes come
+back to extend the tree: the bodies never travel. SQLite composes them here.
+
 Yearly shards
 -------------
 Entries go to the shard of the year the sealer seals them in (UTC); the entry's body keeps the
@@ -47,7 +55,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,12 +73,13 @@ from azdev_ica.db.tables import (
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import LedgerUnavailable
-from azdev_ica.ledger.entry import compose_entry
+from azdev_ica.ledger.entry import MAX_INDEX, EntryError, compose_entry, entry_affixes
 from azdev_ica.ledger.keyfile import KeyFileError, read_signers
 from azdev_ica.ledger.merkle import (
     CompactRange,
     GetNodes,
     leaf_hash,
+    node_hash,
     root_from_nodes,
     stored_hash_index,
 )
@@ -82,6 +91,7 @@ from azdev_ica.services.ledger import SEALER_ACTOR, add_signing_key
 
 __all__ = [
     "SEALER_LEASE",
+    "STORED_LEVEL",
     "EntryRef",
     "SealResult",
     "Sealer",
@@ -240,25 +250,72 @@ def _vkey(signer: Signer) -> str:
 # --- reading the tree ------------------------------------------------------------------------
 
 
+STORED_LEVEL = 6
+"""The sealer stores tree nodes of this level and above (one row per 32 entries); a node below
+it is folded from the leaf hashes of its at most 64 entries, which each entry row carries."""
+
+
 def node_reader(session: Session, year: int) -> GetNodes:
-    """A batched `get_nodes` for the tree of ``year`` (one SELECT per call)."""
+    """A batched `get_nodes` for the tree of ``year``: one SELECT of stored nodes, one of the
+    leaf hashes under the requested low nodes (at most ``2**STORED_LEVEL`` per node)."""
 
     def get_nodes(ids: list[tuple[int, int]]) -> list[bytes]:
-        wanted = {stored_hash_index(level, index): (level, index) for level, index in ids}
-        found = {
-            seq: stored_bytes(h)
+        high = [(level, index) for level, index in ids if level >= STORED_LEVEL]
+        low = [(level, index) for level, index in ids if level < STORED_LEVEL]
+        found: dict[tuple[int, int], bytes] = {}
+        if high:
+            wanted = {stored_hash_index(level, index): (level, index) for level, index in high}
             for seq, h in session.execute(
                 select(AuditNode.seq, AuditNode.hash).where(
                     AuditNode.year == year, AuditNode.seq.in_(list(wanted))
                 )
-            )
-        }
-        missing = [wanted[s] for s in wanted if s not in found]
+            ):
+                found[wanted[seq]] = stored_bytes(h)
+        if low:
+            leaves = _leaf_hashes(session, year, low)
+            for level, index in low:
+                first = index << level
+                hashes = [leaves.get(i) for i in range(first, first + (1 << level))]
+                if all(h is not None for h in hashes):
+                    found[(level, index)] = _fold_perfect([h for h in hashes if h is not None])
+        missing = [node for node in ids if node not in found]
         if missing:
             raise LedgerUnavailable(f"tree {year} is missing stored nodes {missing[:3]}")
-        return [found[stored_hash_index(level, index)] for level, index in ids]
+        return [found[node] for node in ids]
 
     return get_nodes
+
+
+def _leaf_hashes(session: Session, year: int, nodes: list[tuple[int, int]]) -> dict[int, bytes]:
+    """The leaf hashes of the entries under ``nodes`` (from the entry rows, or for entries sealed
+    before leaves were stored with them, from the stored level-0 nodes)."""
+    ranges = {(index << level, (index + 1) << level) for level, index in nodes}
+    condition = or_(*(AuditEntry.idx.between(first, end - 1) for first, end in ranges))
+    leaves: dict[int, bytes] = {}
+    legacy: list[int] = []
+    for idx, leaf in session.execute(
+        select(AuditEntry.idx, AuditEntry.leaf).where(AuditEntry.year == year, condition)
+    ):
+        if leaf is None:
+            legacy.append(idx)
+        else:
+            leaves[idx] = stored_bytes(leaf)
+    if legacy:
+        seqs = {stored_hash_index(0, idx): idx for idx in legacy}
+        for seq, h in session.execute(
+            select(AuditNode.seq, AuditNode.hash).where(
+                AuditNode.year == year, AuditNode.seq.in_(list(seqs))
+            )
+        ):
+            leaves[seqs[seq]] = stored_bytes(h)
+    return leaves
+
+
+def _fold_perfect(hashes: list[bytes]) -> bytes:
+    """The root of a perfect subtree from its leaf hashes (a power of two of them)."""
+    while len(hashes) > 1:
+        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
 
 
 def _latest_shard(session: Session) -> AuditShard | None:
@@ -287,7 +344,7 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-_INBOX_COLUMNS = (  # SQLite (Core, for UTCDateTime); PostgreSQL uses _COLUMNS_SQL
+_INBOX_COLUMNS = (  # SQLite (Core, for UTCDateTime); PostgreSQL reads ids only
     AuditInbox.id,
     AuditInbox.txid,
     AuditInbox.created_at,
@@ -301,41 +358,104 @@ _INBOX_COLUMNS = (  # SQLite (Core, for UTCDateTime); PostgreSQL uses _COLUMNS_S
 )
 
 
-def _pending(session: Session, head: AuditTree | None, limit: int) -> list[Any]:
-    """Up to ``limit`` unsealed inbox rows, in id order (see the module docstring)."""
+def _pending_rows(session: Session, head: AuditTree | None, limit: int) -> list[Any]:
+    """SQLite: up to ``limit`` unsealed inbox rows, in id order (one writer: no stragglers)."""
     cursor = head.inbox_cursor if head is not None else 0
-    if not _is_postgresql(session):
-        return list(
-            session.execute(
-                select(*_INBOX_COLUMNS)
-                .where(AuditInbox.id > cursor)
-                .order_by(AuditInbox.id)
-                .limit(limit)
-            )
+    return list(
+        session.execute(
+            select(*_INBOX_COLUMNS)
+            .where(AuditInbox.id > cursor)
+            .order_by(AuditInbox.id)
+            .limit(limit)
         )
-    # PostgreSQL: plain SQL, rows as the driver returns them (aware datetimes, bytes); the
-    # sealer's hot path skips SQLAlchemy's per-row type processing.
-    connection = session.connection()
-    rows = list(connection.exec_driver_sql(_NEW_ROWS, (cursor, limit)))
-    if len(rows) == limit:
-        return rows
-    floor = head.inbox_floor if head is not None else 0
-    stragglers = list(connection.exec_driver_sql(_STRAGGLERS, (floor, cursor, limit - len(rows))))
-    return stragglers + rows
+    )
 
 
-_COLUMNS_SQL = (
-    "i.id, i.txid, i.created_at, i.action, i.actor_kind, i.actor_id, i.subject_type, "
-    "i.subject_id, i.tenant, i.body"
-)
-_NEW_ROWS = (
-    f"SELECT {_COLUMNS_SQL} FROM azdev_audit_inbox AS i WHERE i.id > %s ORDER BY i.id LIMIT %s"  # noqa: S608 - constants only
-)
-_STRAGGLERS = (
-    f"SELECT {_COLUMNS_SQL} FROM azdev_audit_inbox AS i WHERE i.txid >= %s AND i.id <= %s "  # noqa: S608 - constants only
+def _pending_ids(session: Session, head: AuditTree | None, limit: int) -> list[int]:
+    """PostgreSQL: the ids of up to ``limit`` unsealed inbox rows, in id order (see the module
+    docstring); the rows themselves never leave the server."""
+    cursor = head.inbox_cursor if head is not None else 0
+    dbapi = session.connection().connection.cursor()
+    try:
+        dbapi.execute(_NEW_IDS, (cursor, limit))
+        ids = [row[0] for row in dbapi.fetchall()]
+        if len(ids) == limit:
+            return ids
+        floor = head.inbox_floor if head is not None else 0
+        # Stragglers lie at or below the cursor, the new rows above it: still in id order.
+        dbapi.execute(_STRAGGLER_IDS, (floor, cursor, limit - len(ids)))
+        return [row[0] for row in dbapi.fetchall()] + ids
+    finally:
+        dbapi.close()
+
+
+def _pending(session: Session, head: AuditTree | None, limit: int) -> list[Any]:
+    if _is_postgresql(session):
+        return _pending_ids(session, head, limit)
+    return [row.id for row in _pending_rows(session, head, limit)]
+
+
+_NEW_IDS = "SELECT id FROM azdev_audit_inbox WHERE id > %s ORDER BY id LIMIT %s"
+_STRAGGLER_IDS = (
+    "SELECT i.id FROM azdev_audit_inbox AS i WHERE i.txid >= %s AND i.id <= %s "
     "AND NOT EXISTS (SELECT 1 FROM azdev_audit_entry AS e WHERE e.inbox_id = i.id) "
     "ORDER BY i.id LIMIT %s"
 )
+
+# PostgreSQL composes the entries (`ledger.entry.entry_affixes`: the same bytes as
+# `compose_entry`) and their leaf hashes itself, straight from the inbox rows: the bodies never
+# travel to the sealer and back, only 32-byte leaf hashes come back for the tree. A body that is
+# not a JSON object is left out, which the row count then refuses.
+_SEAL_SQL = (
+    "INSERT INTO azdev_audit_entry (year, idx, inbox_id, entry, leaf, time, action, actor_kind,"
+    " actor_id, subject_type, subject_id, tenant) "
+    "SELECT %(year)s, x.idx, i.id, e.entry, sha256(%(leaf_prefix)s || e.entry), i.created_at,"
+    " i.action, i.actor_kind, i.actor_id, i.subject_type, i.subject_id, i.tenant "
+    "FROM (SELECT *, row_number() OVER (ORDER BY id) AS n FROM azdev_audit_inbox"
+    " WHERE id = ANY(%(ids)s::bigint[])) AS i, "  # ids in id order: a primary key lookup each
+    "LATERAL (SELECT %(base)s::bigint + i.n - 1 AS idx) AS x, "
+    "LATERAL (SELECT %(head)s || i.body || %(middle)s || convert_to(x.idx::text, 'UTF8')"
+    " || %(tail)s AS entry) AS e "
+    "WHERE substring(i.body FROM 1 FOR 1) = %(open)s"
+    " AND substring(i.body FROM octet_length(i.body) FOR 1) = %(close)s "
+    "RETURNING idx, leaf"
+)
+
+
+def _seal_in_database(session: Session, tree: _Tree, ids: list[int]) -> None:
+    """PostgreSQL: turn the inbox rows ``ids`` into the next entries of ``tree`` server-side."""
+    base = tree.range.size
+    if base + len(ids) - 1 > MAX_INDEX:
+        raise EntryError(f"entry index {base + len(ids) - 1} is out of range")
+    head, middle, tail = entry_affixes(tree.origin)
+    dbapi = session.connection().connection.cursor()
+    try:
+        dbapi.execute(
+            _SEAL_SQL,
+            {
+                "year": tree.year,
+                "base": base,
+                "ids": ids,
+                "head": head,
+                "middle": middle,
+                "tail": tail,
+                "leaf_prefix": b"\x00",
+                "open": b"{",
+                "close": b"}",
+            },
+        )
+        sealed = sorted(dbapi.fetchall())
+    finally:
+        dbapi.close()
+    if len(sealed) != len(ids):
+        raise EntryError(
+            f"{len(ids) - len(sealed)} of the inbox rows {ids[0]}..{ids[-1]} have a body that is "
+            "not a JSON object"
+        )
+    for position, (idx, leaf) in enumerate(sealed, base):
+        if idx != position:  # pragma: no cover - row_number() is dense
+            raise LedgerUnavailable(f"sealing assigned index {idx} where {position} was due")
+        tree.add_leaf(bytes(leaf))
 
 
 def has_pending(ctx: ServiceContext) -> bool:
@@ -359,26 +479,33 @@ class _Tree:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
 
     def append(self, entry: bytes, columns: tuple[object, ...], inbox_id: int | None) -> None:
-        """``columns``: the query columns after ``entry`` (see `_ENTRY_COLUMNS`)."""
+        """Add an entry composed here; ``columns``: the query columns after ``entry`` and its
+        leaf hash (see `_ENTRY_COLUMNS`)."""
+        leaf = leaf_hash(entry)
+        self.entries.append((self.year, self.range.size, inbox_id, entry, leaf, *columns))
+        self.add_leaf(leaf)
+
+    def add_leaf(self, leaf: bytes) -> None:
+        """Extend the tree; keep the stored nodes (level `STORED_LEVEL` and up) it completes."""
         index = self.range.size
-        self.entries.append((self.year, index, inbox_id, entry, *columns))
         # The nodes an append completes are numbered consecutively from its leaf's number.
         seq = 2 * index - index.bit_count()
-        for offset, node in enumerate(self.range.append(leaf_hash(entry))):
-            self.nodes.append((self.year, seq + offset, node.hash))
+        for level, h in self.range.append_upper(leaf, STORED_LEVEL):
+            self.nodes.append((self.year, seq + level, h))
 
     def write(self, session: Session, now: datetime) -> None:
-        if self.entries and _is_postgresql(session):
-            _copy(session, AuditEntry.__tablename__, _ENTRY_COLUMNS, self.entries)
-            _copy(session, AuditNode.__tablename__, _NODE_COLUMNS, self.nodes)
-        elif self.entries:  # Core executemany: SQLite's own bulk path, no ORM bookkeeping
-            connection = session.connection()
-            for table, names, rows in (
-                (AuditEntry.__tablename__, _ENTRY_COLUMNS, self.entries),
-                (AuditNode.__tablename__, _NODE_COLUMNS, self.nodes),
-            ):
+        postgresql = _is_postgresql(session)
+        for table, names, rows in (
+            (AuditEntry.__tablename__, _ENTRY_COLUMNS, self.entries),
+            (AuditNode.__tablename__, _NODE_COLUMNS, self.nodes),
+        ):
+            if not rows:
+                continue
+            if postgresql:
+                _copy(session, table, names, rows)
+            else:  # Core executemany: SQLite's own bulk path, no ORM bookkeeping
                 values = [dict(zip(names, row, strict=True)) for row in rows]
-                connection.execute(insert(Base.metadata.tables[table]), values)
+                session.connection().execute(insert(Base.metadata.tables[table]), values)
         session.execute(
             insert(AuditTree).values(
                 year=self.year,
@@ -398,6 +525,7 @@ _ENTRY_COLUMNS = (
     "idx",
     "inbox_id",
     "entry",
+    "leaf",
     "time",
     "action",
     "actor_kind",
@@ -416,6 +544,7 @@ _COPY_TYPES = {
     "seq": "int8",
     "inbox_id": "int8",
     "entry": "bytea",
+    "leaf": "bytea",
     "hash": "bytea",
     "time": "timestamptz",
     "action": "varchar",
@@ -530,8 +659,10 @@ def _seal_batch(
             raise LedgerUnavailable("the sealer lost its lease")
         shard = _latest_shard(session)
         head = _head(session, shard.year) if shard is not None else None
-        rows = _pending(session, head, config.batch_size)
-        if not rows:
+        postgresql = _is_postgresql(session)
+        rows = [] if postgresql else _pending_rows(session, head, config.batch_size)
+        ids = _pending_ids(session, head, config.batch_size) if postgresql else [r.id for r in rows]
+        if not ids:
             return 0
         signer = _current_signer(session, signers, now, config)
         if shard is None or head is None or now.year > shard.year:
@@ -544,9 +675,11 @@ def _seal_batch(
                 floor=head.inbox_floor,
                 cursor=head.inbox_cursor,
             )
-        tree.cursor = max(tree.cursor, rows[-1].id)
-        if len(rows) < config.batch_size:  # every visible unsealed row was taken
+        tree.cursor = max(tree.cursor, ids[-1])
+        if len(ids) < config.batch_size:  # every visible unsealed row was taken
             tree.floor = max(tree.floor, xmin)
+        if postgresql:
+            _seal_in_database(session, tree, ids)
         for row in rows:
             tree.append(
                 compose_entry(stored_bytes(row.body), tree.range.size, tree.origin),
@@ -562,8 +695,8 @@ def _seal_batch(
                 row.id,
             )
         tree.write(session, now)
-    result.sealed += len(rows)
-    return len(rows)
+    result.sealed += len(ids)
+    return len(ids)
 
 
 def _sign_if_new(

@@ -16,11 +16,20 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ENTRY_VERSION", "EntryError", "ParsedEntry", "compose_entry", "parse_entry"]
+__all__ = [
+    "ENTRY_VERSION",
+    "MAX_INDEX",
+    "EntryError",
+    "ParsedEntry",
+    "compose_entry",
+    "entry_affixes",
+    "parse_entry",
+]
 
 ENTRY_VERSION = 1
 
@@ -36,25 +45,27 @@ def _json_string(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False).encode("utf-8")
 
 
+MAX_INDEX = 2**53 - 1
+"""RFC 8785 numbers are IEEE doubles: indices stay below 2**53 to stay exact."""
+
+
+@functools.lru_cache(maxsize=16)
+def entry_affixes(origin: str) -> tuple[bytes, bytes, bytes]:
+    """The constant pieces of every entry of the log ``origin``: an entry is
+    ``head + body + middle + decimal(index) + tail`` (the sealer composes entries inside
+    PostgreSQL from these bytes, so both paths share one definition)."""
+    tail = b',"log":' + _json_string(origin) + b',"v":' + str(ENTRY_VERSION).encode("ascii") + b"}"
+    return b'{"body":', b',"index":', tail
+
+
 def compose_entry(body: bytes, index: int, origin: str) -> bytes:
     """Return the canonical entry for a canonical ``body`` at ``index`` of the log ``origin``."""
-    if index < 0 or index >= 2**53:  # RFC 8785 numbers are IEEE doubles: stay exact
+    if index < 0 or index > MAX_INDEX:
         raise EntryError(f"entry index {index} is out of range")
     if not body.startswith(b"{") or not body.endswith(b"}"):
         raise EntryError("an entry body is a JSON object")
-    return b"".join(
-        (
-            b'{"body":',
-            body,
-            b',"index":',
-            str(index).encode("ascii"),
-            b',"log":',
-            _json_string(origin),
-            b',"v":',
-            str(ENTRY_VERSION).encode("ascii"),
-            b"}",
-        )
-    )
+    head, middle, tail = entry_affixes(origin)
+    return b"".join((head, body, middle, str(index).encode("ascii"), tail))
 
 
 @dataclass(frozen=True)

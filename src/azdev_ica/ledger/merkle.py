@@ -286,6 +286,27 @@ class CompactRange:
         self._size = index + 1
         return completed
 
+    def append_upper(self, leaf: bytes, min_level: int) -> list[tuple[int, bytes]]:
+        """Append one leaf hash; return ``(level, hash)`` of the stored nodes it completes at
+        ``min_level`` and above, lowest first (a sealer that stores only the upper levels)."""
+        if len(leaf) != HASH_SIZE:
+            raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes")
+        hashes = self._hashes
+        index = self._size
+        completed: list[tuple[int, bytes]] = []
+        h = leaf
+        level = 0
+        while (index >> level) & 1:
+            h = node_hash(hashes.pop(), h)
+            level += 1
+            if level >= min_level:
+                completed.append((level, h))
+        if min_level <= 0:
+            completed.insert(0, (0, bytes(leaf)))
+        hashes.append(h)
+        self._size = index + 1
+        return completed
+
     def extend(self, leaves: Iterable[bytes]) -> list[Node]:
         """Append leaf hashes in order; return every stored node completed, in completion order.
 

@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.db.tables import AuditCheckpoint, AuditEntry, AuditKey, AuditShard, AuditTree
+from azdev_ica.db.tables import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditInbox,
+    AuditKey,
+    AuditShard,
+    AuditTree,
+)
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import NotFound, ValidationProblem
 from azdev_ica.jobs.sealer import node_reader
@@ -155,6 +162,11 @@ def entry_with_proof(
     # Out of scope answers exactly like absent, as for runs.
     if entry is None or not principal.can_for(Permission.AUDIT_READ, entry.tenant):
         raise NotFound(f"no entry {index} in {found.origin}")
+    return _with_proof(session, found, entry)
+
+
+def _with_proof(session: Session, found: AuditShard, entry: AuditEntry) -> EntryProof:
+    index = entry.idx
     checkpoint = session.scalars(
         select(AuditCheckpoint)
         .where(AuditCheckpoint.year == found.year, AuditCheckpoint.size > index)
@@ -167,6 +179,36 @@ def entry_with_proof(
     return EntryProof(
         found.origin, found.year, entry, leaf_hash(stored_bytes(entry.entry)), checkpoint, proof
     )
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of the audit record with inbox id ``ref``: ``pending`` (not sealed yet),
+    ``sealed`` (an entry, no signed checkpoint covers it yet) or ``included`` (with its proof)."""
+
+    ref: int
+    status: str
+    found: EntryProof | None = None
+
+
+def receipt(session: Session, *, principal: Principal, ref: int) -> Receipt:
+    """The receipt of an audit record, for an auditor of its tenant or the actor who wrote it
+    (anyone else: as if it did not exist)."""
+    row = session.execute(
+        select(AuditInbox.tenant, AuditInbox.actor_kind, AuditInbox.actor_id).where(
+            AuditInbox.id == ref
+        )
+    ).first()
+    if row is None or not (
+        principal.can_for(Permission.AUDIT_READ, row.tenant)
+        or (principal.actor.kind, principal.actor.id) == (row.actor_kind, row.actor_id)
+    ):
+        raise NotFound(f"no audit record {ref}")
+    entry = session.scalars(select(AuditEntry).where(AuditEntry.inbox_id == ref)).first()
+    if entry is None:
+        return Receipt(ref, "pending")
+    found = _with_proof(session, shard(session, entry.year), entry)
+    return Receipt(ref, "included" if found.checkpoint is not None else "sealed", found)
 
 
 @dataclass(frozen=True)

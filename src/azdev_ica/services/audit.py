@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
-from sqlalchemy import insert, literal_column, select
+from sqlalchemy import event, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
@@ -114,7 +116,51 @@ def append_audit(
         )
         .returning(AuditInbox.id)
     ).scalar_one()
+    _remember(session, int(inbox_id))
     return int(inbox_id)
+
+
+# --- audit references of a request ----------------------------------------------------------
+#
+# A caller may ask for the receipt of what it wrote (`GET /audit/receipt/{ref}`). The HTTP layer
+# opens a collection per request (`collect_audit_refs`); `append_audit` adds the inbox id of
+# each record to it once the action's transaction has committed (a record rolled back, say by
+# a retried action, never becomes a reference).
+
+_REFS: ContextVar[list[int] | None] = ContextVar("azdev_ica_audit_refs", default=None)
+_SESSION_REFS = "azdev_ica.audit_refs"
+
+
+@contextmanager
+def collect_audit_refs() -> Iterator[list[int]]:
+    """Collect the inbox ids of the audit records committed inside the block (in any thread
+    the block's context is copied to, as for a request's handler)."""
+    refs: list[int] = []
+    token = _REFS.set(refs)
+    try:
+        yield refs
+    finally:
+        _REFS.reset(token)
+
+
+def _remember(session: Session, inbox_id: int) -> None:
+    refs = _REFS.get()
+    if refs is None:
+        return
+    pending = session.info.get(_SESSION_REFS)
+    if pending is None:
+        pending = session.info[_SESSION_REFS] = []
+
+        def committed(_: Session) -> None:
+            refs.extend(pending)
+            pending.clear()
+
+        def rolled_back(_: Session, __: object) -> None:  # (session, previous_transaction)
+            pending.clear()
+
+        event.listen(session, "after_commit", committed)
+        event.listen(session, "after_soft_rollback", rolled_back)
+    pending.append(inbox_id)
 
 
 def commitment_of(salt: bytes, value: str) -> str:

@@ -6,10 +6,12 @@ as RFC 9162 audit paths, checkpoints as C2SP signed notes verifiable with the pu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
@@ -21,14 +23,17 @@ from azdev_ica.db.tables import AuditCheckpoint, AuditEntry
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.queries.audit import (
     AuditFilter,
+    Receipt,
     consistency,
     entry_with_proof,
     latest_checkpoint,
     public_keys,
     query_entries,
+    receipt,
     shard,
 )
 from azdev_ica.services.audit import rfc3339
+from azdev_ica.services.context import ServiceContext
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -217,6 +222,88 @@ def audit_consistency(
             from_checkpoint=_note(found.checkpoint1),
             to_checkpoint=_note(found.checkpoint2),
         )
+
+
+MAX_RECEIPT_WAIT = 30.0
+"""The longest a caller may ask to wait for its receipt, in seconds."""
+_POLL = 0.1
+
+
+class ReceiptOut(BaseModel):
+    ref: int = Field(description="The audit reference (from the write's `ICA-Audit-Ref` header)")
+    status: Literal["pending", "sealed", "included"] = Field(
+        description="`pending`: not in the log yet; `sealed`: in the log, no signed checkpoint "
+        "covers it yet; `included`: with its inclusion proof and the checkpoint (retry the "
+        "others, or ask to `wait`)"
+    )
+    origin: str | None = None
+    year: int | None = None
+    index: int | None = None
+    entry: str | None = Field(default=None, description="The entry exactly as stored and hashed")
+    leaf_hash: str | None = Field(default=None, description="base64 SHA-256(0x00 || entry)")
+    tree_size: int | None = Field(default=None, description="Size of the checkpoint")
+    inclusion_proof: list[str] = Field(default=[], description="RFC 9162 audit path, base64")
+    checkpoint: str | None = Field(default=None, description="The signed checkpoint (C2SP)")
+
+
+def _receipt_out(found: Receipt) -> ReceiptOut:
+    proof = found.found
+    if proof is None:
+        return ReceiptOut(ref=found.ref, status="pending")
+    return ReceiptOut.model_validate(
+        {
+            "ref": found.ref,
+            "status": found.status,
+            "origin": proof.origin,
+            "year": proof.year,
+            "index": proof.entry.idx,
+            "entry": stored_bytes(proof.entry.entry).decode("utf-8", errors="replace"),
+            "leaf_hash": _b64(proof.leaf_hash),
+            "tree_size": proof.checkpoint.size if proof.checkpoint is not None else None,
+            "inclusion_proof": [_b64(h) for h in proof.proof],
+            "checkpoint": _note(proof.checkpoint),
+        }
+    )
+
+
+def _read_receipt(ctx: ServiceContext, principal: Principal, ref: int) -> ReceiptOut:
+    with ctx.read() as session:
+        return _receipt_out(receipt(session, principal=principal, ref=ref))
+
+
+@router.get("/receipt/{ref}", response_model=ReceiptOut)
+async def audit_receipt(
+    ref: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    request: Request,
+    ctx: Ctx,
+    principal: Annotated[Principal, Depends(require(Permission.SELF))],
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_RECEIPT_WAIT,
+            description="Seconds to wait for the record to be sealed and covered by a signed "
+            f"checkpoint (at most {MAX_RECEIPT_WAIT:g}); 0 answers at once",
+        ),
+    ] = 0,
+) -> ReceiptOut:
+    """The receipt of an audit record: its entry, leaf hash, inclusion proof and the signed
+    checkpoint that covers it, once sealed. For auditors of its tenant and for the caller who
+    wrote it. Waits at most `wait` seconds; then answers with what there is (200 `pending` or
+    `sealed`): nothing else in ICA waits for the ledger."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    asked = False
+    while True:
+        found = await run_in_threadpool(_read_receipt, ctx, principal, ref)
+        remaining = deadline - loop.time()
+        if found.status == "included" or remaining <= 0:
+            return found
+        sealer = getattr(request.app.state, "sealer", None)
+        if found.status == "sealed" and not asked and sealer is not None:
+            sealer.request_checkpoint()  # a checkpoint on demand, not at the next interval
+            asked = True
+        await asyncio.sleep(min(_POLL, remaining))
 
 
 @router.get("/keys", response_model=list[PublicKeyOut])

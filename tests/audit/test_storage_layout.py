@@ -1,0 +1,149 @@
+"""How sealed entries are stored (0007_ledger_speed), on SQLite and PostgreSQL: every entry row
+carries its leaf hash, only nodes of level `STORED_LEVEL` and up are stored, and proofs read
+from that layout (or from a shard sealed in the older one, every node stored) are exactly the
+proofs of the tree the entries make."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from azdev_ica.audit.verify import verify_ledger
+from azdev_ica.auth.principal import Actor
+from azdev_ica.db.tables import AuditEntry, AuditInbox, AuditNode
+from azdev_ica.jobs.sealer import STORED_LEVEL, checkpoint_store, node_reader, seal_now
+from azdev_ica.ledger.entry import EntryError
+from azdev_ica.ledger.merkle import (
+    MemoryTree,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root_from_nodes,
+    stored_hash_index,
+)
+from azdev_ica.services.audit import append_audit
+from tests.audit.ledgerdb import unguarded, with_ledger
+
+OPERATOR = Actor(kind="operator", id="layout")
+
+
+def records(ctx: Any, count: int) -> None:
+    def act(session: Session) -> None:
+        for n in range(count):
+            append_audit(
+                session,
+                actor=OPERATOR,
+                action="test.layout",
+                subject_type="test",
+                subject_id=str(n),
+                tenant=None,
+                data={"n": n, "text": 'quote " backslash \\ é ☃'},
+                at=ctx.clock.now(),
+            )
+
+    ctx.run_action(act)
+
+
+def stored(ctx: Any) -> tuple[MemoryTree, list[Any], set[int]]:
+    with ctx.read() as session:
+        rows = list(
+            session.execute(
+                select(AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf)
+                .where(AuditEntry.year == 2026)
+                .order_by(AuditEntry.idx)
+            )
+        )
+        seqs = set(session.scalars(select(AuditNode.seq).where(AuditNode.year == 2026)))
+    tree = MemoryTree()
+    for _, entry, _ in rows:
+        tree.append(bytes(entry))
+    return tree, rows, seqs
+
+
+def check_proofs(ctx: Any, tree: MemoryTree, picks: int = 60) -> None:
+    rng = random.Random(7)
+    size = tree.size
+    with ctx.read() as session:
+        nodes = node_reader(session, 2026)
+        for _ in range(picks):
+            n = rng.randint(1, size)
+            index = rng.randrange(n)
+            assert inclusion_proof(index, n, nodes) == tree.inclusion_proof(index, n)
+            assert root_from_nodes(n, nodes) == tree.root(n)
+            m = rng.randint(1, n)
+            assert consistency_proof(m, n, nodes) == tree.consistency_proof(m, n)
+        assert inclusion_proof(size - 1, size, nodes) == tree.inclusion_proof(size - 1, size)
+
+
+def test_entries_carry_their_leaf_and_only_upper_nodes_are_stored(ctx):
+    small = with_ledger(ctx, batch_size=37)  # batches end in the middle of subtrees
+    records(small, 100)
+    seal_now(small)
+    records(small, 100)
+    seal_now(small)
+    tree, rows, seqs = stored(small)
+    assert tree.size >= 201  # ledger.open, the fixture's records and 200
+    assert all(bytes(leaf) == leaf_hash(bytes(entry)) for _, entry, leaf in rows)
+    expected = {
+        stored_hash_index(level, index)
+        for level in range(STORED_LEVEL, tree.size.bit_length())
+        for index in range(tree.size >> level)
+    }
+    assert seqs == expected
+    check_proofs(small, tree)
+    assert verify_ledger(small.db, checkpoint_store(small.ledger)).ok
+
+
+def test_a_shard_sealed_in_the_older_layout_still_proves_and_verifies(ctx, database):
+    """Entries sealed before 0007 have no leaf column value; their leaves and every lower node
+    are rows of azdev_audit_node. Sealing goes on in the new layout on top of them."""
+    records(ctx, 70)
+    seal_now(ctx)
+    old, _, seqs = stored(ctx)
+    lower = [
+        (2026, stored_hash_index(node[0], node[1]), h)
+        for node, h in old.nodes.items()
+        if stored_hash_index(*node) not in seqs
+    ]
+    with unguarded(database, "azdev_audit_entry") as conn:
+        conn.execute(text("UPDATE azdev_audit_entry SET leaf = NULL"))
+        conn.execute(
+            AuditNode.__table__.insert(), [{"year": y, "seq": s, "hash": h} for y, s, h in lower]
+        )
+    records(ctx, 90)
+    seal_now(ctx)
+    tree, rows, _ = stored(ctx)
+    assert [leaf is None for _, _, leaf in rows] == [i < old.size for i in range(tree.size)]
+    assert tree.size == old.size + 90
+    check_proofs(ctx, tree)
+    assert verify_ledger(ctx.db, checkpoint_store(ctx.ledger)).ok
+
+
+def test_a_body_that_is_not_a_json_object_is_refused(ctx):
+    records(ctx, 3)
+    seal_now(ctx)
+    before = stored(ctx)[0].size
+
+    def bad(session: Session) -> None:
+        session.execute(
+            AuditInbox.__table__.insert().values(
+                txid=0,
+                created_at=ctx.clock.now(),
+                action="test.bad",
+                actor_kind="operator",
+                actor_id="x",
+                subject_type="test",
+                subject_id="x",
+                tenant=None,
+                body=b'["not an object"]',
+            )
+        )
+
+    ctx.run_action(bad)
+    with pytest.raises(EntryError, match="JSON object"):
+        seal_now(ctx)
+    assert stored(ctx)[0].size == before
