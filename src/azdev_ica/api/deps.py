@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, Request
 
@@ -22,6 +23,7 @@ from azdev_ica.auth.jwt_bearer import (
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.errors import (
+    CsrfRefused,
     Forbidden,
     NotReady,
     Unauthenticated,
@@ -31,6 +33,14 @@ from azdev_ica.errors import (
 from azdev_ica.services.apikeys import authenticate_api_key
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.people import authenticate_personal_token, is_personal_token
+from azdev_ica.services.sessions import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SessionRules,
+    authenticate_session,
+    csrf_matches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,12 @@ def current_principal(
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
+    session_cookie = request.cookies.get(SESSION_COOKIE)
+    if authorization is None and session_cookie:
+        # A browser session (the web UI, or a page's own fetches): see _authenticate_session.
+        principal = _authenticate_session(request, ctx, session_cookie)
+        request.state.principal = principal
+        return principal
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and looks_like_jwt(value.strip()):
         principal = _authenticate_jwt(request.app.state.jwt_verifier, value.strip())
@@ -84,6 +100,54 @@ def current_principal(
         principal = authenticate_api_key(ctx, _credential(authorization), touch_every=touch_every)
     request.state.principal = principal
     return principal
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _authenticate_session(request: Request, ctx: ServiceContext, cookie: str) -> Principal:
+    """The person behind a session cookie. A state-changing request made with the cookie
+    must come from ICA's own pages: the browser's Origin (and Sec-Fetch-Site) must not name
+    another site, and the session's CSRF token must come as the `X-CSRF-Token` header or,
+    for the UI's forms, as the form's `csrf_token` field (read by `read_form`)."""
+    rules = SessionRules.from_settings(request.app.state.settings)
+    signed_in = authenticate_session(ctx, cookie, rules)
+    request.state.web_session = signed_in
+    if request.method not in SAFE_METHODS:
+        if not same_origin(request):
+            raise CsrfRefused("the request came from another site")
+        candidate = request.headers.get(CSRF_HEADER) or getattr(request.state, "form_csrf", None)
+        if not csrf_matches(ctx.pepper, cookie, candidate):
+            raise CsrfRefused("send this session's CSRF token (X-CSRF-Token)")
+    return signed_in.principal
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the request came from another origin or site."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    own = {f"{request.url.scheme}://{request.url.netloc}"}
+    own.add(f"https://{request.app.state.settings.public_host}")
+    return origin in own
+
+
+async def read_form(request: Request) -> None:
+    """Parse a UI form (application/x-www-form-urlencoded) before the caller is checked, so
+    its CSRF field can be; other bodies are left alone. Bounded by the body-size limit."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    form: dict[str, str] = {}
+    if content_type == "application/x-www-form-urlencoded":
+        body = await request.body()
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            raise ValidationProblem("the form could not be read") from None
+        form = dict(pairs)
+    request.state.form = form
+    request.state.form_csrf = form.get(CSRF_FIELD)
 
 
 def _authenticate_jwt(verifier: JwtVerifier, token: str) -> Principal:

@@ -95,6 +95,28 @@ def register(sub: Any) -> None:
     token.add_argument("--output", choices=("text", "json"), default="text")
     token.set_defaults(func=_token)
 
+    password = user.add_parser(
+        "password",
+        help="set a person's local password (web sign-in without an identity provider)",
+        description="Prompts twice unless --password-stdin; the password is never echoed.",
+    )
+    password.add_argument("login")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    password.set_defaults(func=_password)
+
+    totp_cmd = user.add_parser(
+        "totp",
+        help="enrol a person's authenticator app (prints the otpauth:// URI once)",
+        description=(
+            "Gives the person a new TOTP secret (RFC 6238, SHA-1, 30 s, 6 digits), replacing "
+            "any earlier one. Required for admin, tenant_admin and every approver or signer."
+        ),
+    )
+    totp_cmd.add_argument("login")
+    totp_cmd.set_defaults(func=_totp)
+
 
 def _tenant(value: str) -> str | None:
     return None if value == ALL_TENANTS else value
@@ -268,4 +290,55 @@ def _token(args: argparse.Namespace) -> int:
             f"expires {issued.token.expires_at.isoformat()}; shown only this once:"
         )
         print(issued.secret)
+    return EXIT_OK
+
+
+@_guarded
+def _password(args: argparse.Namespace) -> int:
+    import getpass
+    import sys
+
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.credentials import SignInRules, set_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            return _fail("the two passwords differ")
+    settings = _settings()
+    try:
+        with _context(settings) as ctx:
+            set_password(
+                ctx,
+                actor=_operator(),
+                login=args.login,
+                password=password,
+                rules=SignInRules.from_settings(settings),
+            )
+    except IcaError as exc:
+        return _fail(exc.detail)
+    print(f"password set for {args.login.strip().lower()}")
+    return EXIT_OK
+
+
+@_guarded
+def _totp(args: argparse.Namespace) -> int:
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.credentials import enrol_totp
+
+    settings = _settings()
+    try:
+        with _context(settings) as ctx:
+            uri = enrol_totp(
+                ctx, actor=_operator(), login=args.login, issuer=f"ICA {settings.public_host}"
+            )
+    except IcaError as exc:
+        return _fail(exc.detail)
+    print(
+        f"authenticator enrolled for {args.login.strip().lower()}; add this to the app "
+        "(shown only this once, keep it secret):"
+    )
+    print(uri)
     return EXIT_OK

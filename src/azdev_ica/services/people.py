@@ -258,6 +258,8 @@ def grant_role(
         if tenant is not None and tenant not in ctx.policies.active(session).tenants:
             raise ValidationProblem(f"unknown tenant {tenant!r}")
         person = get_person(session, login)
+        if by is not None and by.person_id == person.id:
+            raise Forbidden("nobody grants roles to themselves")
         if person.disabled_at is not None:
             raise Conflict(f"{person.login!r} is disabled")
         for held in active_grants(session, person.id, now):
@@ -520,7 +522,7 @@ def authenticate_personal_token(ctx: ServiceContext, secret: str) -> Principal:
         person = session.get(Person, row.person_id)
         if person is None:
             raise refused
-        return principal_for_person(session, person, now)
+        return principal_for_person(session, person, now, claims=(("via", "personal_token"),))
 
 
 def _reason(reason: str) -> str:

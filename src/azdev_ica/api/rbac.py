@@ -1,0 +1,132 @@
+"""The access matrix, generated from the code: every route with the permission it declares,
+and which roles hold it. Published as `docs/access-matrix.md` (diff-tested, like the OpenAPI
+file), so the documentation can never drift from what the server enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from azdev_ica.api.deps import PUBLIC, declared_permission
+from azdev_ica.auth.roles import Permission, Role, permissions_of
+
+PREFIX = "/api/v1/azdev"
+
+# What a tenant-scoped grant means for each permission (the third axis of the matrix).
+TENANT_SCOPE = {
+    Permission.RUN_WRITE: "runs of the grant's tenants only",
+    Permission.RUN_READ: "runs of the grant's tenants only; others answer 404",
+    Permission.POLICY_READ: "the whole policy",
+    Permission.AUDIT_READ: "entries of the grant's tenants only; others answer 404",
+    Permission.APPROVAL_REQUEST: "runs and targets of the grant's tenants only",
+    Permission.APPROVAL_READ: "approvals of the grant's tenants only; others answer 404",
+    Permission.APPROVAL_SIGN: "the grant's tenants, and only the half its role signs",
+    Permission.APPROVAL_DELEGATE: "the delegator's own grants, for their tenants",
+    Permission.GATE_EVALUATE: "targets of the grant's tenants only",
+    Permission.LOCK_RELEASE: "locks of the grant's tenants only",
+    Permission.OVERRIDE_REQUEST: "targets of the grant's tenants only",
+    Permission.OVERRIDE_SIGN: "targets of the grant's tenants only",
+    Permission.USER_ADMIN: (
+        "tenant roles for the grant's tenants only; links and disabling need every tenant"
+    ),
+    Permission.SELF: "the caller's own identity and tokens",
+    Permission.INCIDENT_WRITE: "incidents of the grant's tenants only",
+    Permission.INCIDENT_READ: "incidents of the grant's tenants only; others answer 404",
+    Permission.DR_WRITE: "backups and drills of the grant's tenants only",
+    Permission.DR_READ: "backups and drills of the grant's tenants only",
+}
+
+_ABBREVIATIONS = {
+    Role.DEVOPS: "devops",
+    Role.APPROVER_TECH: "tech",
+    Role.APPROVER_BIZ: "biz",
+    Role.AUDITOR: "auditor",
+    Role.ADMIN: "admin",
+    Role.OVERRIDE_SIGNER: "override",
+    Role.ESCALATION: "escal.",
+    Role.SIGNOFF_QA: "qa",
+    Role.SIGNOFF_UAT: "uat",
+    Role.SIGNOFF_DATA: "data",
+    Role.APPROVER_MAJOR: "major",
+    Role.TENANT_ADMIN: "t-admin",
+}
+
+
+def _routes(app: Any) -> list[tuple[str, str, str]]:
+    rows = set()
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        path = str(route.path)
+        if path.startswith("/api/azdev/"):
+            continue  # the seed's alias prefix: the same routes, listed once
+        declared = declared_permission(route.dependant) or "NONE"
+        for method in sorted(set(route.methods or ()) - {"HEAD"}):
+            rows.add((path.removeprefix(PREFIX) or "/", method, declared))
+    return sorted(rows)
+
+
+def access_matrix_markdown(app: Any) -> str:
+    roles = list(Role)
+    lines = [
+        "# Access matrix",
+        "",
+        "Generated from the code by `ica rbac --out docs/access-matrix.md`; a test fails when",
+        "it is stale. Deny by default: a route answers 403 unless the caller holds a grant",
+        "whose role has the route's permission, and a tenant-scoped grant reaches only its",
+        "tenants. Routes live under `/api/v1/azdev` (and the seed's `/api/azdev` alias).",
+        "",
+        "## Roles",
+        "",
+        "| Column | Role |",
+        "|---|---|",
+        *[f"| {_ABBREVIATIONS[role]} | `{role.value}` |" for role in roles],
+        "",
+        "## Routes × roles",
+        "",
+        "| Method | Route | Permission | " + " | ".join(_ABBREVIATIONS[r] for r in roles) + " |",
+        "|---|---|---|" + "---|" * len(roles),
+    ]
+    for path, method, declared in _routes(app):
+        if declared == PUBLIC:
+            cells = ["any"] * len(roles)
+        else:
+            cells = [
+                "✓" if declared in {p.value for p in permissions_of(role)} else "–"
+                for role in roles
+            ]
+        lines.append(f"| {method} | `{path}` | `{declared}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Permissions × tenant scope",
+        "",
+        "| Permission | Held by | A grant for some tenants reaches |",
+        "|---|---|---|",
+    ]
+    for permission in Permission:
+        holders = ", ".join(
+            f"`{role.value}`" for role in roles if permission in permissions_of(role)
+        )
+        lines.append(f"| `{permission.value}` | {holders} | {TENANT_SCOPE[permission]} |")
+    lines += [
+        "",
+        "Beyond the matrix, the services refuse what a role alone cannot decide: a pipeline or",
+        "an API key never acts as a person (`person-required`); the requester of a change never",
+        "signs it, and one person never signs both halves of a dual approval; nobody grants",
+        "roles to themselves; a GitHub Actions token reaches only its own repository's runs.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def access_matrix() -> str:
+    from azdev_ica.api.app import create_app
+    from azdev_ica.db.engine import Database
+    from azdev_ica.settings import Settings
+
+    app = create_app(
+        Settings(secret_key="rbac-generation-only-" + "x" * 20),
+        database=Database.from_url("sqlite://"),
+    )
+    return access_matrix_markdown(app)
