@@ -78,8 +78,10 @@ def upgrade() -> None:
         sa.Column("requester_provider", sa.String(length=16), nullable=True),
         sa.Column("requester_provider_id", sa.String(length=200), nullable=True),
         sa.Column("policy_hash", sa.String(length=64), nullable=False),
+        sa.Column("business_first", sa.Boolean(), nullable=False),
         sa.Column("requested_at", _TIME, nullable=False),
         sa.Column("expires_at", _TIME, nullable=False),
+        sa.Column("sla_warning_due_at", _TIME, nullable=False),
         sa.Column("sla_due_at", _TIME, nullable=False),
         sa.Column("sla_warned_at", _TIME, nullable=True),
         sa.Column("escalated_at", _TIME, nullable=True),
@@ -130,6 +132,38 @@ def upgrade() -> None:
         op.f("ix_azdev_approval_signature_approval_id"), "azdev_approval_signature", ["approval_id"]
     )
     _make_append_only("azdev_approval_signature", (("id",), ("approval_id", "half")))
+    op.create_table(
+        "azdev_approval_callback",
+        sa.Column("id", _ID, autoincrement=True, nullable=False),
+        sa.Column("approval_id", _ID, nullable=False),
+        sa.Column("plan_url", sa.String(length=2000), nullable=False),
+        sa.Column("project_id", sa.String(length=100), nullable=False),
+        sa.Column("hub_name", sa.String(length=64), nullable=False),
+        sa.Column("plan_id", sa.String(length=100), nullable=False),
+        sa.Column("job_id", sa.String(length=100), nullable=False),
+        sa.Column("timeline_id", sa.String(length=100), nullable=True),
+        sa.Column("task_instance_id", sa.String(length=100), nullable=False),
+        sa.Column("token_sealed", sa.Text(), nullable=False),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("token_expires_at", _TIME, nullable=False),
+        sa.Column("notified_at", _TIME, nullable=True),
+        sa.ForeignKeyConstraint(
+            ["approval_id"],
+            ["azdev_approval.id"],
+            name=op.f("fk_azdev_approval_callback_approval_id_azdev_approval"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_azdev_approval_callback")),
+        sa.UniqueConstraint(
+            "approval_id",
+            "plan_id",
+            "job_id",
+            "task_instance_id",
+            name=op.f("uq_azdev_approval_callback"),
+        ),
+    )
+    op.create_index(
+        op.f("ix_azdev_approval_callback_approval_id"), "azdev_approval_callback", ["approval_id"]
+    )
     op.create_table(
         "azdev_outbox",
         sa.Column("id", _ID, autoincrement=True, nullable=False),

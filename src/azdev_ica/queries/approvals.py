@@ -1,0 +1,129 @@
+"""Reading approvals: one request with its signatures, and a filtered, paginated list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
+from azdev_ica.db.tables import Approval, ApprovalSignature, Person
+from azdev_ica.domain.approvals import ApprovalStatus, Half
+from azdev_ica.errors import NotFound
+from azdev_ica.queries.runs import decode_cursor, encode_cursor
+
+
+def effective_status(row: Approval, now: datetime) -> ApprovalStatus:
+    """The status as a caller sees it at `now`: an open request past its expiry has expired,
+    even before the expiry job has written it down."""
+    status = ApprovalStatus(row.status)
+    if not status.final and now >= row.expires_at:
+        return ApprovalStatus.EXPIRED
+    return status
+
+
+@dataclass(frozen=True)
+class SignatureView:
+    signature: ApprovalSignature
+    login: str
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    approval: Approval
+    status: ApprovalStatus
+    signatures: list[SignatureView]
+
+    @property
+    def awaiting(self) -> list[str]:
+        """The halves still to sign while the request is open."""
+        if self.status.final:
+            return []
+        signed = {view.signature.half for view in self.signatures}
+        return [half.value for half in Half if half.value not in signed]
+
+
+def get_approval(
+    session: Session, *, approval_id: int, principal: Principal, now: datetime
+) -> ApprovalView:
+    row = session.get(Approval, approval_id)
+    # Out of scope answers exactly like absent: nothing leaks about other tenants.
+    if row is None or not principal.can_for(Permission.APPROVAL_READ, row.tenant):
+        raise NotFound(f"no approval {approval_id}")
+    signatures = [
+        SignatureView(signature, login)
+        for signature, login in session.execute(
+            select(ApprovalSignature, Person.login)
+            .join(Person, Person.id == ApprovalSignature.person_id)
+            .where(ApprovalSignature.approval_id == row.id)
+            .order_by(ApprovalSignature.id)
+        )
+    ]
+    return ApprovalView(row, effective_status(row, now), signatures)
+
+
+@dataclass(frozen=True)
+class ApprovalFilter:
+    tenant: str | None = None
+    stage: str | None = None
+    status: str | None = None
+    run_key: str | None = None
+    open_only: bool = False
+
+
+def list_approvals(
+    session: Session,
+    *,
+    principal: Principal,
+    filters: ApprovalFilter,
+    limit: int,
+    cursor: str | None,
+    now: datetime,
+) -> tuple[list[tuple[Approval, ApprovalStatus]], str | None]:
+    """Newest first; the cursor is the (requested_at, id) of the last row of the page before.
+
+    The status filter is on the stored status, except `expired`, which also finds open
+    requests past their expiry (as `effective_status` shows them).
+    """
+    query = select(Approval)
+    for column, value in (
+        (Approval.tenant, filters.tenant),
+        (Approval.stage, filters.stage),
+        (Approval.run_key, filters.run_key),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.status == ApprovalStatus.EXPIRED.value:
+        query = query.where(
+            or_(
+                Approval.status == filters.status,
+                and_(Approval.open_key.is_not(None), Approval.expires_at <= now),
+            )
+        )
+    elif filters.status is not None:
+        query = query.where(Approval.status == filters.status)
+        if not ApprovalStatus(filters.status).final:
+            query = query.where(Approval.expires_at > now)
+    if filters.open_only:
+        query = query.where(Approval.open_key.is_not(None), Approval.expires_at > now)
+    scope = principal.scope(Permission.APPROVAL_READ)
+    if scope is not None:
+        query = query.where(Approval.tenant.in_(sorted(scope)))
+    if cursor is not None:
+        at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Approval.requested_at < at,
+                and_(Approval.requested_at == at, Approval.id < last_id),
+            )
+        )
+    query = query.order_by(Approval.requested_at.desc(), Approval.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].requested_at, rows[-1].id)
+    return [(row, effective_status(row, now)) for row in rows], next_cursor

@@ -1,0 +1,202 @@
+"""Azure DevOps callback mode: the check's call is answered at once; when the approval is decided
+or expires, ICA posts `TaskCompleted` to the check's plan, exactly as Azure DevOps documents
+it, to a local HTTP server that records what it got. The AuthToken never reaches the ledger or
+the outbox in clear."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from azdev_ica.adapters.notify import DeliveryError, find_sender
+from azdev_ica.db.tables import ApprovalCallback, AuditInbox, OutboxMessage
+from azdev_ica.services.approvals import expire_due
+
+API = "/api/v1/azdev"
+TOKEN = "eyJ0eXAiOiJKV1Qi.job-access-token.s3cr3t"
+ADO_PROJECT = "6c3f0e1a-1111-4c2b-9d1e-0123456789ab"
+PLAN = "4d2c0f5e-2222-4c2b-9d1e-00000000plan"
+JOB = "0f1e2d3c-3333-4c2b-9d1e-000000000job"
+TASK = "a0b1c2d3-4444-4c2b-9d1e-00000000task"
+
+
+class Recorder:
+    """A loopback HTTP server standing in for Azure DevOps; answers `status` to each POST."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.status = 200
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                recorder.requests.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                    }
+                )
+                self.send_response(recorder.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def azure() -> Iterator[Recorder]:
+    recorder = Recorder()
+    yield recorder
+    recorder.stop()
+
+
+def check_headers(azure: Recorder, key: str) -> dict[str, str]:
+    """What an Invoke REST API check in callback mode sends (its headers template)."""
+    return {
+        "Authorization": "Basic " + base64.b64encode(f":{key}".encode()).decode(),
+        "PlanUrl": f"{azure.url}/fabrikam/",
+        "ProjectId": ADO_PROJECT,
+        "HubName": "checks",
+        "PlanId": PLAN,
+        "JobId": JOB,
+        "TimelineId": "5e6f7a8b-5555-4c2b-9d1e-0000timeline",
+        "TaskInstanceId": TASK,
+        "AuthToken": TOKEN,
+    }
+
+
+def callbacks(ctx: Any) -> list[OutboxMessage]:
+    with ctx.read() as session:
+        return list(
+            session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.channel == "ado_callback")
+                .order_by(OutboxMessage.id)
+            )
+        )
+
+
+def deliver(message: OutboxMessage, settings: Any) -> None:
+    send = find_sender(message.channel)  # as the delivery job finds it
+    assert send is not None
+    send(message, settings)
+
+
+@pytest.fixture
+def check(client: Any, make_key: Any, run_key: str, azure: Recorder) -> dict[str, Any]:
+    response = client.post(
+        f"{API}/approval",
+        json={"run_key": run_key, "callback": True},
+        headers=check_headers(azure, make_key("azdev_devops", ["to"])),
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "pending"
+    return dict(response.json())
+
+
+def test_an_approval_calls_the_check_back_with_succeeded(
+    client, check, people, ctx, settings, azure
+):
+    assert callbacks(ctx) == []  # nothing until the decision
+    for person in ("alice", "bob"):
+        response = client.post(
+            f"{API}/approval/{check['id']}/sign",
+            json={"decision": "approve"},
+            headers=people[person].headers,
+        )
+        assert response.status_code == 200
+    [message] = callbacks(ctx)
+    deliver(message, settings)
+    [request] = azure.requests
+    assert request["path"] == (
+        f"/fabrikam/{ADO_PROJECT}/_apis/distributedtask/hubs/checks/plans/{PLAN}/events"
+        "?api-version=2.0-preview.1"
+    )
+    assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert json.loads(request["body"]) == {
+        "name": "TaskCompleted",
+        "taskId": TASK,
+        "jobId": JOB,
+        "result": "succeeded",
+    }
+
+
+def test_the_token_is_a_secret_kept_sealed(client, check, ctx):
+    with ctx.read() as session:
+        bodies = [bytes(body) for body in session.scalars(select(AuditInbox.body))]
+        [stored] = session.scalars(select(ApprovalCallback)).all()
+        assert TOKEN not in stored.token_sealed
+    assert any(b"approval.callback" in body for body in bodies)
+    assert not any(TOKEN.encode() in body for body in bodies)
+    assert "s3cr3t" not in repr(stored.token_sealed)
+
+
+def test_expiry_calls_the_check_back_with_failed(check, ctx, settings, azure, clock):
+    clock.advance(timedelta(hours=24))
+    assert expire_due(ctx) == [check["id"]]
+    [message] = callbacks(ctx)
+    assert TOKEN not in json.dumps(message.payload)
+    deliver(message, settings)
+    assert json.loads(azure.requests[0]["body"])["result"] == "failed"
+
+
+def test_a_check_arriving_after_the_decision_is_answered_at_once(
+    client, check, people, ctx, make_key, azure
+):
+    client.post(
+        f"{API}/approval/{check['id']}/sign",
+        json={"decision": "reject", "comment": "no"},
+        headers=people["bob"].headers,
+    )
+    headers = {**check_headers(azure, make_key("azdev_devops", ["to"])), "JobId": "job-2"}
+    again = client.post(
+        f"{API}/approval", json={"run_key": check["run_key"], "callback": True}, headers=headers
+    )
+    assert again.json()["status"] == "rejected"
+    assert [m.payload["result"] for m in callbacks(ctx)] == ["failed", "failed"]
+    assert [m.payload["job_id"] for m in callbacks(ctx)] == [JOB, "job-2"]
+
+
+def test_callback_mode_needs_the_check_headers(client, make_key, run_key, azure):
+    headers = check_headers(azure, make_key("azdev_devops", ["to"]))
+    del headers["AuthToken"]
+    response = client.post(
+        f"{API}/approval", json={"run_key": run_key, "callback": True}, headers=headers
+    )
+    assert response.status_code == 422
+    assert "AuthToken" in response.json()["detail"]
+
+
+def test_a_lapsed_token_is_a_permanent_failure(client, check, people, ctx, settings, azure):
+    client.post(
+        f"{API}/approval/{check['id']}/sign",
+        json={"decision": "reject"},
+        headers=people["bob"].headers,
+    )
+    [message] = callbacks(ctx)
+    azure.status = 401
+    with pytest.raises(DeliveryError) as caught:
+        deliver(message, settings)
+    assert caught.value.permanent
+    assert TOKEN not in str(caught.value)
