@@ -1,0 +1,181 @@
+"""The job scheduler: periodic jobs, each run by one server process at a time.
+
+Every `jobs_interval_seconds` the scheduler thread of each server process calls :func:`tick`.
+For each job, `tick` takes (or renews) the job's database lease (`jobs/lease.py`, table
+`azdev_job_lease`, name `job:<name>`) and runs the job only while it holds it; the other
+processes stand by and take over when the holder's lease runs out.
+
+The lease saves duplicate work; it is not what makes a due item happen exactly once. Every job
+acts on each due item with a conditional write (a claim, a stamp set only while empty), so two
+processes that both believe they hold a lease (one paused past its lease, then woken) still
+act on an item once. Time is the context's injected clock: tests move it and call `tick`.
+
+Jobs: outbox delivery (`jobs/delivery.py`), the approval SLA (`services/approval_sla.py`),
+approval expiry (`services/approvals.expire_due`), deployment-lock lease expiry
+(`services/locks.expire_leases`) and the escalation of late override reviews
+(`services/overrides.review_due`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from azdev_ica.jobs import lease
+from azdev_ica.services.context import ServiceContext
+from azdev_ica.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[ServiceContext, Settings], object]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: JobFn
+
+    @property
+    def lease_name(self) -> str:
+        return f"job:{self.name}"
+
+
+def _deliver(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.jobs.delivery import deliver_due
+
+    return deliver_due(ctx, settings)
+
+
+def _sla(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.approval_sla import run_sla
+
+    return run_sla(ctx)
+
+
+def _expire_approvals(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.approvals import expire_due
+
+    return expire_due(ctx)
+
+
+def _expire_locks(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.locks import expire_leases
+
+    return expire_leases(ctx)
+
+
+def _review_overrides(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.overrides import review_due
+
+    return review_due(ctx)
+
+
+def default_jobs() -> list[Job]:
+    """The jobs of a server process, in the order one tick runs them. Jobs that create
+    notifications run before delivery, so one tick also sends what they queued."""
+    return [
+        Job("approval-expiry", _expire_approvals),
+        Job("lock-expiry", _expire_locks),
+        Job("override-review", _review_overrides),
+        Job("approval-sla", _sla),
+        Job("outbox-delivery", _deliver),
+    ]
+
+
+@dataclass
+class TickResult:
+    ran: dict[str, object] = field(default_factory=dict)
+    standby: list[str] = field(default_factory=list)  # another process holds the lease
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def tick(
+    ctx: ServiceContext,
+    settings: Settings,
+    *,
+    holder: str,
+    jobs: Sequence[Job] | None = None,
+) -> TickResult:
+    """One pass: run every job whose lease `holder` holds or can take now."""
+    result = TickResult()
+    for job in default_jobs() if jobs is None else jobs:
+        try:
+            if not lease.acquire(ctx, job.lease_name, holder, settings.jobs_lease_seconds):
+                result.standby.append(job.name)
+                continue
+            result.ran[job.name] = job.run(ctx, settings)
+        except Exception as exc:  # one job's failure must not stop the others
+            result.failed[job.name] = f"{type(exc).__name__}: {exc}"
+            log.exception("job %s failed", job.name)
+    return result
+
+
+class Scheduler:
+    """The scheduler as a thread of a server process (started and stopped by the app)."""
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        settings: Settings,
+        *,
+        jobs: Sequence[Job] | None = None,
+        holder: str | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.jobs = list(jobs) if jobs is not None else None
+        self.holder = holder or lease.default_holder("scheduler")
+        self.last: TickResult | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> TickResult:
+        self.last = tick(self.ctx, self.settings, holder=self.holder, jobs=self.jobs)
+        return self.last
+
+    def start(self) -> Scheduler:
+        self._thread = threading.Thread(target=self._run, name="ica-scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for job in self.jobs if self.jobs is not None else default_jobs():
+            try:  # let another process take over at once instead of after the lease
+                lease.release(self.ctx, job.lease_name, self.holder)
+            except Exception:  # shutting down: the lease simply runs out
+                log.debug("could not release the lease of %s", job.name, exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a database hiccup must not kill the thread
+                log.exception("scheduler tick failed")
+            self._stop.wait(self.settings.jobs_interval_seconds)
+
+
+def describe(result: TickResult) -> dict[str, Any]:
+    """A JSON-friendly summary of a tick (for `ica jobs tick`)."""
+    return {
+        "ran": {name: _summary(value) for name, value in result.ran.items()},
+        "standby": result.standby,
+        "failed": result.failed,
+    }
+
+
+def _summary(value: object) -> Any:
+    if isinstance(value, list | tuple):
+        return len(value)
+    if hasattr(value, "__dataclass_fields__"):
+        out: dict[str, Any] = {}
+        for key in value.__dataclass_fields__:
+            item = getattr(value, key)
+            out[key] = len(item) if isinstance(item, list) else item
+        return out
+    return value

@@ -1,0 +1,114 @@
+"""Leases and the scheduler: one process runs a job at a time; time is the injected clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from azdev_ica.jobs import lease
+from azdev_ica.jobs.scheduler import Job, Scheduler, default_jobs, describe, tick
+
+
+def test_a_lease_is_held_by_one_holder_until_it_runs_out(ctx, clock):
+    assert lease.acquire(ctx, "job:x", "a", 60)
+    assert not lease.acquire(ctx, "job:x", "b", 60)
+    assert lease.acquire(ctx, "job:x", "a", 60)  # renewing
+    clock.advance(timedelta(seconds=59))
+    assert not lease.acquire(ctx, "job:x", "b", 60)
+    clock.advance(timedelta(seconds=2))
+    assert lease.acquire(ctx, "job:x", "b", 60)
+    holder = lease.holder_of(ctx, "job:x")
+    assert holder is not None
+    assert holder[0] == "b"
+    lease.release(ctx, "job:x", "a")  # not a's to release: nothing changes
+    assert not lease.acquire(ctx, "job:x", "a", 60)
+    lease.release(ctx, "job:x", "b")
+    assert lease.acquire(ctx, "job:x", "a", 60)
+
+
+def test_each_job_runs_in_one_scheduler_and_fails_over(ctx, clock, settings):
+    calls: list[str] = []
+
+    def job(ctx: Any, settings: Any) -> int:
+        calls.append("ran")
+        return len(calls)
+
+    jobs = [Job("probe", job)]
+    first = Scheduler(ctx, settings, jobs=jobs, holder="first")
+    second = Scheduler(ctx, settings, jobs=jobs, holder="second")
+    assert first.tick().ran == {"probe": 1}
+    assert second.tick().standby == ["probe"]
+    assert calls == ["ran"]
+    # The first process stops answering: after its lease the second takes over.
+    clock.advance(timedelta(seconds=settings.jobs_lease_seconds + 1))
+    assert second.tick().ran == {"probe": 2}
+    assert first.tick().standby == ["probe"]
+    # A clean stop hands the lease over at once.
+    second.stop()
+    assert first.tick().ran == {"probe": 3}
+
+
+def test_a_failing_job_does_not_stop_the_others(ctx, settings):
+    def broken(ctx: Any, settings: Any) -> None:
+        raise RuntimeError("boom")
+
+    result = tick(
+        ctx,
+        settings,
+        holder="h",
+        jobs=[Job("broken", broken), Job("fine", lambda ctx, settings: [1, 2])],
+    )
+    assert result.failed == {"broken": "RuntimeError: boom"}
+    assert describe(result)["ran"] == {"fine": 2}
+
+
+def test_notifying_jobs_run_before_delivery():
+    names = [job.name for job in default_jobs()]
+    assert names == [
+        "approval-expiry",
+        "lock-expiry",
+        "override-review",
+        "approval-sla",
+        "outbox-delivery",
+    ]
+
+
+def test_a_tick_expires_requests_and_delivers(ctx, clock, settings, ask):
+    from sqlalchemy import select
+
+    from azdev_ica.db.tables import Approval, OutboxMessage
+
+    approval_id = ask()
+    clock.advance(timedelta(hours=25))
+    result = tick(ctx, settings, holder="h")
+    assert result.failed == {}
+    assert result.ran["approval-expiry"] == [approval_id]
+    with ctx.read() as session:
+        row = session.get(Approval, approval_id)
+        assert row.status == "expired"
+        states = set(session.scalars(select(OutboxMessage.state)))
+    # No channels configured: every notify row was handed on to nothing, none left pending.
+    assert states == {"delivered"}
+
+
+def test_the_app_runs_the_scheduler_and_hands_its_leases_back(settings, database, clock, ctx):
+    import time
+
+    from starlette.testclient import TestClient
+
+    from azdev_ica.api.app import create_app
+
+    configured = settings.model_copy(update={"jobs_scheduler": True, "jobs_interval_seconds": 0.05})
+    app = create_app(configured, database=database, clock=clock)
+    with TestClient(app):
+        scheduler = app.state.scheduler
+        deadline = time.monotonic() + 30  # waiting for a thread, not for business time
+        while scheduler.last is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert scheduler.last is not None
+        assert "outbox-delivery" in scheduler.last.ran
+        held = lease.holder_of(ctx, "job:outbox-delivery")
+        assert held is not None
+        assert held[0] == scheduler.holder
+    # Stopped with the app: another process may take the jobs at once.
+    assert lease.acquire(ctx, "job:outbox-delivery", "next-process", 60)
