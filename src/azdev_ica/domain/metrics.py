@@ -11,7 +11,8 @@ Definitions, version 1:
   deployment's finish.
 - change failure rate: production deployments that failed or were rolled back or caused an
   incident / production deployments.
-- MTTR: median time from an incident's opening to its resolution (resolved incidents).
+- MTTR: median time from an incident's detection (its `detected_at`: when the failure began,
+  by default when it was opened) to its resolution (resolved incidents).
 - approval SLA compliance: approvals decided within the SLA / approvals decided.
 """
 
@@ -57,7 +58,7 @@ class DeploymentFact:
 @dataclass(frozen=True)
 class IncidentFact:
     tenant: str
-    opened_at: datetime
+    detected_at: datetime
     resolved_at: datetime | None
 
 
@@ -103,7 +104,8 @@ def _ratio(part: int, whole: int) -> float | None:
     return None if whole == 0 else part / whole
 
 
-def _median(values: Sequence[timedelta]) -> timedelta | None:
+def median_duration(values: Sequence[timedelta]) -> timedelta | None:
+    """The median of some durations; None when there are none."""
     if not values:
         return None
     return timedelta(seconds=statistics.median(v.total_seconds() for v in values))
@@ -144,7 +146,7 @@ def compute(
         if d.commit_at is not None and d.commit_at <= d.finished_at
     ]
     resolved = [
-        i.resolved_at - i.opened_at
+        i.resolved_at - i.detected_at
         for i in incidents
         if mine(i.tenant) and i.resolved_at is not None and i.resolved_at in period
     ]
@@ -156,9 +158,9 @@ def compute(
     return Metrics(
         pipeline_success_rate=_ratio(sum(r.status == "success" for r in finished), len(finished)),
         deployment_frequency_per_day=len(succeeded) / period.days,
-        lead_time_for_changes=_median(lead_times),
+        lead_time_for_changes=median_duration(lead_times),
         change_failure_rate=_ratio(sum(d.failed_change for d in production), len(production)),
-        mttr=_median(resolved),
+        mttr=median_duration(resolved),
         approval_sla_compliance=_ratio(
             sum(
                 a.decided_at is not None and a.decided_at - a.requested_at <= a.sla for a in decided

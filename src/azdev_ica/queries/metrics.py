@@ -1,0 +1,143 @@
+"""Delivery metrics read from the recorded facts (runs, deploy events, incidents, approvals),
+computed with the versioned definitions of `domain/metrics.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
+from azdev_ica.db.tables import Approval, Incident, PipelineEvent, PipelineRun
+from azdev_ica.domain.metrics import (
+    ApprovalFact,
+    DeploymentFact,
+    IncidentFact,
+    Metrics,
+    Period,
+    RunFact,
+    compute,
+)
+
+ROLLBACK_PHASES = ("rollback_initiated", "rollback_completed")
+
+
+def _scoped(
+    query: Select[Any], column: InstrumentedAttribute[Any], principal: Principal, tenant: str | None
+) -> Select[Any]:
+    """`query` limited to the tenants the caller may read runs of (and to `tenant`)."""
+    scope = principal.scope(Permission.RUN_READ)
+    if scope is not None:
+        query = query.where(column.in_(sorted(scope)))
+    if tenant is not None:
+        query = query.where(column == tenant)
+    return query
+
+
+def delivery_metrics(
+    session: Session,
+    *,
+    principal: Principal,
+    period: Period,
+    tenant: str | None,
+    production_stage: str = "production",
+) -> Metrics:
+    """The metrics of `period` for one tenant, or for every tenant the caller may read."""
+    runs = [
+        RunFact(tenant=run.tenant, status=run.status, finished_at=run.end_time)
+        for run in session.scalars(
+            _scoped(
+                select(PipelineRun).where(
+                    PipelineRun.end_time >= period.start, PipelineRun.end_time < period.end
+                ),
+                PipelineRun.tenant,
+                principal,
+                tenant,
+            )
+        )
+    ]
+    # A deployment is a deploy event that says how it ended (succeeded or failed); its target
+    # is the event's, else the run's. Rolled back: a rollback event on the same run after it.
+    # Caused an incident: an incident opened from that run.
+    incident_runs = set(
+        session.scalars(select(Incident.run_pk).where(Incident.run_pk.is_not(None)))
+    )
+    deployments = []
+    # The target's tenant is checked per event below (an event may name its own target).
+    events = session.execute(
+        select(PipelineEvent, PipelineRun)
+        .join(PipelineRun, PipelineRun.id == PipelineEvent.run_pk)
+        .where(
+            PipelineEvent.phase == "deploy",
+            PipelineEvent.occurred_at >= period.start,
+            PipelineEvent.occurred_at < period.end,
+        )
+    ).all()
+    rolled_back = {
+        (run_pk, occurred)
+        for run_pk, occurred in session.execute(
+            select(PipelineEvent.run_pk, PipelineEvent.occurred_at).where(
+                PipelineEvent.phase.in_(ROLLBACK_PHASES)
+            )
+        )
+    }
+    for event, run in events:
+        outcome = (event.data or {}).get("status")
+        if outcome not in ("succeeded", "failed"):
+            continue
+        target_tenant = (event.data or {}).get("tenant") or run.tenant
+        if target_tenant is None or (tenant is not None and target_tenant != tenant):
+            continue
+        if not principal.can_for(Permission.RUN_READ, target_tenant):
+            continue
+        deployments.append(
+            DeploymentFact(
+                tenant=target_tenant,
+                stage=(event.data or {}).get("stage") or run.stage or "",
+                finished_at=event.occurred_at,
+                succeeded=outcome == "succeeded",
+                commit_at=None,  # commit times are not reported yet: lead time stays None
+                rolled_back=any(
+                    pk == run.id and occurred >= event.occurred_at for pk, occurred in rolled_back
+                ),
+                caused_incident=run.id in incident_runs,
+            )
+        )
+    incidents = [
+        IncidentFact(tenant=row.tenant, detected_at=row.detected_at, resolved_at=row.resolved_at)
+        for row in session.scalars(
+            _scoped(
+                select(Incident).where(Incident.resolved_at.is_not(None)),
+                Incident.tenant,
+                principal,
+                tenant,
+            )
+        )
+    ]
+    approvals = [
+        ApprovalFact(
+            tenant=row.tenant,
+            requested_at=row.requested_at,
+            decided_at=row.decided_at,
+            sla=row.sla_due_at - row.requested_at,
+        )
+        for row in session.scalars(
+            _scoped(
+                select(Approval).where(Approval.decided_at.is_not(None)),
+                Approval.tenant,
+                principal,
+                tenant,
+            )
+        )
+    ]
+    return compute(
+        period,
+        runs=runs,
+        deployments=deployments,
+        incidents=incidents,
+        approvals=approvals,
+        tenant=tenant,
+        production_stage=production_stage,
+    )
