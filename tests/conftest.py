@@ -164,6 +164,8 @@ def settings(tmp_path: Path, db_url: str) -> Any:
         api_key_touch_seconds=0,
         # Tests seal deterministically with `seal_now(ctx)`; no background sealer.
         ledger_sealer=False,
+        # Tests run jobs with `jobs.scheduler.tick(...)`; no background scheduler.
+        jobs_scheduler=False,
     )
     create_key_file(configured.resolved_ledger_key_file(), f"{configured.public_host}/audit")
     return configured

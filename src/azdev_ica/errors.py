@@ -95,9 +95,54 @@ class Forbidden(IcaError):
     title = "Not allowed"
 
 
+class PersonRequired(Forbidden):
+    """The caller holds the permission, but the action is a person's own (signing, personal
+    tokens): an API key or a pipeline never acts as a person."""
+
+    slug = "person-required"
+    title = "Only a person may do this"
+
+
+class SignInFailed(Unauthenticated):
+    """One answer for every wrong sign-in (unknown login, wrong password, wrong or replayed
+    one-time code, disabled person): nothing tells which part was wrong."""
+
+    slug = "sign-in-failed"
+    title = "Sign-in failed"
+
+
+class SignInLocked(Unauthenticated):
+    """Too many failed sign-ins for this login (known or not): wait, then try again."""
+
+    slug = "sign-in-locked"
+    title = "Too many failed sign-ins"
+
+
+class CsrfRefused(Forbidden):
+    slug = "csrf"
+    title = "The request did not come from this session's own pages"
+
+
 class OutOfScope(Forbidden):
     slug = "tenant-out-of-scope"
     title = "The tenant is outside the caller's scope"
+
+
+class ApprovalRefused(Forbidden):
+    """Segregation of duties or the request's state refuses a signature or a withdrawal; the
+    `code` extension names the rule (see `domain/approvals.py` RefusalCode)."""
+
+    slug = "approval-refused"
+    title = "The approval rules refuse this"
+
+
+class OverrideRefused(Forbidden):
+    """The emergency override rules refuse this signature or review; the `code` extension
+    names the rule (role_not_held, requester_cannot_sign, already_signed, override_closed,
+    signer_cannot_review, not_signed)."""
+
+    slug = "override-refused"
+    title = "The emergency override rules refuse this"
 
 
 class NotReady(IcaError):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from azdev_ica.adapters.notify.config import NotifyConfig
+from azdev_ica.auth.oidc_login import OidcLoginConfig
 from azdev_ica.auth.trust import OidcTrust
 
 DEFAULT_DATA_DIR = Path("var")
@@ -27,6 +30,9 @@ class Settings(BaseSettings):
     secret_key_file: Path | None = None
     # A published host name, used in links and in the ledger's origin (`<host>/audit/<year>`).
     public_host: str = Field(default="ica.localhost", pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+    # The base URL people open ICA at (links in notifications and approval answers), e.g.
+    # https://ica.example.org. Default: https://<public_host>.
+    public_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
     api_key_touch_seconds: int = Field(default=60, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
@@ -45,6 +51,34 @@ class Settings(BaseSettings):
     # Bearer JWTs from pipelines (Entra ID, GitHub Actions OIDC): issuers, audiences and the
     # identities each vouches for, as JSON in ICA_OIDC_TRUST. See docs/identity.md.
     oidc_trust: OidcTrust = Field(default_factory=OidcTrust)
+    # People signing in to the web UI (docs/identity.md, "People"). Local passwords are
+    # argon2id; "cheapest" is for test suites only.
+    password_hash_profile: Literal["rfc9106_low_memory", "cheapest"] = "rfc9106_low_memory"  # noqa: S105
+    # Failed sign-ins per login before a lockout, and the lockout's back-off (doubling from
+    # the first to the cap).
+    signin_max_failures: int = Field(default=5, ge=1, le=1000)
+    signin_lockout_seconds: float = Field(default=30, gt=0, le=86_400)
+    signin_lockout_max_seconds: float = Field(default=3600, gt=0, le=7 * 86_400)
+    # Browser sessions end after this long without a request, and this long after sign-in.
+    session_idle_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    session_lifetime_hours: float = Field(default=12, gt=0, le=24 * 30)
+    # OpenID Connect sign-in for people, as JSON in ICA_OIDC_LOGIN (None: local users only).
+    oidc_login: OidcLoginConfig | None = None
+    # Background jobs (outbox delivery, approval SLA and expiry, override reviews): run the
+    # scheduler in this server process. Each job runs in one process at a time, under a
+    # database lease; docs/notifications.md.
+    jobs_scheduler: bool = True
+    jobs_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    jobs_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # Outbox delivery: attempts before a message is marked failed, exponential back-off with
+    # jitter from the first delay to the cap, and how long a claimed message stays claimed.
+    outbox_max_attempts: int = Field(default=8, ge=1, le=100)
+    outbox_backoff_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    outbox_backoff_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    outbox_claim_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    outbox_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # Notification channels and routes, as JSON in ICA_NOTIFY (adapters/notify/config.py).
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @field_validator("database_url")
     @classmethod
@@ -54,6 +88,10 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    def resolved_public_url(self) -> str:
+        """The base URL for links to ICA's pages, without a trailing slash."""
+        return self.public_url.rstrip("/") or f"https://{self.public_host}"
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file under the data dir."""

@@ -18,7 +18,14 @@ from azdev_ica.api.app import create_app
 from azdev_ica.api.deps import PUBLIC, declared_permission
 from azdev_ica.auth.roles import Role, permissions_of
 from azdev_ica.auth.trust import OidcTrust
-from tests.api.test_permissions import PUBLIC_PATHS, api_routes, call, request_for
+from tests.api.test_permissions import (
+    DOMAIN_REFUSALS,
+    PUBLIC_PATHS,
+    SIGN_IN_PATHS,
+    api_routes,
+    call,
+    request_for,
+)
 from tests.conftest import bearer
 from tests.support.oidc import (
     APP_ID,
@@ -62,8 +69,11 @@ REFUSED = {
     "status": 401,
     "detail": "the credentials are not valid",
 }
-# Repository ids 9000..9011: one GitHub identity per role, for the route walk.
-ROLE_REPOS = {role: str(9000 + index) for index, role in enumerate(Role)}
+# One Entra service principal per role, for the route walk (Entra rather than GitHub: a
+# GitHub token reaches only its own repository's runs, which the walk's bodies do not name).
+ROLE_OIDS = {
+    role: f"00000000-0000-4000-8000-{9000 + index:012d}" for index, role in enumerate(Role)
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +100,11 @@ def trust_for(server: OidcServer) -> OidcTrust:
     role_identities = [
         {
             "name": f"walk-{role.value}",
-            "claims": {"repository_id": repo},
+            "claims": {"oid": oid},
             "role": role.value,
             "tenants": "*",
         }
-        for role, repo in ROLE_REPOS.items()
+        for role, oid in ROLE_OIDS.items()
     ]
     return OidcTrust.model_validate(
         {
@@ -111,7 +121,8 @@ def trust_for(server: OidcServer) -> OidcTrust:
                             "claims": {"oid": SP_OID},
                             "role": "azdev_devops",
                             "tenants": ["to"],
-                        }
+                        },
+                        *role_identities,
                     ],
                 },
                 {
@@ -137,7 +148,6 @@ def trust_for(server: OidcServer) -> OidcTrust:
                             "role": "azdev_auditor",
                             "tenants": ["to"],
                         },
-                        *role_identities,
                     ],
                 },
             ]
@@ -295,7 +305,7 @@ def test_a_pipeline_of_each_role_gets_exactly_its_permissions(client, key, clock
     # The permission walk of test_permissions.py, with pipeline principals instead of keys
     # (one app and database for all roles: the walk is about the mapping, not storage).
     for role in Role:
-        token = key.sign(github_claims(clock.now(), repository_id=ROLE_REPOS[role]))
+        token = key.sign(entra_claims(clock.now(), oid=ROLE_OIDS[role], sub=ROLE_OIDS[role]))
         headers = bearer(token)
         granted = {permission.value for permission in permissions_of(role)}
         for route in api_routes(client.app):
@@ -303,7 +313,38 @@ def test_a_pipeline_of_each_role_gets_exactly_its_permissions(client, key, clock
             response = call(client, route, headers)
             where = f"{role.value} {request_for(route)[0]} {route.path}: {response.status_code}"
             assert response.status_code < 500, where
+            if route.path in SIGN_IN_PATHS:
+                continue  # public; the sign-in form refuses a post without its CSRF token
             if route.path in PUBLIC_PATHS or declared == PUBLIC or declared in granted:
-                assert response.status_code not in (401, 403), where
+                assert response.status_code != 401, where
+                refused = response.status_code == 403
+                assert not refused or response.json()["type"] in DOMAIN_REFUSALS, where
             else:
                 assert response.status_code == 403, where
+
+
+def test_a_github_token_reaches_only_its_own_repository(client, github, make_key):
+    other_repo = {**GH_START, "project_id": "987654321"}
+    refused = client.post(f"{API}/run/start", json=other_repo, headers=github)
+    assert refused.status_code == 403
+    assert "its own repository" in refused.json()["detail"]
+    azure = client.post(f"{API}/run/start", json={**ADO_START, "tenant": "to"}, headers=github)
+    assert azure.status_code == 403
+    # A run of another repository recorded by someone else: the token cannot touch it.
+    admin = bearer(make_key("admin"))
+    assert client.post(f"{API}/run/start", json=other_repo, headers=admin).status_code == 201
+    event = {"run_key": "gh:987654321:9876543210", "phase": "deploy", "data": {}}
+    assert client.post(f"{API}/run/event", json=event, headers=github).status_code == 404
+
+
+def test_the_requester_comes_from_the_token_not_the_body(client, github, make_key):
+    started = client.post(f"{API}/run/start", json=GH_START, headers=github)
+    assert started.status_code == 201
+    seen = client.get(
+        f"{API}/run/{started.json()['run_key']}", headers=bearer(make_key("admin"))
+    ).json()
+    assert seen["requested_for"] == "5550001"
+    lying = {**GH_START, "run_id": "2", "requested_for": "someone-else"}
+    refused = client.post(f"{API}/run/start", json=lying, headers=github)
+    assert refused.status_code == 422
+    assert "actor_id" in refused.json()["detail"]

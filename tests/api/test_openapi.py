@@ -26,3 +26,23 @@ def test_the_document_is_openapi_3_1_and_lists_the_run_ledger():
         "/api/v1/azdev/runs",
     } <= set(document["paths"])
     assert not any(path.startswith("/api/azdev/") for path in document["paths"])
+
+
+ACCESS_MATRIX = Path(__file__).resolve().parents[2] / "docs" / "access-matrix.md"
+
+
+def test_the_published_access_matrix_is_current():
+    from azdev_ica.api.rbac import access_matrix
+
+    assert ACCESS_MATRIX.read_text(encoding="utf-8") == access_matrix(), (
+        "docs/access-matrix.md is stale: run `ica rbac --out docs/access-matrix.md`"
+    )
+
+
+def test_the_access_matrix_lists_every_route_with_its_roles():
+    from azdev_ica.api.rbac import access_matrix
+
+    text = access_matrix()
+    assert "| POST | `/run/start` | `run:write` | ✓ | – | – | – | ✓ |" in text
+    assert "| GET | `/health` | `public` | any | any |" in text
+    assert "NONE" not in text  # every route declares a permission

@@ -18,6 +18,9 @@ RUN_KEY = "ado:6c3f0e1a-1111-4c2b-9d1e-0123456789ab:4711"
 
 # Routes anyone may call. Adding one here is a decision, not a convenience.
 PUBLIC_PATHS = {"/health", "/ready"}
+# The web UI's sign-in pages (docs/identity.md, "People"): public by nature, each refusing on
+# its own terms (the sign-in form's CSRF token, no configured identity provider), never 5xx.
+SIGN_IN_PATHS = {"/ui/login", "/ui/login/oidc", "/ui/auth/callback"}
 
 # A well-formed request per route, so an allowed role reaches the handler (and a refused one
 # is refused for its role, not for a bad body). Routes not listed get `{}` and sample params.
@@ -33,8 +36,65 @@ BODIES: dict[str, dict[str, Any]] = {
     "/run/start": START,
     "/run/event": {"run_key": RUN_KEY, "phase": "build", "data": {}},
     "/run/finish": {"run_key": RUN_KEY, "status": "Succeeded"},
+    "/me/tokens": {"name": "walk"},
+    "/people": {"login": "walk@example.org", "display_name": "Walk"},
+    "/people/{login}/grants": {"role": "azdev_auditor", "tenant": "to"},
+    "/people/{login}/grants/revoke": {"role": "azdev_auditor", "tenant": "to", "reason": "walk"},
+    "/people/{login}/links": {"provider": "github", "provider_user_id": "1"},
+    "/people/{login}/disable": {"reason": "walk"},
+    "/gate/evaluate": {"run_key": RUN_KEY, "tenant": "to", "stage": "production"},
+    "/lock/release": {"tenant": "to", "stage": "production", "reason": "walk"},
+    "/override": {"run_key": RUN_KEY, "reason": "walk"},
+    "/override/{override_id}/sign": {"decision": "approve"},
+    "/override/{override_id}/review": {"findings": "walk"},
+    "/incident": {"title": "walk", "severity": "low", "tenant": "to"},
+    "/incident/{incident_id}/note": {"text": "walk"},
+    "/incident/{incident_id}/status": {"status": "mitigated"},
+    "/incident/{incident_id}/rca": {"rca": "walk"},
+    "/incident/{incident_id}/tasks": {"title": "walk"},
+    "/dr/backup": {
+        "tenant": "to",
+        "stage": "production",
+        "kind": "database",
+        "taken_at": "2026-11-01T00:00:00Z",
+        "size_bytes": 1,
+        "sha256": "0" * 64,
+        "encrypted": True,
+        "location": "walk",
+    },
+    "/dr/drill": {
+        "backup_id": 999,
+        "started_at": "2026-11-01T00:00:00Z",
+        "finished_at": "2026-11-01T01:00:00Z",
+        "succeeded": True,
+    },
+    # Approvals: the run and approval 1 do not exist (404), and the delegation ends in the
+    # past (422), so an allowed role gets past its permission and no further.
+    "/approval": {"run_key": RUN_KEY},
+    "/approval/{approval_id}/sign": {"decision": "approve"},
+    "/approval/{approval_id}/withdraw": {"reason": "walk"},
+    "/approval/delegation": {
+        "to_login": "nobody@example.org",
+        "role": "azdev_approver_tech",
+        "tenant": "to",
+        "until": "2020-01-01T00:00:00Z",
+        "reason": "walk",
+    },
 }
-PATH_PARAMS = {"run_key": RUN_KEY, "index": "0"}
+PATH_PARAMS = {
+    "run_key": RUN_KEY,
+    "index": "0",
+    "login": "nobody@example.org",
+    "prefix": "aaaaaaaaaa",
+    "tenant": "to",
+    "stage": "production",
+    "override_id": "1",
+    "approval_id": "1",
+    "incident_id": "1",
+    "task_id": "1",
+}
+# Refusals that are not about the role: the walk accepts these on granted routes.
+DOMAIN_REFUSALS = {"urn:ica:problem:person-required", "urn:ica:problem:approval-refused"}
 
 
 def all_routes(app: Any) -> list[Any]:
@@ -75,7 +135,7 @@ def test_only_the_health_checks_are_public(app):
     public = {
         route.path for route in api_routes(app) if declared_permission(route.dependant) == PUBLIC
     }
-    assert public == PUBLIC_PATHS
+    assert public == PUBLIC_PATHS | SIGN_IN_PATHS
 
 
 def test_the_only_other_routes_are_the_api_documentation(app):
@@ -101,6 +161,9 @@ def test_the_run_ledger_routes_are_walked_under_both_prefixes(app):
 def test_without_a_key_every_protected_route_is_401(app, client):
     for route in api_routes(app):
         response = call(client, route, {})
+        if route.path in SIGN_IN_PATHS:
+            assert response.status_code < 500, route.path
+            continue
         if route.path in PUBLIC_PATHS:
             assert response.status_code == 200, route.path
             continue
@@ -122,7 +185,7 @@ def test_without_a_key_every_protected_route_is_401(app, client):
 )
 def test_bad_credentials_are_401(app, client, credentials):
     for route in api_routes(app):
-        if route.path in PUBLIC_PATHS:
+        if route.path in PUBLIC_PATHS | SIGN_IN_PATHS:
             continue
         response = call(client, route, {"Authorization": credentials})
         assert response.status_code == 401, (route.path, credentials)
@@ -138,8 +201,13 @@ def test_each_role_gets_exactly_its_permissions(app, client, make_key, role):
         response = call(client, route, headers)
         where = f"{role.value} {request_for(route)[0]} {route.path}: {response.status_code}"
         assert response.status_code < 500, where
+        if route.path in SIGN_IN_PATHS:
+            continue  # public; the sign-in form refuses a post without its own CSRF token
         if declared == PUBLIC or declared in granted:
-            assert response.status_code not in (401, 403), where
+            # Granted: never refused for the role (a person-only action may still say that
+            # an API key is not a person, with its own problem type).
+            assert response.status_code != 401, where
+            assert response.status_code != 403 or response.json()["type"] in DOMAIN_REFUSALS, where
         else:
             assert response.status_code == 403, where
             assert response.json()["type"] == "urn:ica:problem:forbidden", where
@@ -219,7 +287,15 @@ class TestTenantScope:
 
 def test_the_audit_routes_are_for_auditors(app):
     audit = [route for route in api_routes(app) if "/azdev/audit/" in route.path]
-    assert len(audit) == 2 * 5  # query, checkpoint, entry, consistency, keys; both prefixes
-    assert {declared_permission(route.dependant) for route in audit} == {"audit:read"}
+    # query, checkpoint, entry, consistency, keys, receipt; both prefixes
+    assert len(audit) == 2 * 6
+    # A receipt is also for the caller who wrote the record (checked in the handler).
+    assert {
+        declared_permission(route.dependant)
+        for route in audit
+        if not route.path.endswith("/receipt/{ref}")
+    } == {"audit:read"}
+    receipts = [route for route in audit if route.path.endswith("/receipt/{ref}")]
+    assert {declared_permission(route.dependant) for route in receipts} == {"self"}
     readers = {role for role in Role if Permission.AUDIT_READ in permissions_of(role)}
     assert readers == {Role.AUDITOR, Role.ADMIN, Role.TENANT_ADMIN}

@@ -10,9 +10,23 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 import azdev_ica
+from azdev_ica.api.audit_refs import AuditRefMiddleware
 from azdev_ica.api.limits import BodyLimitMiddleware
 from azdev_ica.api.problems import install_problem_handlers
-from azdev_ica.api.routes import audit, health, runs
+from azdev_ica.api.routes import (
+    approvals,
+    audit,
+    dr,
+    health,
+    incidents,
+    inventory,
+    metrics,
+    people,
+    runs,
+    ui,
+)
+from azdev_ica.api.routes import gates as gate_routes
+from azdev_ica.api.routes import notifications as notification_routes
 from azdev_ica.api.schemas import Problem
 from azdev_ica.auth.jwt_bearer import JwtVerifier
 from azdev_ica.clock import Clock, SystemClock
@@ -56,6 +70,7 @@ def create_app(
         clock=clock or SystemClock(),
         pepper=settings.pepper(),
         ledger=LedgerConfig.from_settings(settings),
+        public_url=settings.resolved_public_url(),
     )
 
     @asynccontextmanager
@@ -67,9 +82,18 @@ def create_app(
 
             sealer = Sealer(ctx).start()
         app.state.sealer = sealer
+        # Jobs (outbox delivery, approval SLA, expiries) likewise, each under its own lease.
+        scheduler = None
+        if settings.jobs_scheduler:
+            from azdev_ica.jobs.scheduler import Scheduler
+
+            scheduler = Scheduler(ctx, settings).start()
+        app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if sealer is not None:
                 sealer.stop()
 
@@ -81,6 +105,11 @@ def create_app(
         generate_unique_id_function=_operation_id,
         openapi_tags=[
             {"name": "runs", "description": "The run ledger (seed 000 §1.3)"},
+            {"name": "approvals", "description": "Dual approval (seed 000 §1.4)"},
+            {
+                "name": "gates",
+                "description": "Gate, deployment locks, emergency overrides (seed 000 §5.1)",
+            },
             {"name": "audit", "description": "The tamper-evident audit ledger (seed 000 §1.5, §4)"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
@@ -91,12 +120,22 @@ def create_app(
     app.state.jwt_verifier = JwtVerifier(settings.oidc_trust, clock=app.state.ctx.clock)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(AuditRefMiddleware)  # the ICA-Audit-Ref header of writes
 
     api = APIRouter(responses=COMMON_RESPONSES)
     api.include_router(runs.router)
+    api.include_router(notification_routes.router)  # before approvals: /approval/sla
+    api.include_router(approvals.router)
     api.include_router(audit.router)
+    api.include_router(people.router)
+    api.include_router(gate_routes.router)
+    api.include_router(incidents.router)
+    api.include_router(dr.router)
+    api.include_router(metrics.router)
+    api.include_router(inventory.router)
     app.include_router(api, prefix="/api/v1/azdev")
     # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
     app.include_router(api, prefix="/api/azdev", include_in_schema=False)
     app.include_router(health.router)
+    ui.install_ui(app)
     return app

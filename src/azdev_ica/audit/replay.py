@@ -12,7 +12,14 @@ Projections rebuilt (each from the actions listed):
   apikey.create, apikey.revoke;
 - `azdev_person`: person.create, person.disable; `azdev_role_grant`: grant.create,
   grant.revoke; `azdev_person_link`: person.link; `azdev_person_token` (all but the digest
-  and the last-use time): token.create, token.revoke, person.disable.
+  and the last-use time): token.create, token.revoke, person.disable;
+- `azdev_incident`, `azdev_incident_note`, `azdev_incident_task`: incident.open,
+  incident.note, incident.status, incident.rca, incident.task, incident.task_done;
+- `azdev_backup`: backup.record; `azdev_dr_drill`: dr.drill;
+- `azdev_approval`: approval.request, approval.sign, approval.withdraw, approval.expire,
+  approval.sla_warning, approval.sla_escalate (its open key is compared as open or not, since
+  it holds a surrogate id); `azdev_approval_signature`: approval.sign; a delegated approver
+  grant (`azdev_role_grant`): grant.delegate.
 
 Personal values are in the ledger only as salted hashes; replay opens them with the erasable
 openings table, so an erased person is absent from the rebuilt rows, as from the live ones.
@@ -33,13 +40,21 @@ from typing import Any
 
 from sqlalchemy import exists, func, insert, select
 
+from azdev_ica.audit import replay_gates
 from azdev_ica.db.engine import Database
 from azdev_ica.db.tables import (
     ApiKey,
+    Approval,
+    ApprovalSignature,
     AuditEntry,
     AuditInbox,
     AuditShard,
+    BackupRecord,
     Base,
+    DrDrill,
+    Incident,
+    IncidentNote,
+    IncidentTask,
     Person,
     PersonalDataOpening,
     PersonLink,
@@ -51,11 +66,14 @@ from azdev_ica.db.tables import (
     RunAttempt,
 )
 from azdev_ica.db.types import stored_bytes
+from azdev_ica.domain.incidents import Severity, restore_due
 from azdev_ica.ledger.entry import EntryError, parse_entry
 
 __all__ = ["Difference", "ReplayReport", "replay_ledger"]
 
 PROJECTIONS = (
+    Approval,
+    ApprovalSignature,
     PipelineRun,
     RunAttempt,
     PipelineEvent,
@@ -65,6 +83,12 @@ PROJECTIONS = (
     RoleGrant,
     PersonLink,
     PersonToken,
+    Incident,
+    IncidentNote,
+    IncidentTask,
+    BackupRecord,
+    DrDrill,
+    *replay_gates.MODELS,
 )
 _LISTED = 50
 
@@ -144,6 +168,13 @@ class _Projector:
         self.grants: dict[int, dict[str, Any]] = {}
         self.links: list[dict[str, Any]] = []
         self.tokens: dict[str, dict[str, Any]] = {}
+        self.incidents: dict[int, dict[str, Any]] = {}
+        self.notes: list[dict[str, Any]] = []
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self.backups: list[dict[str, Any]] = []
+        self.drills: list[dict[str, Any]] = []
+        self.approvals: dict[int, dict[str, Any]] = {}
+        self.signatures: dict[tuple[int, str], dict[str, Any]] = {}
         self.other: Counter[str] = Counter()
         self.problems: list[str] = []
         self.handlers: dict[str, Callable[[dict[str, Any], datetime], None]] = {
@@ -161,7 +192,25 @@ class _Projector:
             "person.link": self.person_link,
             "token.create": self.token_create,
             "token.revoke": self.token_revoke,
+            "incident.open": self.incident_open,
+            "incident.note": self.incident_note,
+            "incident.status": self.incident_status,
+            "incident.rca": self.incident_rca,
+            "incident.task": self.incident_task,
+            "incident.task_done": self.incident_task_done,
+            "backup.record": self.backup_record,
+            "dr.drill": self.dr_drill,
+            "grant.delegate": self.grant_create,
+            "approval.request": self.approval_request,
+            "approval.sign": self.approval_sign,
+            "approval.withdraw": self.approval_close,
+            "approval.expire": self.approval_close,
+            "approval.sla_warning": self.approval_sla_warning,
+            "approval.sla_escalate": self.approval_sla_escalate,
         }
+        # The gate, locks and overrides (issue 5): see audit/replay_gates.py.
+        self.gates = replay_gates.GateProjector()
+        self.handlers.update(self.gates.handlers)
 
     def apply(self, where: str, body: dict[str, Any]) -> None:
         action = str(body.get("action"))
@@ -312,6 +361,69 @@ class _Projector:
             "revoked_by": None,
         }
 
+    def approval_request(self, body: dict[str, Any], at: datetime) -> None:
+        data, approval_id = body["data"], int(body["subject"]["id"])
+        self.approvals[approval_id] = {
+            "id": approval_id,
+            "run_key": data["run_key"],
+            "tenant": body["tenant"],
+            "stage": data["stage"],
+            "artifact_digest": data["artifact_digest"],
+            "commit": data["commit"],
+            "cost_impact_minor": data["cost_impact_minor"],
+            "budget_minor": data["budget_minor"],
+            "currency": data["currency"],
+            "status": "pending",
+            "open": True,
+            "requested_by": body["actor"]["id"],
+            "requester_person_id": data["requester_person_id"],
+            "requester_provider": data["requester_provider"],
+            "requester_provider_id": self._open(data["requester_provider_id"]),
+            "policy_hash": data["policy_sha256"],
+            "business_first": data["business_first"],
+            "requested_at": at,
+            "expires_at": _time(data["expires_at"]),
+            "sla_warning_due_at": _time(data["sla_warning_due_at"]),
+            "sla_due_at": _time(data["sla_due_at"]),
+            "sla_warned_at": None,
+            "escalated_at": None,
+            "decided_at": None,
+            "closed_reason": None,
+            "updated_at": at,
+        }
+
+    def approval_sign(self, body: dict[str, Any], at: datetime) -> None:
+        data, approval_id = body["data"], int(body["subject"]["id"])
+        self.signatures[(approval_id, data["half"])] = {
+            "approval_id": approval_id,
+            "half": data["half"],
+            "person_id": data["person_id"],
+            "role": data["role"],
+            "decision": data["decision"],
+            "comment": data["comment"],
+            "signed_at": at,
+        }
+        approval = self.approvals[approval_id]
+        approval.update(status=data["status"], updated_at=at)
+        if data["status"] in ("approved", "rejected"):
+            approval.update(decided_at=at, open=False)
+
+    def approval_close(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        self.approvals[int(body["subject"]["id"])].update(
+            status=data["status"],
+            updated_at=at,
+            decided_at=at,
+            open=False,
+            closed_reason=data.get("reason", "expired"),
+        )
+
+    def approval_sla_warning(self, body: dict[str, Any], at: datetime) -> None:
+        self.approvals[int(body["subject"]["id"])]["sla_warned_at"] = at
+
+    def approval_sla_escalate(self, body: dict[str, Any], at: datetime) -> None:
+        self.approvals[int(body["subject"]["id"])]["escalated_at"] = at
+
     def grant_revoke(self, body: dict[str, Any], at: datetime) -> None:
         self.grants[int(body["data"]["grant"])].update(
             revoked_at=at, revoked_by=body["actor"]["id"]
@@ -341,6 +453,124 @@ class _Projector:
 
     def token_revoke(self, body: dict[str, Any], at: datetime) -> None:
         self.tokens[body["data"]["token"]]["revoked_at"] = at
+
+    def _incident_note(self, body: dict[str, Any], at: datetime, kind: str, text: str) -> None:
+        self.notes.append(
+            {
+                "incident_id": int(body["subject"]["id"]),
+                "at": at,
+                "actor": body["actor"]["id"],
+                "kind": kind,
+                "text": text,
+            }
+        )
+
+    def incident_open(self, body: dict[str, Any], at: datetime) -> None:
+        data, number = body["data"], int(body["subject"]["id"])
+        detected = _time(data["detected_at"])
+        assert detected is not None
+        self.incidents[number] = {
+            "id": number,
+            "tenant": body["tenant"],
+            "stage": data["stage"],
+            "run_key": data["run_key"],
+            "title": data["title"],
+            "severity": data["severity"],
+            "status": "open",
+            "opened_at": at,
+            "opened_by": body["actor"]["id"],
+            "detected_at": detected,
+            "restore_due_at": restore_due(Severity(data["severity"]), detected),
+            "mitigated_at": None,
+            "resolved_at": None,
+            "closed_at": None,
+            "rca": None,
+            "rca_by": None,
+            "updated_at": at,
+        }
+        if data.get("summary"):
+            self._incident_note(body, at, "note", data["summary"])
+
+    def incident_note(self, body: dict[str, Any], at: datetime) -> None:
+        self.incidents[int(body["subject"]["id"])]["updated_at"] = at
+        self._incident_note(body, at, "note", body["data"]["text"])
+
+    def incident_status(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        incident = self.incidents[int(body["subject"]["id"])]
+        incident.update(status=data["to"], updated_at=at)
+        moment = {"mitigated": "mitigated_at", "resolved": "resolved_at", "closed": "closed_at"}
+        if data["to"] in moment:
+            incident[moment[data["to"]]] = at
+        elif data["to"] == "open":
+            incident["resolved_at"] = None
+        comment = data.get("comment")
+        text = f"{data['from']} -> {data['to']}" + (f": {comment.strip()}" if comment else "")
+        self._incident_note(body, at, "status", text)
+
+    def incident_rca(self, body: dict[str, Any], at: datetime) -> None:
+        incident = self.incidents[int(body["subject"]["id"])]
+        incident.update(rca=body["data"]["rca"], rca_by=body["actor"]["id"], updated_at=at)
+        self._incident_note(body, at, "rca", body["data"]["rca"])
+
+    def incident_task(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        self.tasks[int(data["task"])] = {
+            "id": int(data["task"]),
+            "incident_id": int(body["subject"]["id"]),
+            "title": data["title"],
+            "owner": data["owner"],
+            "due_at": _time(data["due_at"]),
+            "created_at": at,
+            "created_by": body["actor"]["id"],
+            "done_at": None,
+            "done_by": None,
+        }
+        self._incident_note(body, at, "task", f"task {data['task']}: {data['title']}")
+
+    def backup_record(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        self.backups.append(
+            {
+                "id": int(body["subject"]["id"]),
+                "tenant": body["tenant"],
+                "stage": data["stage"],
+                "kind": data["kind"],
+                "taken_at": _time(data["taken_at"]),
+                "size_bytes": data["size_bytes"],
+                "sha256": data["sha256"],
+                "encrypted": data["encrypted"],
+                "location": data["location"],
+                "recorded_at": at,
+                "recorded_by": body["actor"]["id"],
+            }
+        )
+
+    def dr_drill(self, body: dict[str, Any], at: datetime) -> None:
+        data = body["data"]
+        self.drills.append(
+            {
+                "id": int(body["subject"]["id"]),
+                "tenant": body["tenant"],
+                "stage": data["stage"],
+                "backup_id": data["backup"],
+                "started_at": _time(data["started_at"]),
+                "finished_at": _time(data["finished_at"]),
+                "succeeded": data["succeeded"],
+                "rto_seconds": data["rto_seconds"],
+                "rpo_seconds": data["rpo_seconds"],
+                "rto_target_seconds": data["rto_target_seconds"],
+                "rpo_target_seconds": data["rpo_target_seconds"],
+                "notes": data["notes"],
+                "recorded_at": at,
+                "recorded_by": body["actor"]["id"],
+            }
+        )
+
+    def incident_task_done(self, body: dict[str, Any], at: datetime) -> None:
+        task = self.tasks[int(body["data"]["task"])]
+        task.update(done_at=at, done_by=body["actor"]["id"])
+        self._incident_note(body, at, "task", f"task {task['id']} done")
 
 
 def _bodies(db: Database, report: ReplayReport) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -457,10 +687,55 @@ def _rows(session: Any) -> dict[str, list[dict[str, Any]]]:
         }
         for r in session.scalars(select(PersonToken))
     ]
+    out["azdev_incident"] = [
+        {c.key: getattr(r, c.key) for c in Incident.__table__.columns if c.key != "run_pk"}
+        for r in session.scalars(select(Incident))
+    ]
+    seq: Counter[int] = Counter()
+    notes = []
+    for r in session.scalars(select(IncidentNote).order_by(IncidentNote.id)):
+        seq[r.incident_id] += 1
+        notes.append(
+            {
+                "incident_id": r.incident_id,
+                "seq": seq[r.incident_id],
+                "at": r.at,
+                "actor": r.actor,
+                "kind": r.kind,
+                "text": r.text,
+            }
+        )
+    out["azdev_incident_note"] = notes
+    for model in (BackupRecord, DrDrill):
+        out[model.__tablename__] = [
+            {c.key: getattr(r, c.key) for c in model.__table__.columns}
+            for r in session.scalars(select(model))
+        ]
+    out["azdev_incident_task"] = [
+        {c.key: getattr(r, c.key) for c in IncidentTask.__table__.columns}
+        for r in session.scalars(select(IncidentTask))
+    ]
+    out["azdev_approval"] = [
+        {
+            **{
+                c.key: getattr(r, c.key)
+                for c in Approval.__table__.columns
+                if c.key not in ("run_pk", "open_key")
+            },
+            "open": r.open_key is not None,
+        }
+        for r in session.scalars(select(Approval))
+    ]
+    out["azdev_approval_signature"] = [
+        {c.key: getattr(r, c.key) for c in ApprovalSignature.__table__.columns if c.key != "id"}
+        for r in session.scalars(select(ApprovalSignature))
+    ]
+    out.update(replay_gates.rows(session))
     return out
 
 
 _NATURAL_KEYS = {
+    **replay_gates.NATURAL_KEYS,
     "azdev_pipeline_run": ("run_key",),
     "azdev_pipeline_run_attempt": ("run_key", "attempt"),
     "azdev_pipeline_event": ("run_key", "event_id"),
@@ -470,6 +745,13 @@ _NATURAL_KEYS = {
     "azdev_role_grant": ("id",),
     "azdev_person_link": ("provider", "provider_user_id"),
     "azdev_person_token": ("prefix",),
+    "azdev_incident": ("id",),
+    "azdev_incident_note": ("incident_id", "seq"),
+    "azdev_incident_task": ("id",),
+    "azdev_backup": ("id",),
+    "azdev_dr_drill": ("id",),
+    "azdev_approval": ("id",),
+    "azdev_approval_signature": ("approval_id", "half"),
 }
 
 
@@ -504,6 +786,23 @@ def _write_scratch(scratch: Database, projector: _Projector) -> None:
             PersonToken(digest="", last_used_at=None, **token)
             for token in projector.tokens.values()
         )
+        session.add_all(
+            Incident(run_pk=ids.get(incident["run_key"]), **incident)
+            for incident in projector.incidents.values()
+        )
+        session.flush()
+        session.add_all(IncidentNote(**note) for note in projector.notes)
+        session.add_all(IncidentTask(**task) for task in projector.tasks.values())
+        session.add_all(BackupRecord(**row) for row in projector.backups)
+        session.flush()
+        session.add_all(DrDrill(**row) for row in projector.drills)
+        for row in projector.approvals.values():
+            approval = {key: value for key, value in row.items() if key != "open"}
+            run_pk = ids[row["run_key"]]
+            open_key = f"{run_pk}:{row['tenant']}:{row['stage']}" if row["open"] else None
+            session.add(Approval(run_pk=run_pk, open_key=open_key, **approval))
+        session.flush()
+        session.add_all(ApprovalSignature(**row) for row in projector.signatures.values())
 
 
 def _compare(
@@ -556,6 +855,7 @@ def replay_ledger(db: Database) -> ReplayReport:
             Base.metadata.create_all(scratch.engine, tables=tables)  # type: ignore[arg-type]
             try:
                 _write_scratch(scratch, projector)
+                replay_gates.write_scratch(scratch, projector.gates)
             except Exception as exc:  # a ledger that cannot be rebuilt is a finding
                 report.problems.append(f"the rebuilt rows do not fit the tables: {exc}")
                 return report

@@ -28,6 +28,12 @@ class Permission(StrEnum):
     # tenants only), and what any signed-in person may do for themselves (own tokens).
     USER_ADMIN = "user:admin"
     SELF = "self"
+    # Incidents (seed 000 §6.2): opening and working them, and reading them.
+    INCIDENT_WRITE = "incident:write"
+    INCIDENT_READ = "incident:read"
+    # Backups and disaster-recovery drills (seed 000 §9): recording them, reading them.
+    DR_WRITE = "dr:write"
+    DR_READ = "dr:read"
 
 
 class Role(StrEnum):
@@ -46,7 +52,14 @@ class Role(StrEnum):
 
 
 _READERS = frozenset(
-    {Permission.RUN_READ, Permission.POLICY_READ, Permission.APPROVAL_READ, Permission.SELF}
+    {
+        Permission.RUN_READ,
+        Permission.POLICY_READ,
+        Permission.APPROVAL_READ,
+        Permission.INCIDENT_READ,
+        Permission.DR_READ,
+        Permission.SELF,
+    }
 )
 _SIGNERS = _READERS | {Permission.APPROVAL_SIGN, Permission.APPROVAL_DELEGATE}
 
@@ -58,6 +71,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.APPROVAL_REQUEST,
         Permission.GATE_EVALUATE,
         Permission.OVERRIDE_REQUEST,
+        Permission.INCIDENT_WRITE,
+        Permission.DR_WRITE,
     },
     Role.APPROVER_TECH: _SIGNERS,
     Role.APPROVER_BIZ: _SIGNERS,
@@ -73,7 +88,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SIGNOFF_DATA: _SIGNERS,
     Role.APPROVER_MAJOR: _SIGNERS,
     Role.TENANT_ADMIN: _READERS
-    | {Permission.AUDIT_READ, Permission.USER_ADMIN, Permission.LOCK_RELEASE},
+    | {
+        Permission.AUDIT_READ,
+        Permission.USER_ADMIN,
+        Permission.LOCK_RELEASE,
+        Permission.INCIDENT_WRITE,
+        Permission.DR_WRITE,
+    },
 }
 
 

@@ -112,9 +112,39 @@ def register(sub: Any) -> None:
     revoke.add_argument("--reason", required=True)
     revoke.set_defaults(func=_apikey_revoke)
 
+    outbox = sub.add_parser(
+        "outbox", help="queued notifications and callbacks (see and requeue deliveries)"
+    ).add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    outbox_list = outbox.add_parser("list", help="list outbox rows, newest first (no payloads)")
+    outbox_list.add_argument("--state", choices=("pending", "delivered", "failed"))
+    outbox_list.add_argument("--limit", type=int, default=50)
+    outbox_list.add_argument("--output", choices=("text", "json"), default="text")
+    outbox_list.set_defaults(func=_outbox_list)
+    outbox_retry = outbox.add_parser(
+        "retry", help="requeue failed rows (due now, with a fresh attempt budget)"
+    )
+    which = outbox_retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID")
+    which.add_argument("--all-failed", action="store_true", help="every failed row")
+    outbox_retry.set_defaults(func=_outbox_retry)
+
+    jobs = sub.add_parser("jobs", help="background jobs").add_subparsers(
+        dest="jobs_command", metavar="ACTION", required=True
+    )
+    jobs.add_parser(
+        "tick",
+        help="run every due job once now (delivery, SLA, expiries), under the jobs' leases",
+    ).set_defaults(func=_jobs_tick)
+
     openapi = sub.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--out", type=Path, help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
+
+    rbac = sub.add_parser(
+        "rbac", help="write the access matrix (routes x roles x tenant scope) as Markdown"
+    )
+    rbac.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    rbac.set_defaults(func=_rbac)
 
 
 def _date_or_time(value: str) -> datetime:
@@ -152,7 +182,11 @@ def _context(settings: Settings) -> Iterator[ServiceContext]:
     )
     try:
         yield ServiceContext(
-            db=db, clock=SystemClock(), pepper=pepper, ledger=LedgerConfig.from_settings(settings)
+            db=db,
+            clock=SystemClock(),
+            pepper=pepper,
+            ledger=LedgerConfig.from_settings(settings),
+            public_url=settings.resolved_public_url(),
         )
     finally:
         db.dispose()
@@ -442,3 +476,69 @@ def _openapi(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _rbac(args: argparse.Namespace) -> int:
+    from azdev_ica.api.rbac import access_matrix
+
+    text = access_matrix()
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# --- outbox and jobs -----------------------------------------------------------------------------
+
+
+@_guarded
+def _outbox_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from azdev_ica.services.outbox import list_messages
+
+    with _context(_settings()) as ctx:
+        views = list_messages(ctx, state=args.state, limit=args.limit)
+    items = [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(view).items()}
+        for view in views
+    ]
+    if args.output == "json":
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    for item in items:
+        target = item["channel"] + (f"/{item['destination']}" if item["destination"] else "")
+        error = f"  error={item['last_error']}" if item["last_error"] else ""
+        print(
+            f"{item['id']:>6}  {item['state']:9}  {target:24}  {item['topic']:28}  "
+            f"attempts={item['attempts']}  next={item['next_attempt_at']}{error}"
+        )
+    return EXIT_OK
+
+
+@_guarded
+def _outbox_retry(args: argparse.Namespace) -> int:
+    from azdev_ica.services.outbox import retry_failed
+
+    with _context(_settings()) as ctx:
+        requeued = retry_failed(
+            ctx, actor=_operator(), ids=None if args.all_failed else list(args.ids)
+        )
+    print(f"requeued {len(requeued)}: {' '.join(map(str, requeued)) or '-'}")
+    if not args.all_failed and len(requeued) < len(set(args.ids)):
+        missing = sorted(set(args.ids) - set(requeued))
+        return _fail(f"not failed (or unknown): {' '.join(map(str, missing))}")
+    return EXIT_OK
+
+
+@_guarded
+def _jobs_tick(args: argparse.Namespace) -> int:
+    from azdev_ica.jobs.lease import default_holder
+    from azdev_ica.jobs.scheduler import describe, tick
+
+    settings = _settings()
+    with _context(settings) as ctx:
+        result = tick(ctx, settings, holder=default_holder("cli"))
+    print(json.dumps(describe(result), indent=2, default=str))
+    return EXIT_OK if not result.failed else EXIT_INVALID

@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (also used by tests to check commands written in pipeline files)."""
-    from azdev_ica.cli import admin, ledger, pipeline, users
+    from azdev_ica.cli import admin, gate_client, ledger, pipeline, users
 
     parser = _Parser(
         prog="ica",
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(sub)
     ledger.register(sub)
     users.register(sub)
+    gate_client.register(sub)
     return parser
 
 

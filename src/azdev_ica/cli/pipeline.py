@@ -1,4 +1,5 @@
-"""`ica run start|event|finish|show`: the pipeline client.
+"""`ica run start|event|finish|show` (and `ica approval ...`, in cli/approvals.py): the
+pipeline client.
 
 It runs on build agents, so it imports nothing of the server (standard library only) and
 starts fast. Without flags it reads the pipeline's own variables:
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from azdev_ica.cli import http
+from azdev_ica.cli import approvals, http
 
 EXIT_OK = 0
 EXIT_REFUSED = http.EXIT_REFUSED
@@ -224,6 +225,8 @@ def register(sub: Any) -> None:
     show = add("show", "print the run as ICA recorded it")
     show.add_argument("--run-key", help="default: the current pipeline's run")
     show.set_defaults(func=_show)
+
+    approvals.register(sub, common)
 
 
 def _run_key_arguments(parser: argparse.ArgumentParser) -> None:

@@ -221,6 +221,9 @@ class AuditEntry(Base):
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(200))
     tenant: Mapped[str | None] = mapped_column(String(32))
+    # RFC 6962 leaf hash, written with the entry (NULL on entries sealed before 0007_ledger_speed,
+    # whose leaf hashes are rows of azdev_audit_node).
+    leaf: Mapped[bytes | None] = mapped_column(LargeBinary(32))
 
     __table_args__ = (
         PrimaryKeyConstraint("year", "idx"),
@@ -231,7 +234,9 @@ class AuditEntry(Base):
 
 
 class AuditNode(Base):
-    """A stored node of a shard's tree, keyed by `merkle.stored_hash_index` (leaves included)."""
+    """A stored node of a shard's tree, keyed by `merkle.stored_hash_index`: the nodes of level
+    `jobs.sealer.STORED_LEVEL` and above (lower ones are folded from the entries' leaf hashes;
+    shards sealed before 0007_ledger_speed also hold every lower node and the leaves)."""
 
     __tablename__ = "azdev_audit_node"
 
@@ -303,6 +308,109 @@ class PersonalDataOpening(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("kind", "value"),)
+
+
+class Incident(Base):
+    """An incident (seed 000 §6.2 `azdev.incident`): opened from a failed deployment or by
+    hand, worked through a timeline, closed only with a root-cause analysis."""
+
+    __tablename__ = "azdev_incident"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str | None] = mapped_column(String(32))
+    run_pk: Mapped[int | None] = mapped_column(ForeignKey("azdev_pipeline_run.id"))
+    run_key: Mapped[str | None] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime]
+    opened_by: Mapped[str] = mapped_column(String(200))
+    detected_at: Mapped[datetime]
+    restore_due_at: Mapped[datetime | None]
+    mitigated_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    rca: Mapped[str | None] = mapped_column(Text)
+    rca_by: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_azdev_incident_tenant_status", "tenant", "status"),)
+
+
+class IncidentNote(Base):
+    """One line of an incident's timeline (append-only): a note, a status change, the RCA."""
+
+    __tablename__ = "azdev_incident_note"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("azdev_incident.id"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # note | status | rca | task
+    text: Mapped[str] = mapped_column(Text)
+
+
+class IncidentTask(Base):
+    """A follow-up task of an incident (seed: "create follow-up tasks"); it may outlive the
+    incident's closure."""
+
+    __tablename__ = "azdev_incident_task"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("azdev_incident.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    due_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    done_at: Mapped[datetime | None]
+    done_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class BackupRecord(Base):
+    """Evidence of one backup (seed 000 §9.1): what, when, how big, its checksum, whether it
+    is encrypted, where it went. Append-only: evidence is never edited."""
+
+    __tablename__ = "azdev_backup"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # database | filestore | audit | ...
+    taken_at: Mapped[datetime]
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    encrypted: Mapped[bool] = mapped_column(Boolean)
+    location: Mapped[str] = mapped_column(String(400))
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_azdev_backup_target", "tenant", "stage", "taken_at"),)
+
+
+class DrDrill(Base):
+    """A disaster-recovery drill (seed 000 §9.1 "quarterly restore test"): a restore of a
+    backup, its measured RTO and RPO against the targets. Append-only."""
+
+    __tablename__ = "azdev_dr_drill"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    backup_id: Mapped[int] = mapped_column(ForeignKey("azdev_backup.id"))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    rto_seconds: Mapped[int] = mapped_column(BigInteger)
+    rpo_seconds: Mapped[int] = mapped_column(BigInteger)
+    rto_target_seconds: Mapped[int] = mapped_column(BigInteger)
+    rpo_target_seconds: Mapped[int] = mapped_column(BigInteger)
+    notes: Mapped[str | None] = mapped_column(Text)
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_azdev_dr_drill_target", "tenant", "finished_at"),)
 
 
 class JobLease(Base):
@@ -388,6 +496,55 @@ class PersonToken(Base):
     last_used_at: Mapped[datetime | None]
 
 
+class Credential(Base):
+    """A person's local sign-in secrets (the embedded default, no identity provider): an
+    argon2id password hash, and a TOTP secret encrypted with a key derived from the server
+    secret. `totp_last_step` is the last accepted time step: a code is good once."""
+
+    __tablename__ = "azdev_credential"
+
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("azdev_person.id"), primary_key=True, autoincrement=False
+    )
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_set_at: Mapped[datetime | None]
+    totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enrolled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins per login, keyed by an HMAC of the login so unknown logins are
+    throttled exactly like known ones (no enumeration through lockout behaviour)."""
+
+    __tablename__ = "azdev_signin_throttle"
+
+    login_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser. Only a hash of the session id is stored; idle and absolute
+    expiry are checked on every request. `extra_grants` holds the roles an identity
+    provider's groups gave for this session only ([[role, tenant or null], ...])."""
+
+    __tablename__ = "azdev_web_session"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16))  # password | oidc
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    extra_grants: Mapped[list[list[str | None]] | None] = mapped_column(PortableJSON)
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
+
+
 class Approval(Base):
     """A dual-approval request for one run and one target (tenant x stage), bound to the
     exact scope it was asked for (seed 000 §1.4). Its state is a projection of the ledger."""
@@ -416,8 +573,11 @@ class Approval(Base):
     requester_provider: Mapped[str | None] = mapped_column(String(16))
     requester_provider_id: Mapped[str | None] = mapped_column(String(200))
     policy_hash: Mapped[str] = mapped_column(String(64))
+    # Bound from the policy when asked: may the business half sign before the technical one.
+    business_first: Mapped[bool] = mapped_column(Boolean, default=False)
     requested_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+    sla_warning_due_at: Mapped[datetime]
     sla_due_at: Mapped[datetime]
     sla_warned_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
@@ -445,6 +605,39 @@ class ApprovalSignature(Base):
     __table_args__ = (UniqueConstraint("approval_id", "half"),)
 
 
+class ApprovalCallback(Base):
+    """An Azure DevOps check waiting in callback mode for an approval's decision: where to post
+    `TaskCompleted`, and the check's AuthToken, encrypted (`auth/secretbox.py`), never logged,
+    never in the ledger. The token lives 48 hours; approvals expire before that."""
+
+    __tablename__ = "azdev_approval_callback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(ForeignKey("azdev_approval.id"), index=True)
+    plan_url: Mapped[str] = mapped_column(String(2000))
+    project_id: Mapped[str] = mapped_column(String(100))
+    hub_name: Mapped[str] = mapped_column(String(64))
+    plan_id: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[str] = mapped_column(String(100))
+    timeline_id: Mapped[str | None] = mapped_column(String(100))
+    task_instance_id: Mapped[str] = mapped_column(String(100))
+    token_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    token_expires_at: Mapped[datetime]
+    notified_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Named by hand: the conventional name is longer than PostgreSQL's 63 characters.
+        UniqueConstraint(
+            "approval_id",
+            "plan_id",
+            "job_id",
+            "task_instance_id",
+            name="uq_azdev_approval_callback",
+        ),
+    )
+
+
 class OutboxMessage(Base):
     """A side effect (notification, provider callback) queued in the same transaction as
     the action that caused it, and delivered later by a job with retries and back-off."""
@@ -470,6 +663,127 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_azdev_outbox_due", "state", "next_attempt_at"),)
 
 
+# --- gates, deployment locks, emergency overrides (issue 5) ------------------------------------
+
+
+class DeployLock(Base):
+    """The deployment lock of one target (tenant x stage): at most one run holds it, until its
+    lease ends, the run finishes, or an administrator releases it. Mutable; every change is
+    an audit entry (lock.acquire, lock.release, lock.expire)."""
+
+    __tablename__ = "azdev_deploy_lock"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    holder_run_pk: Mapped[int | None] = mapped_column(ForeignKey("azdev_pipeline_run.id"))
+    holder_run_key: Mapped[str | None] = mapped_column(String(200))
+    acquired_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("tenant", "stage"),)
+
+
+class LockWaiter(Base):
+    """A run waiting for a target's lock, first come first served (`id` orders the queue)."""
+
+    __tablename__ = "azdev_lock_waiter"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    run_pk: Mapped[int] = mapped_column(ForeignKey("azdev_pipeline_run.id"))
+    run_key: Mapped[str] = mapped_column(String(200))
+    queued_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("tenant", "stage", "run_pk"),)
+
+
+class GateEvaluation(Base):
+    """One answer of the gate (append-only): what was asked, what was answered, and why."""
+
+    __tablename__ = "azdev_gate_decision"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int | None] = mapped_column(ForeignKey("azdev_pipeline_run.id"))
+    run_key: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    codes: Mapped[list[str]] = mapped_column(PortableJSON)
+    approval_id: Mapped[int | None] = mapped_column(BigInteger)
+    override_id: Mapped[int | None] = mapped_column(BigInteger)
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime]
+    decided_by: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_azdev_gate_decision_run", "run_pk", "tenant", "stage", "status"),)
+
+
+class Override(Base):
+    """An emergency override of the gate for one run and target: a reason, an override
+    signer's signature (two when the policy asks), an alert, and a review after the fact."""
+
+    __tablename__ = "azdev_override"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("azdev_pipeline_run.id"), index=True)
+    run_key: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | signed | rejected
+    signatures_required: Mapped[int] = mapped_column(Integer)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime]
+    signed_at: Mapped[datetime | None]
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    review_due_at: Mapped[datetime | None]
+    review_escalated_at: Mapped[datetime | None]
+    reviewed_at: Mapped[datetime | None]
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("azdev_person.id"))
+    review_findings: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_azdev_override_target", "tenant", "stage", "status"),)
+
+
+class OverrideSignature(Base):
+    """One override signer's signature on an override (append-only)."""
+
+    __tablename__ = "azdev_override_signature"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    override_id: Mapped[int] = mapped_column(ForeignKey("azdev_override.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"))
+    decision: Mapped[str] = mapped_column(String(8))  # approve | reject
+    comment: Mapped[str | None] = mapped_column(Text)
+    signed_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("override_id", "person_id"),)
+
+
+class UnauthorisedChange(Base):
+    """A `deploy` event for a target the run had no allow decision for (append-only)."""
+
+    __tablename__ = "azdev_unauthorised_change"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("azdev_pipeline_run.id"), index=True)
+    run_key: Mapped[str] = mapped_column(String(200))
+    event_id: Mapped[str] = mapped_column(String(100))
+    tenant: Mapped[str | None] = mapped_column(String(32))
+    stage: Mapped[str | None] = mapped_column(String(32))
+    detected_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("run_pk", "event_id"),)
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
@@ -481,4 +795,10 @@ APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_audit_checkpoint": (("year", "size"),),
     "azdev_audit_key": (("id",), ("vkey",)),
     "azdev_approval_signature": (("id",), ("approval_id", "half")),
+    "azdev_incident_note": (("id",),),
+    "azdev_backup": (("id",),),
+    "azdev_dr_drill": (("id",),),
+    "azdev_gate_decision": (("id",),),
+    "azdev_override_signature": (("id",), ("override_id", "person_id")),
+    "azdev_unauthorised_change": (("id",), ("run_pk", "event_id")),
 }

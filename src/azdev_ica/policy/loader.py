@@ -16,7 +16,8 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
 from azdev_ica.errors import PolicyError
-from azdev_ica.policy.model import Policy, Stage, Tenant
+from azdev_ica.policy.gates import gate_policy, gate_problems
+from azdev_ica.policy.model import ApprovalPolicy, Policy, Stage, Tenant
 
 MAX_POLICY_BYTES = 1_000_000
 MAX_POLICY_NODES = 100_000
@@ -79,7 +80,24 @@ def _build(content: dict[str, Any]) -> Policy:
         )
         for item in content["stages"]
     )
-    return Policy(tenants=tenants, stages=stages, sha256=digest, content=content)
+    return Policy(
+        tenants=tenants,
+        stages=stages,
+        sha256=digest,
+        content=content,
+        approvals=_approval_policy(content.get("approvals", {})),
+        gates=gate_policy(content),
+    )
+
+
+def _approval_policy(section: dict[str, Any]) -> ApprovalPolicy:
+    defaults = ApprovalPolicy()
+    return ApprovalPolicy(
+        sla_hours=float(section.get("sla_hours", defaults.sla_hours)),
+        warning_hours=float(section.get("warning_hours", defaults.warning_hours)),
+        expiry_hours=float(section.get("expiry_hours", defaults.expiry_hours)),
+        business_first_stages=frozenset(section.get("business_first_stages", ())),
+    )
 
 
 def _semantic_problems(content: dict[str, Any], root: yaml.Node, source: str) -> list[str]:
@@ -93,6 +111,8 @@ def _semantic_problems(content: dict[str, Any], root: yaml.Node, source: str) ->
                     f"{source}:{line}: /{section}/{index}/{key}: duplicate {item[key]!r}"
                 )
             seen.add(item[key])
+    problems.extend(_approval_problems(content, root, source))
+    problems.extend(gate_problems(content, lambda path: _line_of(root, path), source))
     for index, tenant in enumerate(content["tenants"]):
         try:
             ZoneInfo(tenant["timezone"])
@@ -101,6 +121,29 @@ def _semantic_problems(content: dict[str, Any], root: yaml.Node, source: str) ->
             problems.append(
                 f"{source}:{line}: /tenants/{index}/timezone: "
                 f"{tenant['timezone']!r} is not a known IANA time zone"
+            )
+    return problems
+
+
+def _approval_problems(content: dict[str, Any], root: yaml.Node, source: str) -> list[str]:
+    """The approvals section's rules across fields: warn before the SLA, stages that exist."""
+    section = content.get("approvals")
+    if not section:
+        return []
+    problems: list[str] = []
+    policy = _approval_policy(section)
+    if policy.warning_hours >= policy.sla_hours:
+        line = _line_of(root, ["approvals", "warning_hours"])
+        problems.append(
+            f"{source}:{line}: /approvals/warning_hours: the warning ({policy.warning_hours:g} h) "
+            f"must come before the SLA ({policy.sla_hours:g} h)"
+        )
+    stages = {stage["name"] for stage in content["stages"]}
+    for index, name in enumerate(section.get("business_first_stages", [])):
+        if name not in stages:
+            line = _line_of(root, ["approvals", "business_first_stages", index])
+            problems.append(
+                f"{source}:{line}: /approvals/business_first_stages/{index}: unknown stage {name!r}"
             )
     return problems
 

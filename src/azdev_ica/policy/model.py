@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from azdev_ica.policy.gates import GatePolicy
+
 
 @dataclass(frozen=True)
 class Tenant:
@@ -22,6 +24,17 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class ApprovalPolicy:
+    """The `approvals` section: when a request is late (SLA), when it warns, when it expires,
+    and where the business half may sign first (default: technical first, as in the seed)."""
+
+    sla_hours: float = 4.0
+    warning_hours: float = 2.0
+    expiry_hours: float = 24.0
+    business_first_stages: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated policy document and its hash (of the canonical JSON of its content)."""
 
@@ -29,6 +42,8 @@ class Policy:
     stages: tuple[Stage, ...]
     sha256: str
     content: dict[str, Any] = field(repr=False, compare=False)
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    gates: GatePolicy = field(default_factory=GatePolicy)
 
     def stage(self, name: str) -> Stage | None:
         return next((stage for stage in self.stages if stage.name == name), None)

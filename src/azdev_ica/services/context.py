@@ -95,6 +95,8 @@ class ServiceContext:
     pepper: bytes
     policies: PolicyCache = field(default_factory=PolicyCache)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    # Base URL of ICA's pages, for links in notifications (Settings.resolved_public_url).
+    public_url: str = "https://ica.localhost"
 
     def run_action(self, action: Callable[[Session], T], *, retries: int = 3) -> T:
         """Run `action` in one write transaction, retrying when a concurrent writer won a race.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,8 @@ from azdev_ica.errors import (
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
+from azdev_ica.services.locks import release_for_run
+from azdev_ica.services.unauthorised import check_deploy
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,12 @@ def start_run(
     A start with a higher attempt than the run's current one is a re-run: it reopens the run.
     """
     key = run_key(command.provider, command.project_id, command.run_id)
+    if not _token_reaches(principal, command.provider.value, command.project_id):
+        raise OutOfScope(
+            "a GitHub Actions token acts only on runs of its own repository "
+            f"(gh:{principal.claim('repository_id')}:...)"
+        )
+    command = _requester_from_token(principal, command)
     if not principal.can_for(Permission.RUN_WRITE, command.tenant):
         raise OutOfScope(
             "a tenant-scoped caller must name one of its tenants"
@@ -268,6 +276,9 @@ def record_event(
             },
             at=now,
         )
+        if command.phase is Phase.DEPLOY:
+            # A deploy the gate never allowed is an unauthorised change (issue 5).
+            check_deploy(ctx, session, run=run, event=event, actor=principal.actor)
         remember(
             session,
             idempotency,
@@ -329,6 +340,8 @@ def finish_run(
             run.flagged = finish.flagged
             run.end_time = ended
             run.updated_at = now
+            # The run's deployment locks and places in lock queues end with it (issue 5).
+            release_for_run(session, run=run, actor=principal.actor, now=now)
         append_audit(
             session,
             actor=principal.actor,
@@ -387,9 +400,35 @@ def _run_by_key(session: Session, key: str) -> PipelineRun:
 def _scoped_run(session: Session, key: str, principal: Principal) -> PipelineRun:
     run = _find_run(session, key)
     # Out of scope answers exactly like absent: a scoped caller learns nothing of other tenants.
-    if run is None or not principal.can_for(Permission.RUN_WRITE, run.tenant):
+    if (
+        run is None
+        or not principal.can_for(Permission.RUN_WRITE, run.tenant)
+        or not _token_reaches(principal, run.provider, run.project_id)
+    ):
         raise NotFound(f"no run {key!r}")
     return run
+
+
+def _token_reaches(principal: Principal, provider: str, project_id: str) -> bool:
+    """A GitHub Actions OIDC token names its repository: it reaches that repository's runs
+    (`gh:<repository_id>:...`) and no other, whatever role its identity maps to."""
+    repository_id = principal.claim("repository_id")
+    if repository_id is None:
+        return True
+    return provider == Provider.GITHUB.value and project_id == repository_id
+
+
+def _requester_from_token(principal: Principal, command: StartRun) -> StartRun:
+    """Who triggered the run comes from the signed token when it says (GitHub `actor_id`),
+    not from the body (DESIGN.md "Identity and roles"); a body that contradicts it is refused."""
+    actor_id = principal.claim("actor_id")
+    if actor_id is None:
+        return command
+    if command.requested_for is not None and command.requested_for != actor_id:
+        raise ValidationProblem(
+            "requested_for contradicts the token: GitHub's actor_id names who triggered the run"
+        )
+    return replace(command, requested_for=actor_id)
 
 
 def _attempt_row(session: Session, run: PipelineRun, attempt: int) -> RunAttempt | None:
