@@ -164,6 +164,8 @@ def settings(tmp_path: Path, db_url: str) -> Any:
         api_key_touch_seconds=0,
         # Tests seal deterministically with `seal_now(ctx)`; no background sealer.
         ledger_sealer=False,
+        # Callback tests run a stand-in Azure DevOps on loopback.
+        ado_callback_hosts=["127.0.0.1"],
         # Tests run jobs with `jobs.scheduler.tick(...)`; no background scheduler.
         jobs_scheduler=False,
     )

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # The base URL people open ICA at (links in notifications and approval answers), e.g.
     # https://ica.example.org. Default: https://<public_host>.
     public_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    # Hosts an Azure DevOps check's PlanUrl may name (callback mode): ICA posts the check's
+    # own token there, so only Azure DevOps itself by default. ".x" matches any subdomain.
+    ado_callback_hosts: list[str] = Field(default=["dev.azure.com", ".visualstudio.com"])
     api_key_touch_seconds: int = Field(default=60, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)

@@ -200,3 +200,33 @@ def test_a_lapsed_token_is_a_permanent_failure(client, check, people, ctx, setti
         deliver(message, settings)
     assert caught.value.permanent
     assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "plan_url",
+    [
+        "https://attacker.example/fabrikam/",
+        "https://dev.azure.com.attacker.example/fabrikam/",
+        "http://169.254.169.254/latest/",
+    ],
+)
+def test_the_token_goes_only_to_azure_devops_hosts(client, make_key, run_key, azure, plan_url):
+    headers = {**check_headers(azure, make_key("azdev_devops", ["to"])), "PlanUrl": plan_url}
+    response = client.post(
+        f"{API}/approval", json={"run_key": run_key, "callback": True}, headers=headers
+    )
+    assert response.status_code == 422
+    assert "not an Azure DevOps host" in response.json()["detail"]
+
+
+def test_the_default_hosts_are_azure_devops_only():
+    from azdev_ica.api.routes.approvals import _check_plan_url
+    from azdev_ica.errors import ValidationProblem
+    from azdev_ica.settings import Settings
+
+    allowed = Settings(secret_key="x" * 48).ado_callback_hosts
+    for good in ("https://dev.azure.com/fabrikam/", "https://fabrikam.visualstudio.com/"):
+        _check_plan_url(good, allowed)
+    for bad in ("https://visualstudio.com.evil.example/", "https://127.0.0.1/"):
+        with pytest.raises(ValidationProblem):
+            _check_plan_url(bad, allowed)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from azdev_ica.api.deps import Ctx, IdempotencyKey, json_body, require
@@ -239,6 +240,7 @@ def _idempotency(
 )
 def approval_request(
     body: ApprovalRequestBody,
+    request: Request,
     response: Response,
     ctx: Ctx,
     principal: Requester,
@@ -270,6 +272,7 @@ def approval_request(
         missing = [name for name in headers if name not in given]
         if missing:
             raise ValidationProblem(f"callback mode needs the headers {', '.join(missing)}")
+        _check_plan_url(given["PlanUrl"], request.app.state.settings.ado_callback_hosts)
         callback = AdoCallback(
             plan_url=given["PlanUrl"],
             project_id=given["ProjectId"],
@@ -290,6 +293,19 @@ def approval_request(
     )
     response.status_code = 201 if outcome.created else 200
     return _view(ctx, outcome.approval.id, principal)
+
+
+def _check_plan_url(plan_url: str, allowed: list[str]) -> None:
+    """ICA posts the check's token to PlanUrl: only to Azure DevOps hosts from settings, so a
+    caller cannot make ICA send anything to a host of its choosing."""
+    host = (urlsplit(plan_url).hostname or "").lower()
+    for entry in allowed:
+        entry = entry.lower()
+        if host == entry or (entry.startswith(".") and host.endswith(entry)):
+            return
+    raise ValidationProblem(
+        f"PlanUrl host {host!r} is not an Azure DevOps host ICA calls back (ICA_ADO_CALLBACK_HOSTS)"
+    )
 
 
 @router.get("/approval/{approval_id}", response_model=ApprovalOut)
