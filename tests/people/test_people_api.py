@@ -147,3 +147,12 @@ def test_bad_input_is_a_problem_not_a_500(client, make_key):
         answer = client.post(f"{API}{path}", json=body, headers=admin)
         assert answer.status_code in (404, 422), (path, body, answer.status_code)
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_a_person_without_roles_still_has_their_own_page(client, make_person):
+    newcomer = make_person("new@example.org")
+    me = client.get(f"{API}/me", headers=newcomer.headers)
+    assert me.status_code == 200
+    assert me.json()["grants"] == []
+    assert me.json()["permissions"] == ["self"]
+    assert client.get(f"{API}/runs", headers=newcomer.headers).status_code == 403

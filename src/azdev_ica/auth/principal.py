@@ -111,7 +111,10 @@ class Principal:
         return Actor(kind=self.kind, id=self.id, role=role.value if role else None)
 
     def can(self, permission: Permission) -> bool:
-        """Whether some grant gives `permission`, for at least one tenant."""
+        """Whether some grant gives `permission`, for at least one tenant. A signed-in person
+        always has `self` (their own page and tokens), even before holding any role."""
+        if permission is Permission.SELF and self.is_person:
+            return True
         return any(permission in permissions_of(grant.role) for grant in self.grants)
 
     def can_for(self, permission: Permission, tenant: str | None) -> bool:

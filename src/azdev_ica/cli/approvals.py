@@ -124,7 +124,13 @@ def _scope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", help="default: the run's stage")
     parser.add_argument("--artifact-digest", help="sha256:<64 hex>; default: the run's build")
     parser.add_argument("--commit", help="default: the run's commit")
-    parser.add_argument("--cost-minor", type=_natural, help="cost impact in minor units (cents)")
+    parser.add_argument(
+        "--cost-impact-minor",
+        "--cost-minor",
+        dest="cost_minor",
+        type=_natural,
+        help="cost impact in minor units (cents), as for `ica gate evaluate`",
+    )
     parser.add_argument("--budget-minor", type=_natural, help="approved budget in minor units")
     parser.add_argument("--currency", help="ISO 4217 code of cost and budget, e.g. NZD")
 
