@@ -51,12 +51,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from azdev_ica.adapters.checkpoint_store import CheckpointStoreError, FolderCheckpointStore
@@ -73,6 +72,7 @@ from azdev_ica.db.tables import (
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import LedgerUnavailable
+from azdev_ica.jobs import lease
 from azdev_ica.ledger.entry import MAX_INDEX, EntryError, compose_entry, entry_affixes
 from azdev_ica.ledger.keyfile import KeyFileError, read_signers
 from azdev_ica.ledger.merkle import (
@@ -139,52 +139,11 @@ class SealResult:
 # --- leases ----------------------------------------------------------------------------------
 
 
-def acquire_lease(ctx: ServiceContext, name: str, holder: str, seconds: float) -> bool:
-    """Take or renew the lease ``name`` for ``holder``; False while someone else holds it."""
-    now = ctx.clock.now()
-    expires = now + timedelta(seconds=seconds)
-    with ctx.db.write() as session:
-        taken = (
-            session.connection()
-            .execute(
-                update(JobLease)
-                .where(JobLease.name == name)
-                .where((JobLease.holder == holder) | (JobLease.expires_at <= now))
-                .values(holder=holder, expires_at=expires, acquired_at=now)
-            )
-            .rowcount
-        )
-        if taken:
-            return True
-        if session.get(JobLease, name) is not None:
-            return False
-    try:
-        with ctx.db.write() as session:
-            session.execute(
-                insert(JobLease).values(
-                    name=name, holder=holder, acquired_at=now, expires_at=expires
-                )
-            )
-    except IntegrityError:  # another process inserted it first
-        return False
-    return True
-
-
-def release_lease(ctx: ServiceContext, name: str, holder: str) -> None:
-    """Give the lease up at once (only if ``holder`` still holds it)."""
-    past = ctx.clock.now() - timedelta(seconds=1)
-    with ctx.db.write() as session:
-        session.execute(
-            update(JobLease)
-            .where(JobLease.name == name, JobLease.holder == holder)
-            .values(expires_at=past)
-        )
-
-
-def lease_holder(ctx: ServiceContext, name: str) -> tuple[str, datetime] | None:
-    with ctx.read() as session:
-        row = session.get(JobLease, name)
-        return None if row is None else (row.holder, row.expires_at)
+# The lease helpers live in jobs/lease.py (the scheduler's jobs use them too); these names
+# stay for the sealer's callers.
+acquire_lease = lease.acquire
+release_lease = lease.release
+lease_holder = lease.holder_of
 
 
 def _holds(session: Session, holder: str, now: datetime) -> bool:
