@@ -4,7 +4,6 @@ by subject or created on first sign-in, and the attacks on each step refused."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,11 +25,6 @@ from azdev_ica.auth.roles import Role
 from azdev_ica.db.tables import AuditInbox, Person, PersonLink, RoleGrant
 from tests.identity.conftest import HTML, JSON
 from tests.support.real_oidc import RealOidcProvider, sign_in_at_provider
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None,
-    reason="the real OpenID provider needs Node.js and npm",
-)
 
 CLIENT_ID = "ica-web"
 CLIENT_SECRET = "a-client-secret-for-tests-only"
