@@ -784,6 +784,15 @@ class UnauthorisedChange(Base):
     __table_args__ = (UniqueConstraint("run_pk", "event_id"),)
 
 
+# --- GitHub custom deployment protection rule (migration 0010) ---
+
+
+# --- Promotion: sign-offs and data refresh requests (migration 0011) ---
+
+
+# --- Governed policy changes (migration 0012) ---
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
