@@ -1,0 +1,244 @@
+"""How the pipeline client proves who it is: workload identity first, an API key otherwise.
+
+Standard library only (it runs on build agents). In order:
+
+1. Azure Pipelines workload identity federation. Inside `AzureCLI@2` with
+   `addSpnToEnvironment: true` the step's environment holds `idToken` (the federation
+   assertion Azure DevOps issued for the service connection), `servicePrincipalId` and
+   `tenantId`. With ICA_ENTRA_SCOPE set (e.g. `api://<ICA's app id>/.default`), `ica`
+   exchanges the assertion at Entra's token endpoint (client-credentials grant with a JWT
+   client assertion) and sends the access token as Bearer. No `az` command is involved.
+   ICA_ENTRA_AUTHORITY (default https://login.microsoftonline.com) names the authority.
+2. GitHub Actions OIDC. With `permissions: id-token: write` the runner sets
+   ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN; with ICA_AUDIENCE set,
+   `ica` asks the runner for a token with that audience and sends it as Bearer.
+3. ICA_TOKEN: an API key (or personal token) from a secret variable.
+
+Token values are never printed, logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from azdev_ica.cli.http import EXIT_AUTH, EXIT_UNAVAILABLE, IcaHttpError, redact_url
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+REQUEST_TIMEOUT = 10.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class IdentityError(IcaHttpError):
+    """The workload-identity token could not be obtained (a refusal: exit 4)."""
+
+    exit_code = EXIT_AUTH
+
+
+class IdentityUnavailable(IdentityError):
+    """The token endpoint did not answer, after retries (exit 5)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The bearer token to send (None: none) and where it came from, for messages."""
+
+    token: str | None
+    source: str
+
+    def __repr__(self) -> str:
+        return f"Credential(source={self.source!r}, token={'***' if self.token else None})"
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def resolve(
+    env: Mapping[str, str],
+    *,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Credential:
+    """The credential the environment offers (see the module's docstring for the order)."""
+    scope = _get(env, "ICA_ENTRA_SCOPE")
+    if scope and _get(env, "idToken"):
+        missing = [n for n in ("servicePrincipalId", "tenantId") if not _get(env, n)]
+        if missing:
+            raise IdentityError(
+                f"idToken is set but {' and '.join(missing)} is not: run `ica` inside "
+                "AzureCLI@2 with addSpnToEnvironment: true"
+            )
+        token = entra_token(
+            authority=_get(env, "ICA_ENTRA_AUTHORITY") or DEFAULT_AUTHORITY,
+            tenant_id=_get(env, "tenantId"),
+            client_id=_get(env, "servicePrincipalId"),
+            assertion=_get(env, "idToken"),
+            scope=scope,
+            timeout=timeout,
+            sleep=sleep,
+            clock=clock,
+        )
+        return Credential(token, "azure workload identity")
+    audience = _get(env, "ICA_AUDIENCE")
+    request_url = _get(env, "ACTIONS_ID_TOKEN_REQUEST_URL")
+    if audience and request_url:
+        request_token = _get(env, "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+        if not request_token:
+            raise IdentityError(
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN is not set: give the job "
+                "`permissions: id-token: write`"
+            )
+        token = github_token(
+            request_url=request_url,
+            request_token=request_token,
+            audience=audience,
+            timeout=timeout,
+            sleep=sleep,
+            clock=clock,
+        )
+        return Credential(token, "github oidc")
+    if audience and not request_url:
+        raise IdentityError(
+            "ICA_AUDIENCE is set but ACTIONS_ID_TOKEN_REQUEST_URL is not: give the job "
+            "`permissions: id-token: write`"
+        )
+    return Credential(_get(env, "ICA_TOKEN") or None, "ICA_TOKEN")
+
+
+def entra_token(
+    *,
+    authority: str,
+    tenant_id: str,
+    client_id: str,
+    assertion: str,
+    scope: str,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """An Entra access token for `scope`, by the client-credentials grant with the
+    federation assertion as the client assertion (the v2.0 token endpoint)."""
+    base = _check_url(authority.rstrip("/"), "ICA_ENTRA_AUTHORITY")
+    url = f"{base}/{urllib.parse.quote(tenant_id, safe='')}/oauth2/v2.0/token"
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "scope": scope,
+        }
+    ).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    data = _exchange("Entra ID", url, form, headers, timeout, sleep, clock)
+    token = data.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise IdentityError("Entra ID answered without an access_token")
+    return token
+
+
+def github_token(
+    *,
+    request_url: str,
+    request_token: str,
+    audience: str,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """A GitHub Actions OIDC token with `audience` from the runner's token service."""
+    _check_url(request_url, "ACTIONS_ID_TOKEN_REQUEST_URL")
+    joiner = "&" if urllib.parse.urlsplit(request_url).query else "?"
+    url = f"{request_url}{joiner}audience={urllib.parse.quote(audience, safe='')}"
+    headers = {"Authorization": f"bearer {request_token}", "Accept": "application/json"}
+    data = _exchange("the GitHub OIDC token service", url, None, headers, timeout, sleep, clock)
+    token = data.get("value")
+    if not isinstance(token, str) or not token:
+        raise IdentityError("the GitHub OIDC token service answered without a value")
+    return token
+
+
+def _check_url(url: str, what: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise IdentityError(f"{what} is not an http(s) URL: {redact_url(url)!r}")
+    return url
+
+
+def _exchange(
+    who: str,
+    url: str,
+    payload: bytes | None,
+    headers: dict[str, str],
+    timeout: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> dict[str, object]:
+    """One token request, retried on no answer and on 429/5xx within `timeout` seconds."""
+    where = redact_url(url.split("?", 1)[0])
+    deadline = clock() + timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        method = "GET" if payload is None else "POST"
+        # Only http(s) URLs reach here (_check_url).
+        request = urllib.request.Request(  # noqa: S310
+            url, data=payload, headers=headers, method=method
+        )
+        remaining = max(deadline - clock(), 0.001)
+        try:
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=min(REQUEST_TIMEOUT, remaining)
+            ) as response:
+                body = response.read()
+            return _parse(who, body)
+        except urllib.error.HTTPError as exc:
+            text = _error_text(exc)
+            exc.close()
+            if exc.code not in RETRY_STATUSES:
+                raise IdentityError(f"{who} refused the token request ({exc.code}){text}") from None
+            failure: IdentityError = IdentityUnavailable(f"{who} answered {exc.code}{text}")
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            failure = IdentityUnavailable(f"{who} at {where} is unreachable: {reason}")
+        delay = min(8.0, 0.5 * 2 ** (attempt - 1))
+        if clock() + delay >= deadline:
+            failure.message += f" (gave up after {attempt} attempt{'s' if attempt > 1 else ''})"
+            failure.args = (failure.message,)
+            raise failure
+        sleep(delay)
+
+
+def _parse(who: str, body: bytes) -> dict[str, object]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise IdentityError(f"{who} answered with something that is not JSON") from None
+    if not isinstance(data, dict):
+        raise IdentityError(f"{who} answered with something that is not a JSON object")
+    return data
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    """The OAuth error code and description (never the request, which holds the assertion)."""
+    try:
+        data = json.loads(exc.read() or b"{}")
+    except (ValueError, OSError, http.client.HTTPException):
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    error = str(data.get("error") or "")[:80]
+    description = " ".join(str(data.get("error_description") or "").split())[:200]
+    parts = [part for part in (error, description) if part]
+    return (": " + " - ".join(parts)) if parts else ""

@@ -1,0 +1,348 @@
+"""End to end on Azure Pipelines' side: the README's pipeline (pipelines/azure/example-pipeline.yml)
+compiled against the template and run step by step with bash against a real ICA (PostgreSQL,
+real HTTP), as an agent would run it: `ica` from the project's virtualenv, the Azure variables
+set, the workload identity exchanged at a local Entra ID, the environment's Invoke REST API
+check played in callback mode, people signing through the API, Azure DevOps receiving
+`TaskCompleted`, then the ledger verified and the run's entries proven included.
+
+The user's `make dist`, `make test-coverage`, `make scan` and `./deploy.sh` are small stand-in
+scripts in the work directory; `python3 -m pip install` is answered by a stand-in that checks it
+was asked for a hashed, dependency-free install (there is no package index here)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.pipelines.ado import Agent, StepRun, agent_path, compile_pipeline
+from tests.pipelines.conftest import RITA_ADO_ID, Stack
+from tests.pipelines.fakes import CLIENT_ID
+from tests.pipelines.scripts import AZURE_EXAMPLE, AZURE_TEMPLATE
+from tests.pipelines.workdir import make_workdir
+from tests.support.oidc import ENTRA_TENANT
+
+PROJECT = "6c3f0e1a-7777-4c2b-9d1e-0123456789ab"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+_build_ids = itertools.count(9001)
+
+
+class AzureRun:
+    """One pipeline run: its work directory, its variables and the agent that plays it."""
+
+    def __init__(
+        self, stack: Stack, tmp_path: Path, *, failing_tests: bool = False, **overrides: Any
+    ) -> None:
+        self.stack = stack
+        self.build_id = str(next(_build_ids))
+        self.run_key = f"ado:{PROJECT}:{self.build_id}"
+        self.work, tools = make_workdir(tmp_path, failing_tests=failing_tests)
+        parameters = yaml.safe_load(AZURE_EXAMPLE.read_text())["extends"]["parameters"]
+        parameters["icaUrl"] = stack.url
+        parameters.update(overrides)
+        self.parameters = parameters
+        self.pipeline = compile_pipeline(AZURE_TEMPLATE, parameters)
+        self.agent = Agent(
+            workdir=self.work,
+            path=agent_path(tools),
+            predefined={
+                "Build.BuildId": self.build_id,
+                "Build.BuildNumber": f"20261123.{self.build_id}",
+                "Build.DefinitionName": "farmer-registry-deploy",
+                "Build.SourceBranch": "refs/heads/main",
+                "Build.SourceVersion": COMMIT,
+                "Build.RequestedForId": RITA_ADO_ID,
+                "Build.RequestedForEmail": "rita@example.org",
+                "System.TeamProjectId": PROJECT,
+                "System.TeamProject": "registry",
+                "System.CollectionUri": f"{stack.ado.url}/fabrikam/",
+                "System.JobAttempt": "1",
+                "System.HostType": "build",
+                # A pipeline variable only the test sets: where "Entra ID" is.
+                "ICA_ENTRA_AUTHORITY": stack.tokens.url,
+            },
+            secrets={"ica-secrets": {"ICA_API_KEY": stack.keys["ci"]}},
+            connections={
+                "ica-deploy-wif": {
+                    "idToken": stack.tokens.ado_assertion(),
+                    "servicePrincipalId": CLIENT_ID,
+                    "tenantId": ENTRA_TENANT,
+                }
+            },
+        )
+        self.callbacks: list[dict[str, Any]] = []
+        self.approval: dict[str, Any] = {}
+
+    def environment_check(self, decisions: list[tuple[str, str]]) -> Any:
+        """The Invoke REST API check of the production environment, in callback mode."""
+
+        def check() -> bool:
+            job = f"job-{self.build_id}"
+            before = len(self.stack.ado.requests)
+            status, body = self.stack.check_callback(self.run_key, job)
+            assert (status, body["status"]) == (201, "pending"), body
+            assert (body["tenant"], body["stage"], body["run_key"]) == (
+                "to",
+                "production",
+                self.run_key,
+            )
+            self.stack.deliver()
+            assert len(self.stack.ado.requests) == before  # nothing before the decision
+            for person, decision in decisions:
+                self.approval = self.stack.sign(body["id"], person, decision)
+            self.stack.deliver()
+            [request] = self.stack.ado.requests[before:]
+            assert request["path"] == (
+                f"/fabrikam/{PROJECT}/_apis/distributedtask/hubs/checks/plans/plan-{job}/events"
+                "?api-version=2.0-preview.1"
+            )
+            assert request["headers"]["Authorization"] == f"Bearer job-access-token-{job}"
+            callback = json.loads(request["body"])
+            self.callbacks.append(callback)
+            assert callback == {
+                "name": "TaskCompleted",
+                "taskId": f"task-{job}",
+                "jobId": job,
+                "result": callback["result"],
+            }
+            return callback["result"] == "succeeded"
+
+        return check
+
+    def run(self) -> dict[str, str]:
+        return self.agent.run(self.pipeline)
+
+    def step(self, name: str) -> StepRun:
+        [found] = [step for step in self.agent.log if step.name == name]
+        return found
+
+    def output(self) -> str:
+        return "".join(step.stdout + step.stderr for step in self.agent.log)
+
+    def show(self) -> str:
+        return "\n".join(
+            f"[{s.stage}] {s.name}: {s.code}\n{s.stdout}{s.stderr}" for s in self.agent.log
+        )
+
+
+def digest_of(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_production_deploy_runs_through_every_hook(stack, tmp_path):
+    run = AzureRun(stack, tmp_path)
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    seen: dict[str, Any] = {}
+
+    def after(step: StepRun) -> None:
+        if step.name == "ICA gate":
+            seen["lock"] = stack.lock()
+            seen["gate"] = json.loads(step.stdout)
+
+    run.agent.on_step = after
+    entra_calls = stack.tokens.hits["entra"]
+
+    assert run.run() == {
+        "ica_build": "Succeeded",
+        "ica_deploy": "Succeeded",
+        "ica_closeout": "Succeeded",
+    }, run.show()
+    assert all(step.code == 0 for step in run.agent.log), run.show()
+
+    # The gate allowed and took the lock; the deploy step ran after it; finish released it.
+    assert seen["gate"]["status"] == "allow"
+    assert (seen["lock"]["status"], seen["lock"]["holder_run_key"]) == ("held", run.run_key)
+    assert (run.work / "deployed.txt").read_text() == (
+        "deployed dist/registry.tar.gz to to-production\n"
+    )
+    assert stack.lock()["status"] == "free"
+    assert run.callbacks == [
+        {"name": "TaskCompleted", "taskId": f"task-job-{run.build_id}",
+         "jobId": f"job-{run.build_id}", "result": "succeeded"},
+    ]  # fmt: skip
+    assert run.approval["status"] == "approved"
+
+    recorded = stack.run(run.run_key)
+    assert (recorded["status"], recorded["tenant"], recorded["stage"]) == (
+        "success",
+        "to",
+        "production",
+    )
+    assert recorded["artifact_digest"] == digest_of(run.work / "dist" / "registry.tar.gz")
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert list(events) == ["build", "test", "scan", "deploy"]
+    assert events["test"] == {"passed": True, "coverage_percent": 87.3}
+    assert events["scan"]["passed"] is True
+    assert events["deploy"] == {
+        "tenant": "to",
+        "stage": "production",
+        "status": "succeeded",
+        "notes": "environment to-production",
+    }
+
+    # Every `ica` step got its token from Entra ID with the federation assertion, itself.
+    ica_steps = [s for s in run.agent.log if s.name.startswith("ICA ") and s.code is not None]
+    assert stack.tokens.hits["entra"] - entra_calls == len(ica_steps) == 8
+    form = stack.tokens.seen_forms[-1]
+    assert (form["client_id"], form["scope"]) == (CLIENT_ID, run.parameters["entraScope"])
+    output = run.output()
+    assert form["client_assertion"] not in output
+    assert "eyJ" not in output  # no token of any kind printed
+
+    # The ledger verifies, and every entry of this run is in the log with its proof.
+    stack.seal()
+    verified = stack.audit_verify()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "RESULT: OK" in verified.stdout
+    refs = stack.audit_refs(run.run_key)
+    actions = stack.audit_actions(run.run_key)
+    for action in ("run.start", "run.event", "run.finish"):
+        assert action in actions, actions
+    assert len(refs) >= 6
+    for ref in refs:
+        status, receipt = stack.call(
+            "GET", f"/api/v1/azdev/audit/receipt/{ref}", stack.keys["admin"]
+        )
+        assert status == 200, receipt
+        assert receipt["status"] == "included"
+        assert receipt["inclusion_proof"]
+        assert receipt["checkpoint"]
+        assert run.run_key in receipt["entry"]
+
+
+def test_a_failed_test_step_fails_the_run_and_nothing_deploys(stack, tmp_path):
+    run = AzureRun(
+        stack, tmp_path, failing_tests=True, serviceConnection="", variableGroup="ica-secrets"
+    )
+    run.agent.checks["ica_deploy"] = lambda: pytest.fail("the deploy stage must not start")
+    assert run.run() == {
+        "ica_build": "Failed",
+        "ica_deploy": "Skipped",
+        "ica_closeout": "Succeeded",
+    }, run.show()
+    assert run.step("ICA test event (result and coverage)").code == 0
+    assert run.step("ICA scan event").code == 0
+    assert not (run.work / "deployed.txt").exists()
+    recorded = stack.run(run.run_key)
+    assert recorded["status"] == "failed"
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["test"] == {"passed": False}  # and no coverage: the report was not written
+    assert "deploy" not in events
+    assert stack.lock()["status"] == "free"
+    assert stack.keys["ci"] not in run.output()  # the API key reached ica, never the log
+
+
+def test_a_cancelled_run_is_recorded_cancelled_and_frees_the_lock(stack, tmp_path):
+    run = AzureRun(stack, tmp_path)
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    run.agent.cancel_before = "./deploy.sh"  # cancelled after the gate took the lock
+    results = run.run()
+    assert results == {
+        "ica_build": "Succeeded",
+        "ica_deploy": "Canceled",
+        "ica_closeout": "Canceled",
+    }, run.show()
+    assert run.step("ICA run finish").code == 0
+    assert run.step("ICA run finish (close-out)").code == 0  # the same status again: no-op
+    assert not (run.work / "deployed.txt").exists()
+    recorded = stack.run(run.run_key)
+    assert recorded["status"] == "cancelled"
+    assert "deploy" not in [event["phase"] for event in recorded["events"]]
+    assert stack.lock()["status"] == "free"
+    actions = stack.audit_actions(run.run_key)
+    assert actions.index("gate.decide") < actions.index("run.finish")  # allowed, then cancelled
+
+
+def test_a_rejected_approval_fails_the_run_through_the_close_out(stack, tmp_path):
+    run = AzureRun(stack, tmp_path)
+    run.agent.checks["ica_deploy"] = run.environment_check([("bob", "reject")])
+    assert run.run() == {
+        "ica_build": "Succeeded",
+        "ica_deploy": "Failed",
+        "ica_closeout": "Succeeded",
+    }, run.show()
+    assert run.callbacks[0]["result"] == "failed"
+    assert run.approval["status"] == "rejected"
+    assert not (run.work / "deployed.txt").exists()
+    assert stack.run(run.run_key)["status"] == "failed"
+    assert stack.lock()["status"] == "free"
+
+
+def test_in_wait_mode_the_deploy_job_asks_and_waits_for_the_approval(stack, tmp_path):
+    run = AzureRun(
+        stack, tmp_path, approvalMode="wait", serviceConnection="", variableGroup="ica-secrets"
+    )
+    signer = stack.sign_when_asked(run.run_key, [("alice", "approve"), ("bob", "approve")])
+    assert run.run() == {
+        "ica_build": "Succeeded",
+        "ica_deploy": "Succeeded",
+        "ica_closeout": "Succeeded",
+    }, run.show()
+    signer.join(timeout=5)
+    waited = json.loads(run.step("ICA approval (ask and wait)").stdout)
+    assert (waited["status"], waited["budget_minor"], waited["currency"]) == (
+        "approved",
+        200000,
+        "NZD",
+    )
+    assert (run.work / "deployed.txt").exists()
+    assert stack.run(run.run_key)["status"] == "success"
+    assert stack.lock()["status"] == "free"
+
+
+def test_ica_briefly_unreachable_is_retried(stack, tmp_path):
+    run = AzureRun(stack, tmp_path, icaUrl=stack.relay.url)
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    refused = stack.relay.refused
+
+    def before_gate(step: StepRun) -> None:
+        if step.stage == "ica_deploy" and step.name == "Install ica (pinned, hashed)":
+            stack.relay.down = True  # ICA restarts while the gate is asked
+            threading.Timer(1.5, lambda: setattr(stack.relay, "down", False)).start()
+
+    run.agent.on_step = before_gate
+    assert run.run()["ica_deploy"] == "Succeeded", run.show()
+    assert stack.relay.refused > refused
+    assert json.loads(run.step("ICA gate").stdout)["status"] == "allow"
+    assert stack.run(run.run_key)["status"] == "success"
+
+
+def test_ica_unreachable_for_too_long_fails_closed(stack, tmp_path):
+    run = AzureRun(stack, tmp_path, icaUrl=stack.relay.url, icaTimeoutSeconds=3)
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+
+    def around_gate(step: StepRun) -> None:
+        if step.stage == "ica_deploy" and step.name == "Install ica (pinned, hashed)":
+            stack.relay.down = True
+        if step.name == "ICA gate":
+            stack.relay.down = False  # back for the finish
+
+    run.agent.on_step = around_gate
+    try:
+        results = run.run()
+    finally:
+        stack.relay.down = False
+    assert results["ica_deploy"] == "Failed", run.show()
+    gate = run.step("ICA gate")
+    assert gate.code == 5
+    assert "is unreachable" in gate.stderr
+    assert "gave up after" in gate.stderr
+    deploy = run.step("./deploy.sh to-production dist/registry.tar.gz")
+    assert deploy.code is None  # not run
+    assert not (run.work / "deployed.txt").exists()
+    assert stack.run(run.run_key)["status"] == "failed"
+    assert stack.lock()["status"] == "free"

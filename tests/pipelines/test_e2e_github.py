@@ -1,0 +1,148 @@
+"""End to end on GitHub's side: the README's workflow (pipelines/github/example-deploy.yml) run
+step by step with bash against a real ICA (PostgreSQL, real HTTP), its `uses:` of ICA's
+composite action expanded from pipelines/github/action.yml, `ica` from the project's
+virtualenv, and an OIDC token with ICA's audience from a local ID-token service, signed with a
+key ICA trusts. People sign the approval through the API while the job waits for it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.pipelines.ado import agent_path
+from tests.pipelines.conftest import GITHUB_REPO_ID, RITA_GITHUB_ID, Stack
+from tests.pipelines.fakes import RUNNER_REQUEST_TOKEN
+from tests.pipelines.gha import Runner
+from tests.pipelines.scripts import GITHUB_ACTION, GITHUB_EXAMPLE
+from tests.pipelines.workdir import make_workdir
+
+_run_ids = itertools.count(7700001)
+ACTION = "platform/ica-pipelines/pipelines/github@"
+
+
+class GitHubRun:
+    def __init__(self, stack: Stack, tmp_path: Path, *, failing_tests: bool = False) -> None:
+        self.stack = stack
+        self.run_id = str(next(_run_ids))
+        self.run_key = f"gh:{GITHUB_REPO_ID}:{self.run_id}"
+        self.work, tools = make_workdir(tmp_path, failing_tests=failing_tests)
+        self.workflow = yaml.safe_load(GITHUB_EXAMPLE.read_text())
+        self.workflow["jobs"]["deploy"]["env"]["ICA_URL"] = stack.url
+        stack.tokens.github_claims = {"run_id": self.run_id}
+        self.runner = Runner(
+            workdir=self.work,
+            path=agent_path(tools),
+            github={
+                "GITHUB_RUN_ID": self.run_id,
+                "GITHUB_RUN_ATTEMPT": "1",
+                "GITHUB_REPOSITORY": "pacific/farmer-registry",
+                "GITHUB_REPOSITORY_ID": GITHUB_REPO_ID,
+                "GITHUB_SHA": "a" * 40,
+                "GITHUB_REF": "refs/heads/main",
+                "GITHUB_WORKFLOW": "deploy-production",
+                "GITHUB_ACTOR_ID": RITA_GITHUB_ID,
+            },
+            actions={ACTION: GITHUB_ACTION},
+            oidc={
+                "ACTIONS_ID_TOKEN_REQUEST_URL": stack.tokens.github_request_url(),
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN": RUNNER_REQUEST_TOKEN,
+            },
+        )
+
+    def run(self) -> str:
+        return self.runner.run(self.workflow, "deploy")
+
+    def step(self, fragment: str) -> Any:
+        found = [s for s in self.runner.log if fragment in s.name]
+        assert found, fragment
+        return found[-1]
+
+    def show(self) -> str:
+        return "\n".join(
+            f"{s.name}: {s.outcome} {s.code}\n{s.stdout}{s.stderr}" for s in self.runner.log
+        )
+
+
+def test_a_production_deploy_with_github_oidc(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path)
+    seen: dict[str, Any] = {}
+
+    def after(step: Any) -> None:
+        if step.name == "ICA gate":
+            seen["lock"] = stack.lock()
+
+    run.runner.on_step = after
+    hits = stack.tokens.hits["github"]
+    signer = stack.sign_when_asked(run.run_key, [("alice", "approve"), ("bob", "approve")])
+    assert run.run() == "success", run.show()
+    signer.join(timeout=5)
+    assert all(s.outcome in ("success",) for s in run.runner.log), run.show()
+    assert (seen["lock"]["status"], seen["lock"]["holder_run_key"]) == ("held", run.run_key)
+    assert (run.work / "deployed.txt").exists()
+    assert stack.lock()["status"] == "free"
+    approval = json.loads(run.step("ICA approval").stdout)
+    assert (approval["status"], approval["run_key"]) == ("approved", run.run_key)
+
+    recorded = stack.run(run.run_key)
+    assert (recorded["status"], recorded["provider"], recorded["requested_for"]) == (
+        "success",
+        "gh",
+        RITA_GITHUB_ID,
+    )
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert list(events) == ["build", "test", "scan", "deploy"]
+    assert events["test"] == {"passed": True, "coverage_percent": 87.3}
+    ica_steps = [s for s in run.runner.log if s.name.startswith("ICA ")]
+    assert stack.tokens.hits["github"] - hits == len(ica_steps) == 8  # each asked for its token
+    assert "eyJ" not in "".join(s.stdout + s.stderr for s in run.runner.log)
+
+    stack.seal()
+    verified = stack.audit_verify()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    refs = stack.audit_refs(run.run_key)
+    assert len(refs) >= 6
+    for ref in refs:
+        status, receipt = stack.call(
+            "GET", f"/api/v1/azdev/audit/receipt/{ref}", stack.keys["admin"]
+        )
+        assert (status, receipt["status"]) == (200, "included"), receipt
+        assert receipt["inclusion_proof"]
+
+
+def test_a_failed_test_step_ends_the_run_failed(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path, failing_tests=True)
+    assert run.run() == "failure", run.show()
+    assert run.step("ICA test").outcome == "success"  # if: success() || failure()
+    assert run.step("'phase': 'approval'").outcome == "skipped"
+    assert run.step("'phase': 'gate'").outcome == "skipped"
+    assert run.step("deploy.sh").outcome == "skipped"
+    assert run.step("ICA finish").outcome == "success"  # if: always()
+    recorded = stack.run(run.run_key)
+    assert recorded["status"] == "failed"
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["test"] == {"passed": False}
+    assert events["scan"]["passed"] is False  # the scan never ran
+    assert stack.lock()["status"] == "free"
+
+
+def test_a_cancelled_run_is_recorded_cancelled(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path)
+    run.runner.cancel_before = "phase': 'approval"
+    assert run.run() == "cancelled", run.show()
+    assert run.step("'phase': 'approval'").outcome == "skipped"
+    assert run.step("ICA finish").outcome == "success"
+    assert stack.run(run.run_key)["status"] == "cancelled"
+    assert stack.lock()["status"] == "free"
+
+
+def test_without_id_token_write_no_oidc_token_is_asked(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path)
+    run.workflow["permissions"] = {"contents": "read"}
+    assert run.run() == "failure"
+    start = run.step("ICA start")
+    assert start.code == 4
+    assert "id-token: write" in start.stderr
