@@ -4,7 +4,7 @@ server in the same run.
     .venv/bin/python bench/gate_latency.py [--requests N] [--sqlite]
 
 A server (uvicorn, one process, the background sealer on) runs on a PostgreSQL started here
-(fsync on), or on SQLite. A run of Tonga's staging stage has reported its tests and scan; the
+(fsync on), or on SQLite. A run of Tonga's development stage has reported its tests and scan; the
 same pipeline asks the gate N times (each answer is a full evaluation: the run, its events,
 its approval and override, the window, the lock taken or renewed, the decision row and its
 audit entry, all in one transaction). The figure that matters is the gate's median and p95
@@ -75,7 +75,9 @@ def _measure(url: str, folder: Path, requests: int) -> dict[str, list[float]]:
             run_id="1",
             pipeline_name="bench",
             tenant="to",
-            stage="staging",
+            # The example policy's promotion rules apply: development is the chain's first
+            # stage (a later one would need the stage before and its sign-offs first).
+            stage="development",
             artifact_digest="sha256:" + "ab" * 32,
         ),
     ).run

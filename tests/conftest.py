@@ -27,6 +27,26 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "examples" / "policy.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
+
+def example_policy(*, promotion: bool = False) -> str:
+    """The example policy's text; without its `promotion` section unless asked, since most
+    tests deploy straight to a stage without passing the stages before it (tests/fleet and
+    tests/promotion ask for it)."""
+    text = EXAMPLE_POLICY.read_text()
+    if promotion:
+        return text
+    kept, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("promotion:"):
+            skipping = True
+            continue
+        if skipping and line.strip() and not line[0].isspace():
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
 _pg_server: PgServer | None = None
 
 
@@ -198,7 +218,7 @@ def ctx(database: Any, clock: Any, settings: Any) -> Any:
     apply_policy(
         context,
         actor=Actor(kind="operator", id="test"),
-        document=EXAMPLE_POLICY.read_text(),
+        document=example_policy(),
         source=str(EXAMPLE_POLICY),
     )
     return context

@@ -145,6 +145,22 @@ class OverrideRefused(Forbidden):
     title = "The emergency override rules refuse this"
 
 
+class SignoffRefused(Forbidden):
+    """The sign-off rules refuse this signature; the `code` extension names the rule
+    (role_not_held, requester_cannot_sign)."""
+
+    slug = "signoff-refused"
+    title = "The sign-off rules refuse this"
+
+
+class RefreshRefused(Forbidden):
+    """The data refresh rules refuse this decision; the `code` extension names the rule
+    (role_not_held, requester_cannot_approve)."""
+
+    slug = "refresh-refused"
+    title = "The data refresh rules refuse this"
+
+
 class NotReady(IcaError):
     status = 503
     slug = "not-ready"
@@ -171,3 +187,20 @@ class LedgerUnavailable(IcaError):
     status = 503
     slug = "ledger-unavailable"
     title = "The audit ledger cannot seal now"
+
+
+class PolicyChangeRefused(Forbidden):
+    """The governed policy change rules refuse this signature or withdrawal; the `code`
+    extension names the rule (role_not_held, all_tenants_required, proposer_cannot_sign,
+    already_signed, proposal_closed, not_the_proposer)."""
+
+    slug = "policy-change-refused"
+    title = "The policy change rules refuse this"
+
+
+class StaleProposal(Conflict):
+    """The proposal was based on a policy version that is no longer the active one: it can
+    no longer be activated and must be proposed again on the active version."""
+
+    slug = "policy-proposal-stale"
+    title = "The policy proposal is based on a version that is no longer active"

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     # Hosts an Azure DevOps check's PlanUrl may name (callback mode): ICA posts the check's
     # own token there, so only Azure DevOps itself by default. ".x" matches any subdomain.
     ado_callback_hosts: list[str] = Field(default=["dev.azure.com", ".visualstudio.com"])
+    # GitHub custom deployment protection rule (docs/github.md): the GitHub App that answers
+    # the rule (its id and RS256 private key, PEM), the secret its webhook is signed with, and
+    # GitHub's REST API. ICA posts the installation token only to that API's host: a
+    # webhook's callback URL on any other host is never called.
+    github_app_id: int | None = Field(default=None, ge=1)
+    github_app_private_key_file: Path | None = None
+    github_webhook_secret: SecretStr = SecretStr("")
+    github_api_url: str = Field(
+        default="https://api.github.com", pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+    )
     api_key_touch_seconds: int = Field(default=60, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)

@@ -9,18 +9,22 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from azdev_ica.api.deps import PUBLIC, declared_permission
+from azdev_ica.api.deps import PUBLIC, SIGNED, declared_permission
 from azdev_ica.auth.roles import Permission, Role, permissions_of
 from tests.conftest import bearer
 
 API = "/api/v1/azdev"
 RUN_KEY = "ado:6c3f0e1a-1111-4c2b-9d1e-0123456789ab:4711"
+SHA256 = "sha256:" + "0" * 64
 
 # Routes anyone may call. Adding one here is a decision, not a convenience.
 PUBLIC_PATHS = {"/health", "/ready"}
 # The web UI's sign-in pages (docs/identity.md, "People"): public by nature, each refusing on
 # its own terms (the sign-in form's CSRF token, no configured identity provider), never 5xx.
 SIGN_IN_PATHS = {"/ui/login", "/ui/login/oidc", "/ui/auth/callback"}
+# Provider webhooks: no caller credentials, the body's signature instead (docs/github.md).
+# Any bearer key is refused there with a 401, like no signature at all.
+SIGNED_PATHS = {f"{prefix}/github/webhook" for prefix in ("/api/v1/azdev", "/api/azdev")}
 
 # A well-formed request per route, so an allowed role reaches the handler (and a refused one
 # is refused for its role, not for a bad body). Routes not listed get `{}` and sample params.
@@ -68,6 +72,15 @@ BODIES: dict[str, dict[str, Any]] = {
         "finished_at": "2026-11-01T01:00:00Z",
         "succeeded": True,
     },
+    # Promotion: a key is no person (sign-off, decision); a refresh request is recorded.
+    "/signoff": {"tenant": "to", "stage": "staging", "artifact_digest": SHA256, "kind": "qa"},
+    "/refresh": {
+        "tenant": "to",
+        "target_stage": "staging",
+        "reason": "walk",
+        "evidence": {"sha256": "0" * 64, "uri": "walk", "description": "walk"},
+    },
+    "/refresh/{request_id}/decide": {"decision": "approve"},
     # Approvals: the run and approval 1 do not exist (404), and the delegation ends in the
     # past (422), so an allowed role gets past its permission and no further.
     "/approval": {"run_key": RUN_KEY},
@@ -92,6 +105,7 @@ PATH_PARAMS = {
     "approval_id": "1",
     "incident_id": "1",
     "task_id": "1",
+    "request_id": "1",
 }
 # Refusals that are not about the role: the walk accepts these on granted routes.
 DOMAIN_REFUSALS = {"urn:ica:problem:person-required", "urn:ica:problem:approval-refused"}
@@ -138,6 +152,13 @@ def test_only_the_health_checks_are_public(app):
     assert public == PUBLIC_PATHS | SIGN_IN_PATHS
 
 
+def test_only_the_provider_webhooks_are_signed(app):
+    signed = {
+        route.path for route in api_routes(app) if declared_permission(route.dependant) == SIGNED
+    }
+    assert signed == SIGNED_PATHS
+
+
 def test_the_only_other_routes_are_the_api_documentation(app):
     others = {
         route.path for route in all_routes(app) if not isinstance(route.original_route, APIRoute)
@@ -146,7 +167,7 @@ def test_the_only_other_routes_are_the_api_documentation(app):
 
 
 def test_every_declared_permission_is_a_known_one(app):
-    known = {permission.value for permission in Permission} | {PUBLIC}
+    known = {permission.value for permission in Permission} | {PUBLIC, SIGNED}
     for route in api_routes(app):
         assert declared_permission(route.dependant) in known, route.path
 
@@ -203,6 +224,11 @@ def test_each_role_gets_exactly_its_permissions(app, client, make_key, role):
         assert response.status_code < 500, where
         if route.path in SIGN_IN_PATHS:
             continue  # public; the sign-in form refuses a post without its own CSRF token
+        if route.path in SIGNED_PATHS:
+            # A key is no signature: unauthenticated, whatever the role.
+            assert response.status_code == 401, where
+            assert response.json()["type"] == "urn:ica:problem:unauthenticated", where
+            continue
         if declared == PUBLIC or declared in granted:
             # Granted: never refused for the role (a person-only action may still say that
             # an API key is not a person, with its own problem type).

@@ -135,3 +135,32 @@ def test_credentials_in_the_url_never_reach_messages():
     assert http.redact_url("https://user:pw@ica.example:8443/x") == "https://ica.example:8443/x"
     with pytest.raises(ValueError, match="not an http"):
         http.Client("ftp://ica.example", None)
+
+
+def test_an_expired_workload_token_is_fetched_again_once(flaky):
+    """A workload-identity token that expired during a long wait: ICA answers 401, the
+    client asks the identity provider once more and repeats the request with the new token;
+    a second 401 is a refusal (exit 4), not a loop."""
+    problem = json.dumps({"type": "urn:ica:problem:x", "title": "No", "status": 401}).encode()
+    tokens = iter(["fresh-1", "fresh-2"])
+    flaky.answers = [(401, JSON, problem), (200, JSON, OK)]
+    workload = http.Client(flaky.url, "expired", timeout=30, refresh=lambda: next(tokens))
+    assert workload.get_json("/x").data == {"run_key": "ado:p:1"}
+    assert [s["headers"]["Authorization"] for s in flaky.seen] == [
+        "Bearer expired",
+        "Bearer fresh-1",
+    ]
+    flaky.answers = [(401, JSON, problem), (401, JSON, problem)]
+    again = http.Client(flaky.url, "expired", timeout=30, refresh=lambda: next(tokens))
+    with pytest.raises(http.AuthRefused):
+        again.get_json("/x")
+    assert flaky.seen[-1]["headers"]["Authorization"] == "Bearer fresh-2"
+    assert len(flaky.seen) == 4
+
+
+def test_an_api_key_is_never_refreshed(flaky):
+    problem = json.dumps({"type": "urn:ica:problem:x", "title": "No", "status": 401}).encode()
+    flaky.answers = [(401, JSON, problem)]
+    with pytest.raises(http.AuthRefused):
+        http.client_from_env(flaky.url, {"ICA_TOKEN": "k"}, timeout=5).get_json("/x")
+    assert len(flaky.seen) == 1

@@ -15,7 +15,7 @@ from azdev_ica.domain.runs import Phase, Provider
 from azdev_ica.services.approvals import RequestApproval, request_approval, sign_approval
 from azdev_ica.services.policies import apply_policy
 from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run
-from tests.conftest import EXAMPLE_POLICY
+from tests.conftest import example_policy
 
 API = "/api/v1/azdev"
 PROJECT = "6c3f0e1a-2222-4c2b-9d1e-0123456789ab"
@@ -31,7 +31,7 @@ _run_ids = itertools.count(100)
 
 def use_policy(ctx: Any, extra_yaml: str) -> None:
     """Apply the example policy with `extra_yaml` (whole top-level sections) appended."""
-    document = EXAMPLE_POLICY.read_text() + "\n" + extra_yaml
+    document = example_policy() + "\n" + extra_yaml
     apply_policy(ctx, actor=OPERATOR, document=document, source="test-policy")
 
 

@@ -69,6 +69,7 @@ def test_notifying_jobs_run_before_delivery():
         "lock-expiry",
         "override-review",
         "approval-sla",
+        "dr-drill-overdue",
         "outbox-delivery",
     ]
 

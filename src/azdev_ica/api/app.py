@@ -26,7 +26,11 @@ from azdev_ica.api.routes import (
     ui,
 )
 from azdev_ica.api.routes import gates as gate_routes
+from azdev_ica.api.routes import github as github_routes
 from azdev_ica.api.routes import notifications as notification_routes
+from azdev_ica.api.routes import policy as policy_routes
+from azdev_ica.api.routes import promotion as promotion_routes
+from azdev_ica.api.routes import report as report_routes
 from azdev_ica.api.schemas import Problem
 from azdev_ica.auth.jwt_bearer import JwtVerifier
 from azdev_ica.clock import Clock, SystemClock
@@ -133,6 +137,10 @@ def create_app(
     api.include_router(dr.router)
     api.include_router(metrics.router)
     api.include_router(inventory.router)
+    api.include_router(promotion_routes.router)
+    api.include_router(github_routes.router)  # signed by GitHub, not by a caller's key
+    api.include_router(policy_routes.router)
+    api.include_router(report_routes.router)
     app.include_router(api, prefix="/api/v1/azdev")
     # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
     app.include_router(api, prefix="/api/azdev", include_in_schema=False)

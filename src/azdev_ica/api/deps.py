@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 PERMISSION_ATTR = "ica_permission"
 PUBLIC = "public"
+# A provider's webhook: no caller credentials, the body's signature is checked instead.
+SIGNED = "signed"
 
 
 def get_ctx(request: Request) -> ServiceContext:
@@ -188,6 +190,14 @@ def public() -> Callable[[], None]:
 
     setattr(dependency, PERMISSION_ATTR, PUBLIC)
     return dependency
+
+
+def signed(check: Callable[..., Any]) -> Callable[..., Any]:
+    """Declares a route authenticated by a signature over its body (a provider's webhook, e.g.
+    GitHub's HMAC), not by a caller's credentials: `check` is the dependency that verifies it
+    and raises `Unauthenticated` when it does not hold."""
+    setattr(check, PERMISSION_ATTR, SIGNED)
+    return check
 
 
 def json_body(request: Request) -> None:

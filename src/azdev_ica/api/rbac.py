@@ -35,6 +35,15 @@ TENANT_SCOPE = {
     Permission.INCIDENT_READ: "incidents of the grant's tenants only; others answer 404",
     Permission.DR_WRITE: "backups and drills of the grant's tenants only",
     Permission.DR_READ: "backups and drills of the grant's tenants only",
+    Permission.SIGNOFF_SIGN: "the grant's tenants, and only the kind its role signs",
+    Permission.SIGNOFF_READ: "sign-offs of the grant's tenants only",
+    Permission.REFRESH_REQUEST: "data refresh requests of the grant's tenants only",
+    Permission.REFRESH_APPROVE: (
+        "the grant's tenants, with the policy's refresh approver role; others answer 404"
+    ),
+    Permission.REFRESH_READ: "data refresh requests of the grant's tenants only",
+    Permission.POLICY_PROPOSE: "nothing: a policy governs every tenant (all-tenants grant)",
+    Permission.POLICY_SIGN: "nothing: a policy governs every tenant (all-tenants grant)",
 }
 
 _ABBREVIATIONS = {
@@ -115,6 +124,9 @@ def access_matrix_markdown(app: Any) -> str:
         "an API key never acts as a person (`person-required`); the requester of a change never",
         "signs it, and one person never signs both halves of a dual approval; nobody grants",
         "roles to themselves; a GitHub Actions token reaches only its own repository's runs.",
+        "Routes whose permission is `signed` take no caller credentials and no role reaches",
+        "them: the provider signs the body (GitHub's webhook, HMAC-SHA256 with the webhook",
+        "secret; docs/github.md).",
         "",
     ]
     return "\n".join(lines)

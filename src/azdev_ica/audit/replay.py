@@ -7,7 +7,8 @@ Projections rebuilt (each from the actions listed):
 - `azdev_pipeline_run`, `azdev_pipeline_run_attempt`: run.start, run.reopen, run.event (a
   build's artifact digest), run.finish;
 - `azdev_pipeline_event`: run.event;
-- `azdev_policy_version`: policy.apply;
+- `azdev_policy_version`: policy.apply, policy.activate; `azdev_policy_proposal`,
+  `azdev_policy_signature`: see audit/replay_policy.py;
 - `azdev_api_key` (all but the secret's digest and the last-use time, which are not actions):
   apikey.create, apikey.revoke;
 - `azdev_person`: person.create, person.disable; `azdev_role_grant`: grant.create,
@@ -16,6 +17,7 @@ Projections rebuilt (each from the actions listed):
 - `azdev_incident`, `azdev_incident_note`, `azdev_incident_task`: incident.open,
   incident.note, incident.status, incident.rca, incident.task, incident.task_done;
 - `azdev_backup`: backup.record; `azdev_dr_drill`: dr.drill;
+- `azdev_signoff`, `azdev_refresh_request`: see `audit/replay_promotion.py`;
 - `azdev_approval`: approval.request, approval.sign, approval.withdraw, approval.expire,
   approval.sla_warning, approval.sla_escalate (its open key is compared as open or not, since
   it holds a surrogate id); `azdev_approval_signature`: approval.sign; a delegated approver
@@ -40,7 +42,7 @@ from typing import Any
 
 from sqlalchemy import exists, func, insert, select
 
-from azdev_ica.audit import replay_gates
+from azdev_ica.audit import replay_gates, replay_policy, replay_promotion
 from azdev_ica.db.engine import Database
 from azdev_ica.db.tables import (
     ApiKey,
@@ -89,6 +91,8 @@ PROJECTIONS = (
     BackupRecord,
     DrDrill,
     *replay_gates.MODELS,
+    *replay_policy.MODELS,
+    *replay_promotion.MODELS,
 )
 _LISTED = 50
 
@@ -211,6 +215,12 @@ class _Projector:
         # The gate, locks and overrides (issue 5): see audit/replay_gates.py.
         self.gates = replay_gates.GateProjector()
         self.handlers.update(self.gates.handlers)
+        # Governed policy changes: proposals, signatures, activated versions.
+        self.governance = replay_policy.PolicyProjector(self.policies)
+        self.handlers.update(self.governance.handlers)
+        # Sign-offs and data refresh requests (seed 002): see audit/replay_promotion.py.
+        self.promotion = replay_promotion.PromotionProjector()
+        self.handlers.update(self.promotion.handlers)
 
     def apply(self, where: str, body: dict[str, Any]) -> None:
         action = str(body.get("action"))
@@ -731,11 +741,15 @@ def _rows(session: Any) -> dict[str, list[dict[str, Any]]]:
         for r in session.scalars(select(ApprovalSignature))
     ]
     out.update(replay_gates.rows(session))
+    out.update(replay_policy.rows(session))
+    out.update(replay_promotion.rows(session))
     return out
 
 
 _NATURAL_KEYS = {
     **replay_gates.NATURAL_KEYS,
+    **replay_policy.NATURAL_KEYS,
+    **replay_promotion.NATURAL_KEYS,
     "azdev_pipeline_run": ("run_key",),
     "azdev_pipeline_run_attempt": ("run_key", "attempt"),
     "azdev_pipeline_event": ("run_key", "event_id"),
@@ -856,6 +870,8 @@ def replay_ledger(db: Database) -> ReplayReport:
             try:
                 _write_scratch(scratch, projector)
                 replay_gates.write_scratch(scratch, projector.gates)
+                replay_policy.write_scratch(scratch, projector.governance)
+                replay_promotion.write_scratch(scratch, projector.promotion)
             except Exception as exc:  # a ledger that cannot be rebuilt is a finding
                 report.problems.append(f"the rebuilt rows do not fit the tables: {exc}")
                 return report

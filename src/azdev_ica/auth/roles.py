@@ -34,6 +34,19 @@ class Permission(StrEnum):
     # Backups and disaster-recovery drills (seed 000 §9): recording them, reading them.
     DR_WRITE = "dr:write"
     DR_READ = "dr:read"
+    # Governed policy changes (seed 000 §8.1): proposing a new policy version, and signing
+    # one (two different approvers, never the proposer; both need an all-tenants grant).
+    POLICY_PROPOSE = "policy:propose"
+    POLICY_SIGN = "policy:sign"
+
+    # Promotion (seed 002): signing a sign-off (the signing-time role check for the tenant
+    # and the kind is the sign-off service's) and reading them; data refresh requests from
+    # production into a lower stage: asking (and marking done), approving, reading.
+    SIGNOFF_SIGN = "signoff:sign"
+    SIGNOFF_READ = "signoff:read"
+    REFRESH_REQUEST = "refresh:request"
+    REFRESH_APPROVE = "refresh:approve"
+    REFRESH_READ = "refresh:read"
 
 
 class Role(StrEnum):
@@ -58,6 +71,8 @@ _READERS = frozenset(
         Permission.APPROVAL_READ,
         Permission.INCIDENT_READ,
         Permission.DR_READ,
+        Permission.SIGNOFF_READ,
+        Permission.REFRESH_READ,
         Permission.SELF,
     }
 )
@@ -73,9 +88,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.OVERRIDE_REQUEST,
         Permission.INCIDENT_WRITE,
         Permission.DR_WRITE,
+        Permission.POLICY_PROPOSE,
+        Permission.REFRESH_REQUEST,
     },
-    Role.APPROVER_TECH: _SIGNERS,
-    Role.APPROVER_BIZ: _SIGNERS,
+    Role.APPROVER_TECH: _SIGNERS | {Permission.POLICY_SIGN, Permission.REFRESH_APPROVE},
+    Role.APPROVER_BIZ: _SIGNERS | {Permission.POLICY_SIGN, Permission.REFRESH_APPROVE},
     # "Read-only access to run ledger" and the audit trail.
     Role.AUDITOR: _READERS | {Permission.AUDIT_READ},
     # "Configure ICA, emergency overrides": everything except signing approvals, which only
@@ -83,10 +100,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission) - {Permission.APPROVAL_SIGN, Permission.APPROVAL_DELEGATE},
     Role.OVERRIDE_SIGNER: _READERS | {Permission.OVERRIDE_SIGN},
     Role.ESCALATION: _READERS,
-    Role.SIGNOFF_QA: _SIGNERS,
-    Role.SIGNOFF_UAT: _SIGNERS,
-    Role.SIGNOFF_DATA: _SIGNERS,
-    Role.APPROVER_MAJOR: _SIGNERS,
+    Role.SIGNOFF_QA: _SIGNERS | {Permission.SIGNOFF_SIGN},
+    Role.SIGNOFF_UAT: _SIGNERS | {Permission.SIGNOFF_SIGN},
+    Role.SIGNOFF_DATA: _SIGNERS | {Permission.SIGNOFF_SIGN},
+    Role.APPROVER_MAJOR: _SIGNERS | {Permission.SIGNOFF_SIGN},
     Role.TENANT_ADMIN: _READERS
     | {
         Permission.AUDIT_READ,
@@ -94,6 +111,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.LOCK_RELEASE,
         Permission.INCIDENT_WRITE,
         Permission.DR_WRITE,
+        Permission.REFRESH_REQUEST,
+        Permission.REFRESH_APPROVE,
     },
 }
 

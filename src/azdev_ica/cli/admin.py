@@ -57,8 +57,10 @@ def register(sub: Any) -> None:
         "init",
         help="prepare an embedded instance: secret, database, policy, first admin key",
         description="Idempotent: creates the server secret (mode 0600) unless it exists, "
-        "migrates the database, applies the policy file if it changed, and creates a "
-        "first admin API key (printed once) unless an admin key exists.",
+        "migrates the database, applies the policy file if no policy is active yet (later "
+        "changes are proposed and signed: `ica policy propose`; a different file is not "
+        "applied, the active policy stays and a notice says so), and creates a first admin "
+        "API key (printed once) unless an admin key exists.",
     )
     init.add_argument("--policy", type=Path, required=True, help="policy YAML file")
     init.set_defaults(func=_init)
@@ -85,10 +87,38 @@ def register(sub: Any) -> None:
     validate = policy.add_parser("validate", help="check a policy file; errors name the line")
     validate.add_argument("file", type=Path)
     validate.set_defaults(func=_policy_validate)
-    apply = policy.add_parser("apply", help="make a policy file the active policy")
+    apply = policy.add_parser(
+        "apply",
+        help="apply the first policy; after that only with --break-glass (recovery)",
+        description="Changes are governed: `ica policy propose` and two approvers' signatures. "
+        "On the server host an operator may still apply a file directly to recover, with "
+        "--break-glass and a reason, recorded in the audit trail as such.",
+    )
     apply.add_argument("file", type=Path)
+    apply.add_argument(
+        "--break-glass",
+        action="store_true",
+        help="bypass the two approvers (recovery only; audited as a break-glass apply)",
+    )
+    apply.add_argument("--reason", help="why (required with --break-glass)")
     apply.set_defaults(func=_policy_apply)
     policy.add_parser("show", help="print the active policy").set_defaults(func=_policy_show)
+    diff = policy.add_parser(
+        "diff",
+        help="diff two policy versions, or the active policy and a file",
+        description="A unified diff of the canonical JSON of two policies and a short summary. "
+        "Refs: a policy file, a version id, a sha256 (prefix of 7+), or proposal:ID. "
+        "Defaults: FILE against the active policy; without FILE, the active policy against "
+        "the version before it. Exit 0 when identical, 1 when they differ.",
+    )
+    diff.add_argument("file", type=Path, nargs="?", help="same as --to FILE")
+    diff.add_argument("--from", dest="from_ref", metavar="REF", help="default: see above")
+    diff.add_argument("--to", dest="to_ref", metavar="REF", help="default: the active policy")
+    diff.add_argument("--output", choices=("text", "json"), default="text")
+    diff.set_defaults(func=_policy_diff)
+    from azdev_ica.cli import policy_client
+
+    policy_client.register(policy)
 
     apikey = sub.add_parser("apikey", help="machine credentials").add_subparsers(
         dest="apikey_command", metavar="ACTION", required=True
@@ -286,13 +316,19 @@ def _init(args: argparse.Namespace) -> int:
     with _context(settings) as ctx:
         migrate.upgrade(ctx.db.engine)
         try:
+            # The very first policy only: after that, changes are proposed and signed.
             applied = apply_policy(
-                ctx, actor=_operator(), document=document, source=str(args.policy)
+                ctx, actor=_operator(), document=document, source=str(args.policy), bootstrap=True
             )
         except IcaError as exc:
-            return _fail(str(exc))
-        state = "applied" if applied.changed else "unchanged"
-        print(f"policy {applied.policy.sha256[:12]} {state}")
+            if exc.extensions.get("code") != "policy_governed":
+                return _fail(str(exc))
+            # Not a failure: `make run` keeps serving the policy the approvers signed.
+            print(f"ica: {exc.detail}; the policy file was not applied", file=sys.stderr)
+            applied = None
+        if applied is not None:
+            state = "applied" if applied.changed else "unchanged"
+            print(f"policy {applied.policy.sha256[:12]} {state}")
         from azdev_ica.cli.ledger import ensure_signing_key
 
         ensure_signing_key(settings, ctx)
@@ -367,17 +403,90 @@ def _policy_apply(args: argparse.Namespace) -> int:
     from azdev_ica.errors import IcaError
     from azdev_ica.services.policies import apply_policy
 
+    if args.break_glass and not (args.reason or "").strip():
+        return _fail("--break-glass needs --reason TEXT (recorded in the audit trail)", EXIT_USAGE)
     try:
         document = args.file.read_text(encoding="utf-8")
         with _context(_settings()) as ctx:
-            applied = apply_policy(ctx, actor=_operator(), document=document, source=str(args.file))
+            applied = apply_policy(
+                ctx,
+                actor=_operator(),
+                document=document,
+                source=str(args.file),
+                bootstrap=not args.break_glass,
+                break_glass_reason=args.reason if args.break_glass else None,
+            )
     except (OSError, IcaError) as exc:
         for problem in getattr(exc, "extensions", {}).get("problems", [str(exc)]):
             print(problem, file=sys.stderr)
+        if getattr(exc, "extensions", {}).get("code") == "policy_governed":
+            print(
+                "to recover without the approvers (audited): "
+                "ica policy apply FILE --break-glass --reason TEXT",
+                file=sys.stderr,
+            )
         return EXIT_INVALID
     state = "applied" if applied.changed else "already active"
-    print(f"policy {applied.policy.sha256} {state} (version {applied.version_id})")
+    glass = " by break-glass" if args.break_glass and applied.changed else ""
+    print(f"policy {applied.policy.sha256} {state}{glass} (version {applied.version_id})")
     return EXIT_OK
+
+
+@_guarded
+def _policy_diff(args: argparse.Namespace) -> int:
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.policy_changes import diff_documents, resolve_ref
+
+    to_ref = args.to_ref
+    if args.file is not None:
+        if to_ref is not None:
+            return _fail("give FILE or --to, not both", EXIT_USAGE)
+        to_ref = str(args.file)
+    try:
+        with _context(_settings()) as ctx, ctx.read() as session:
+            to_file = _policy_file(to_ref)
+            if to_file is not None:
+                to_doc, to_label, base = to_file, to_ref, None
+                if args.from_ref is None:  # a file against the active policy
+                    active_doc, active_label, _ = resolve_ref(session, None)
+                    from_doc, from_label = active_doc, f"active {active_label}"
+            else:
+                to_doc, to_label, base = resolve_ref(session, to_ref)
+            if args.from_ref is not None:
+                from_file = _policy_file(args.from_ref)
+                if from_file is not None:
+                    from_doc, from_label = from_file, args.from_ref
+                else:
+                    from_doc, from_label, _ = resolve_ref(session, args.from_ref)
+            elif to_file is None:
+                if base is None:
+                    return _fail(f"there is no policy version before {to_label}: give --from")
+                from_doc, from_label = base.document, f"version {base.id}"
+            diff = diff_documents(from_doc, from_label, to_doc, to_label)
+    except OSError as exc:
+        return _fail(f"cannot read the policy file: {exc}")
+    except IcaError as exc:
+        for problem in exc.extensions.get("problems", [exc.detail]):
+            print(f"ica: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.output == "json":
+        print(json.dumps(diff.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(diff.summary_lines()))
+        if diff.unified:
+            print()
+            print(diff.unified, end="")
+    return EXIT_OK if diff.identical else 1
+
+
+def _policy_file(ref: str | None) -> str | None:
+    """A ref that names an existing file: its text (refs that are not files: None)."""
+    if ref is None or ref.startswith("proposal:"):
+        return None
+    path = Path(ref)
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8")
 
 
 @_guarded

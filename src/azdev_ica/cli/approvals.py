@@ -252,9 +252,8 @@ def _execute(
         url = args.url or env.get("ICA_URL", "").strip()
         if not url:
             raise UsageError("set ICA_URL (or --url) to ICA's base URL")
-        token = env.get("ICA_TOKEN", "").strip() or None
         try:
-            client = http.Client(url, token, timeout=client_timeout or args.timeout)
+            client = http.client_from_env(url, env, timeout=client_timeout or args.timeout)
         except ValueError as exc:
             raise UsageError(f"ICA_URL: {exc}") from None
         return call(client, env)

@@ -87,6 +87,14 @@ def register(sub: Any) -> None:
     )
     evaluate.add_argument("--sbom", metavar="FILE", help="a CycloneDX SBOM (JSON)")
     evaluate.add_argument(
+        "--version", dest="release_version", help="semantic version being deployed, e.g. 2.0.0"
+    )
+    evaluate.add_argument(
+        "--rollback",
+        action="store_true",
+        help="this deploys the target's last good version (seed 000 §6.1); recorded as such",
+    )
+    evaluate.add_argument(
         "--wait",
         type=_positive_float,
         metavar="SECONDS",
@@ -139,6 +147,10 @@ def _gate_evaluate(args: argparse.Namespace) -> int:
                 body[name] = getattr(args, name)
         if args.cost_impact_minor is not None:
             body["cost_impact_minor"] = args.cost_impact_minor
+        if args.release_version:
+            body["version"] = args.release_version
+        if args.rollback:
+            body["rollback"] = True
         if args.dependencies and args.sbom:
             raise UsageError("give --dependencies or --sbom, not both")
         if args.dependencies:
@@ -284,9 +296,8 @@ def _execute(
         url = args.url or env.get("ICA_URL", "").strip()
         if not url:
             raise UsageError("set ICA_URL (or --url) to ICA's base URL")
-        token = env.get("ICA_TOKEN", "").strip() or None
         try:
-            client = http.Client(url, token, timeout=args.timeout)
+            client = http.client_from_env(url, env, timeout=args.timeout)
         except ValueError as exc:
             raise UsageError(f"ICA_URL: {exc}") from None
         response = call(client, env)

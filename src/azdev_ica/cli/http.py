@@ -117,7 +117,11 @@ class Client:
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        refresh: Callable[[], str | None] | None = None,
     ) -> None:
+        """`refresh` fetches a new token: a short-lived workload-identity token that ICA
+        answers with 401 (it expired during a long `ica approval wait`) is fetched again once
+        and the request repeated."""
         parsed = urllib.parse.urlsplit(base_url)
         try:
             parsed.port  # noqa: B018 - raises on a port that is not a number
@@ -129,6 +133,7 @@ class Client:
             raise ValueError("the timeout must be positive")
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._refresh = refresh
         self.timeout = timeout
         self.request_timeout = request_timeout
         self._sleep = sleep
@@ -162,12 +167,13 @@ class Client:
             "User-Agent": f"ica-pipeline/{azdev_ica.__version__}",
             **extra,
         }
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
         deadline = self._clock() + self.timeout
         attempt = 0
+        refreshed = False
         while True:
             attempt += 1
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
             remaining = deadline - self._clock()
             # The scheme was checked in __init__: only http and https reach this point.
             request = urllib.request.Request(  # noqa: S310
@@ -188,6 +194,10 @@ class Client:
                 if 200 <= status < 300:
                     return JsonResponse(status, _parse_success(text, attempt), text, attempt)
                 failure = _problem_error(status, text, attempt)
+                if status == 401 and self._refresh is not None and not refreshed:
+                    refreshed = True
+                    self._token = self._refresh()
+                    continue
                 if status not in RETRY_STATUSES:
                     raise failure
                 retry_after = _retry_after(retry_after_header)
@@ -329,3 +339,21 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def client_from_env(url: str, env: Mapping[str, str], *, timeout: float = 60.0) -> Client:
+    """A client for `url` with the credential the environment offers: Azure workload identity,
+    GitHub OIDC, or ICA_TOKEN (cli/identity.py). Raises ValueError on a bad URL and an
+    IcaHttpError when a workload-identity token cannot be had."""
+    from azdev_ica.cli import identity
+
+    Client(url, None, timeout=timeout)  # validate the URL before any token is asked for
+    credential = identity.resolve(env, timeout=timeout)
+    if credential.source == "ICA_TOKEN":
+        return Client(url, credential.token, timeout=timeout)
+    return Client(
+        url,
+        credential.token,
+        timeout=timeout,
+        refresh=lambda: identity.resolve(env, timeout=timeout).token,
+    )

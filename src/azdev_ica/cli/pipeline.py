@@ -351,9 +351,8 @@ def _execute(args: argparse.Namespace, call: Any, text: Any) -> int:
         url = args.url or env.get("ICA_URL", "").strip()
         if not url:
             raise UsageError("set ICA_URL (or --url) to ICA's base URL")
-        token = env.get("ICA_TOKEN", "").strip() or None
         try:
-            client = http.Client(url, token, timeout=args.timeout)
+            client = http.client_from_env(url, env, timeout=args.timeout)
         except ValueError as exc:
             raise UsageError(f"ICA_URL: {exc}") from None
         response: http.JsonResponse = call(client, env)

@@ -787,10 +787,139 @@ class UnauthorisedChange(Base):
 # --- GitHub custom deployment protection rule (migration 0010) ---
 
 
+class GithubReview(Base):
+    """One GitHub `deployment_protection_rule` webhook (one delivery) and the answer ICA owes
+    the waiting workflow run: the approval it opened or reused, and when the answer was queued
+    for the outbox (`adapters/notify/github_review.py`). No secret is kept: ICA mints its own
+    installation token to answer. Integration state, like `azdev_approval_callback`; every
+    delivery is also in the ledger (`github.review`)."""
+
+    __tablename__ = "azdev_github_review"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(64), unique=True)  # X-GitHub-Delivery
+    received_at: Mapped[datetime]
+    run_key: Mapped[str] = mapped_column(String(200))
+    repository: Mapped[str] = mapped_column(String(200))  # owner/name
+    environment: Mapped[str] = mapped_column(String(255))
+    installation_id: Mapped[int] = mapped_column(BigInteger)
+    callback_url: Mapped[str] = mapped_column(String(2000))
+    tenant: Mapped[str | None] = mapped_column(String(32))
+    stage: Mapped[str | None] = mapped_column(String(32))
+    approval_id: Mapped[int | None] = mapped_column(ForeignKey("azdev_approval.id"), index=True)
+    answer: Mapped[str | None] = mapped_column(String(16))  # approved | rejected
+    answered_at: Mapped[datetime | None]
+
+
 # --- Promotion: sign-offs and data refresh requests (migration 0011) ---
 
 
+class Signoff(Base):
+    """A sign-off (seed 002: QA, UAT, data migration, major release) bound to one tenant,
+    target stage and artifact digest, by a person holding the kind's role for that tenant
+    when signing. Append-only; one per (tenant, stage, digest, kind)."""
+
+    __tablename__ = "azdev_signoff"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    artifact_digest: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(8))  # qa | uat | data | major
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"))
+    role: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(Text)
+    signed_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("tenant", "stage", "artifact_digest", "kind"),)
+
+
+class RefreshRequest(Base):
+    """A request to copy a tenant's production data into a lower stage (seed 002
+    cross-environment policy): masking evidence, an approval by someone other than the
+    requester, then completion. requested -> approved | rejected; approved -> completed."""
+
+    __tablename__ = "azdev_refresh_request"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    source_stage: Mapped[str] = mapped_column(String(32))
+    target_stage: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    evidence_sha256: Mapped[str] = mapped_column(String(64))
+    evidence_uri: Mapped[str] = mapped_column(String(2000))
+    evidence_description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None]
+    decision_comment: Mapped[str | None] = mapped_column(Text)
+    completed_by: Mapped[str | None] = mapped_column(String(200))
+    completed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_azdev_refresh_request_tenant", "tenant", "status"),)
+
+
 # --- Governed policy changes (migration 0012) ---
+
+
+class PolicyProposal(Base):
+    """A proposed policy version (seed 000 §8.1): it takes effect only when two approvers
+    (people holding `policy:sign` for every tenant, not the proposer) have signed it, and
+    only while the version it was based on is still the active one."""
+
+    __tablename__ = "azdev_policy_proposal"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    document: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    # The active version when proposed (None: no policy yet); activation needs it still active.
+    base_version_id: Mapped[int | None] = mapped_column(BigInteger)
+    base_sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending | active | rejected | withdrawn
+    signatures_required: Mapped[int] = mapped_column(Integer)
+    proposed_by: Mapped[str] = mapped_column(String(200))
+    proposed_at: Mapped[datetime]
+    version_id: Mapped[int | None] = mapped_column(BigInteger)  # the version it became
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(200))
+    close_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_azdev_policy_proposal_status", "status", "id"),)
+
+
+class PolicySignature(Base):
+    """One approver's signature (approve or reject) on a policy proposal (append-only)."""
+
+    __tablename__ = "azdev_policy_signature"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    proposal_id: Mapped[int] = mapped_column(ForeignKey("azdev_policy_proposal.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"))
+    decision: Mapped[str] = mapped_column(String(8))  # approve | reject
+    comment: Mapped[str | None] = mapped_column(Text)
+    signed_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("proposal_id", "person_id"),)
+
+
+class DrillOverdueWarning(Base):
+    """One warning that a tenant's DR drill is overdue, per overdue period: the period is
+    named by the tenant's last passed drill (`since`: its finish time, or "never"). The unique
+    key makes the daily job warn once per tenant and period, even from two processes."""
+
+    __tablename__ = "azdev_dr_overdue_warning"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(32))
+    since: Mapped[str] = mapped_column(String(40))
+    warned_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("tenant", "since"),)
 
 
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
@@ -810,4 +939,6 @@ APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_gate_decision": (("id",),),
     "azdev_override_signature": (("id",), ("override_id", "person_id")),
     "azdev_unauthorised_change": (("id",), ("run_pk", "event_id")),
+    "azdev_signoff": (("id",), ("tenant", "stage", "artifact_digest", "kind")),
+    "azdev_policy_signature": (("id",), ("proposal_id", "person_id")),
 }

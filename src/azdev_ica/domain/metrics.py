@@ -14,6 +14,10 @@ Definitions, version 1:
 - MTTR: median time from an incident's detection (its `detected_at`: when the failure began,
   by default when it was opened) to its resolution (resolved incidents).
 - approval SLA compliance: approvals decided within the SLA / approvals decided.
+- override count per quarter: signed emergency overrides (by the time they were signed) in
+  each calendar quarter (UTC) the period touches, from the quarter's start to the end of the
+  quarter or of the period, whichever is first (quarter to date at the period's end); the
+  seed's target is at most 2 (the policy's `overrides.max_per_quarter`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 DEFINITIONS: dict[str, int] = {
     "pipeline_success_rate": 1,
@@ -30,6 +34,7 @@ DEFINITIONS: dict[str, int] = {
     "change_failure_rate": 1,
     "mttr": 1,
     "approval_sla_compliance": 1,
+    "override_count_per_quarter": 1,
 }
 
 
@@ -71,6 +76,12 @@ class ApprovalFact:
 
 
 @dataclass(frozen=True)
+class OverrideFact:
+    tenant: str
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
 class Period:
     """A half-open interval [start, end)."""
 
@@ -97,6 +108,8 @@ class Metrics:
     change_failure_rate: float | None
     mttr: timedelta | None
     approval_sla_compliance: float | None
+    # (quarter "2026-Q4", signed overrides), oldest first: see the module's definitions.
+    overrides_per_quarter: tuple[tuple[str, int], ...] = ()
     definitions: tuple[tuple[str, int], ...] = tuple(sorted(DEFINITIONS.items()))
 
 
@@ -111,6 +124,38 @@ def median_duration(values: Sequence[timedelta]) -> timedelta | None:
     return timedelta(seconds=statistics.median(v.total_seconds() for v in values))
 
 
+def quarter_of(moment: datetime) -> str:
+    """The calendar quarter (UTC) of `moment`, e.g. "2026-Q4"."""
+    moment = moment.astimezone(UTC)
+    return f"{moment.year}-Q{(moment.month - 1) // 3 + 1}"
+
+
+def quarter_start(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC)
+    return datetime(moment.year, 3 * ((moment.month - 1) // 3) + 1, 1, tzinfo=UTC)
+
+
+def _next_quarter(start: datetime) -> datetime:
+    month = start.month + 3
+    return datetime(start.year + (month > 12), (month - 1) % 12 + 1, 1, tzinfo=UTC)
+
+
+def overrides_per_quarter(
+    period: Period, overrides: Iterable[OverrideFact], *, tenant: str | None = None
+) -> tuple[tuple[str, int], ...]:
+    """Signed overrides per calendar quarter the period touches, quarter to date at its end."""
+    bounds: list[tuple[str, datetime, datetime]] = []
+    start = quarter_start(period.start)
+    while start < period.end:
+        following = _next_quarter(start)
+        bounds.append((quarter_of(start), start, min(following, period.end)))
+        start = following
+    facts = [o for o in overrides if tenant is None or o.tenant == tenant]
+    return tuple(
+        (name, sum(1 for o in facts if low <= o.signed_at < high)) for name, low, high in bounds
+    )
+
+
 def compute(
     period: Period,
     *,
@@ -118,6 +163,7 @@ def compute(
     deployments: Iterable[DeploymentFact] = (),
     incidents: Iterable[IncidentFact] = (),
     approvals: Iterable[ApprovalFact] = (),
+    overrides: Iterable[OverrideFact] = (),
     tenant: str | None = None,
     production_stage: str = "production",
 ) -> Metrics:
@@ -167,4 +213,5 @@ def compute(
             ),
             len(decided),
         ),
+        overrides_per_quarter=overrides_per_quarter(period, overrides, tenant=tenant),
     )

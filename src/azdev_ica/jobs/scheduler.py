@@ -13,7 +13,9 @@ act on an item once. Time is the context's injected clock: tests move it and cal
 Jobs: outbox delivery (`jobs/delivery.py`), the approval SLA (`services/approval_sla.py`),
 approval expiry (`services/approvals.expire_due`), deployment-lock lease expiry
 (`services/locks.expire_leases`) and the escalation of late override reviews
-(`services/overrides.review_due`).
+(`services/overrides.review_due`), and the DR drill-overdue warning
+(`services/dr_overdue.warn_overdue_drills`: checked every tick, each tenant warned once per
+overdue period).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def _review_overrides(ctx: ServiceContext, settings: Settings) -> object:
     return review_due(ctx)
 
 
+def _drill_overdue(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.dr_overdue import warn_overdue_drills
+
+    return warn_overdue_drills(ctx)
+
+
 def default_jobs() -> list[Job]:
     """The jobs of a server process, in the order one tick runs them. Jobs that create
     notifications run before delivery, so one tick also sends what they queued."""
@@ -81,6 +89,7 @@ def default_jobs() -> list[Job]:
         Job("lock-expiry", _expire_locks),
         Job("override-review", _review_overrides),
         Job("approval-sla", _sla),
+        Job("dr-drill-overdue", _drill_overdue),
         Job("outbox-delivery", _deliver),
     ]
 

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from azdev_ica.errors import PolicyError
 from azdev_ica.policy.gates import gate_policy, gate_problems
 from azdev_ica.policy.model import ApprovalPolicy, Policy, Stage, Tenant
+from azdev_ica.policy.promotion import promotion_policy, promotion_problems
 
 MAX_POLICY_BYTES = 1_000_000
 MAX_POLICY_NODES = 100_000
@@ -87,6 +88,7 @@ def _build(content: dict[str, Any]) -> Policy:
         content=content,
         approvals=_approval_policy(content.get("approvals", {})),
         gates=gate_policy(content),
+        promotion=promotion_policy(content),
     )
 
 
@@ -113,6 +115,7 @@ def _semantic_problems(content: dict[str, Any], root: yaml.Node, source: str) ->
             seen.add(item[key])
     problems.extend(_approval_problems(content, root, source))
     problems.extend(gate_problems(content, lambda path: _line_of(root, path), source))
+    problems.extend(promotion_problems(content, lambda path: _line_of(root, path), source))
     for index, tenant in enumerate(content["tenants"]):
         try:
             ZoneInfo(tenant["timezone"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azdev_ica.policy.gates import GatePolicy
+from azdev_ica.policy.promotion import PromotionPolicy
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Policy:
     content: dict[str, Any] = field(repr=False, compare=False)
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     gates: GatePolicy = field(default_factory=GatePolicy)
+    # The `promotion` section (seed 002); None: no promotion rules (the gate as before).
+    promotion: PromotionPolicy | None = None
 
     def stage(self, name: str) -> Stage | None:
         return next((stage for stage in self.stages if stage.name == name), None)

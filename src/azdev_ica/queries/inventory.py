@@ -2,8 +2,9 @@
 tenant x stage, since when, deployed by which run, approved by whom.
 
 A projection of what pipelines reported: the newest deploy event that says `succeeded` per
-target, with the artifact digest and version it named (else the run's), the run's commit,
-and the signatures of the run's approval for that target.
+target (and that monitoring did not mark failed nor a rollback undo since: see
+`queries/deployments.py`), with the artifact digest and version it named (else the run's),
+the run's commit, and the signatures of the run's approval for that target.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from azdev_ica.db.tables import (
     PipelineEvent,
     PipelineRun,
 )
+from azdev_ica.queries.deployments import spoiled, spoilers
 
 
 @dataclass
@@ -53,9 +55,12 @@ def inventory(
         .where(PipelineEvent.phase == "deploy")
         .order_by(PipelineEvent.occurred_at, PipelineEvent.id)
     ).all()
+    found = spoilers(session, (run.id for _, run in rows))
     for event, run in rows:
         data = event.data or {}
         if data.get("status") != "succeeded":
+            continue
+        if spoiled(found, run.id, event.occurred_at) is not None:
             continue
         target_tenant = data.get("tenant") or run.tenant
         target_stage = data.get("stage") or run.stage

@@ -3,6 +3,7 @@ computed with the versioned definitions of `domain/metrics.py`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -10,16 +11,21 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.db.tables import Approval, Incident, PipelineEvent, PipelineRun
+from azdev_ica.db.tables import Approval, Incident, Override, PipelineEvent, PipelineRun
 from azdev_ica.domain.metrics import (
     ApprovalFact,
     DeploymentFact,
     IncidentFact,
     Metrics,
+    OverrideFact,
     Period,
     RunFact,
     compute,
+    quarter_start,
 )
+from azdev_ica.errors import NoPolicy
+from azdev_ica.queries.deployments import FAILURE_TRIGGERS
+from azdev_ica.services.context import ServiceContext
 
 ROLLBACK_PHASES = ("rollback_initiated", "rollback_completed")
 
@@ -36,6 +42,18 @@ def _scoped(
     return query
 
 
+@dataclass(frozen=True)
+class DeliveryFacts:
+    """The facts the metrics of a period are computed from (also counted by the monthly
+    report, `queries/report.py`)."""
+
+    runs: list[RunFact]
+    deployments: list[DeploymentFact]
+    incidents: list[IncidentFact]
+    approvals: list[ApprovalFact]
+    overrides: list[OverrideFact]
+
+
 def delivery_metrics(
     session: Session,
     *,
@@ -45,6 +63,23 @@ def delivery_metrics(
     production_stage: str = "production",
 ) -> Metrics:
     """The metrics of `period` for one tenant, or for every tenant the caller may read."""
+    facts = delivery_facts(session, principal=principal, period=period, tenant=tenant)
+    return compute(
+        period,
+        runs=facts.runs,
+        deployments=facts.deployments,
+        incidents=facts.incidents,
+        approvals=facts.approvals,
+        overrides=facts.overrides,
+        tenant=tenant,
+        production_stage=production_stage,
+    )
+
+
+def delivery_facts(
+    session: Session, *, principal: Principal, period: Period, tenant: str | None
+) -> DeliveryFacts:
+    """The facts of `period` for one tenant, or for every tenant the caller may read."""
     runs = [
         RunFact(tenant=run.tenant, status=run.status, finished_at=run.end_time)
         for run in session.scalars(
@@ -75,6 +110,16 @@ def delivery_metrics(
             PipelineEvent.occurred_at < period.end,
         )
     ).all()
+    # Monitoring marked the deployment failed: a failure trigger on the same run after it.
+    monitor_failed = {
+        (run_pk, occurred)
+        for run_pk, occurred, data in session.execute(
+            select(PipelineEvent.run_pk, PipelineEvent.occurred_at, PipelineEvent.data).where(
+                PipelineEvent.phase == "monitor"
+            )
+        )
+        if (data or {}).get("trigger") in FAILURE_TRIGGERS
+    }
     rolled_back = {
         (run_pk, occurred)
         for run_pk, occurred in session.execute(
@@ -97,7 +142,11 @@ def delivery_metrics(
                 tenant=target_tenant,
                 stage=(event.data or {}).get("stage") or run.stage or "",
                 finished_at=event.occurred_at,
-                succeeded=outcome == "succeeded",
+                succeeded=outcome == "succeeded"
+                and not any(
+                    pk == run.id and occurred >= event.occurred_at
+                    for pk, occurred in monitor_failed
+                ),
                 commit_at=None,  # commit times are not reported yet: lead time stays None
                 rolled_back=any(
                     pk == run.id and occurred >= event.occurred_at for pk, occurred in rolled_back
@@ -132,12 +181,35 @@ def delivery_metrics(
             )
         )
     ]
-    return compute(
-        period,
+    # Signed emergency overrides, from the start of the period's first quarter.
+    overrides = [
+        OverrideFact(tenant=row.tenant, signed_at=row.signed_at)
+        for row in session.scalars(
+            _scoped(
+                select(Override).where(
+                    Override.status == "signed",
+                    Override.signed_at >= quarter_start(period.start),
+                    Override.signed_at < period.end,
+                ),
+                Override.tenant,
+                principal,
+                tenant,
+            )
+        )
+        if row.signed_at is not None
+    ]
+    return DeliveryFacts(
         runs=runs,
         deployments=deployments,
         incidents=incidents,
         approvals=approvals,
-        tenant=tenant,
-        production_stage=production_stage,
+        overrides=overrides,
     )
+
+
+def override_target(ctx: ServiceContext, session: Session) -> int | None:
+    """The active policy's most signed overrides per quarter (None: no policy applied yet)."""
+    try:
+        return ctx.policies.active(session).gates.overrides_per_quarter
+    except NoPolicy:
+        return None

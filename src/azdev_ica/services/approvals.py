@@ -13,6 +13,7 @@ transaction rolled back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from azdev_ica.errors import (
 )
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.github_reviews import answer_reviews
 from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
 from azdev_ica.services.outbox import enqueue
 from azdev_ica.services.people import active_grants, get_person, person_for_provider_id
@@ -123,10 +125,12 @@ def request_approval(
     command: RequestApproval,
     idempotency: IdempotencyRequest | None = None,
     callback: AdoCallback | None = None,
+    then: Callable[[Session, Approval], None] | None = None,
 ) -> ApprovalOutcome:
     """Create the request for a run and a target, or answer with the one that stands: the open
     one, or the last decision (approved or rejected) for the same scope, so that a check asking
-    again reads the outcome.
+    again reads the outcome. `then` runs in the same transaction with the request that stands
+    (a GitHub protection rule records itself there: services/github_reviews.py).
 
     A request whose expiry has passed is closed as expired first, so a new one opens. An open
     request bound to another scope (digest, commit, money) is a conflict: withdraw it first. A
@@ -140,6 +144,8 @@ def request_approval(
         outcome = ask(session)
         if callback is not None:
             _register_callback(ctx, session, principal, outcome.approval, callback)
+        if then is not None:
+            then(session, outcome.approval)
         return outcome
 
     def ask(session: Session) -> ApprovalOutcome:
@@ -656,6 +662,7 @@ def _finish(
             )
         ):
             _call_back(session, row, waiting, now)
+        answer_reviews(session, row, link=approval_link(ctx, row.id), now=now)
 
 
 def _register_callback(

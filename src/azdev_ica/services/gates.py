@@ -9,7 +9,10 @@ naming the policy version). Nothing here waits for the ledger's sealer.
 Reason codes are stable (docs/gates.md lists them). Beyond the domain's codes, the service
 adds `dependencies_missing` (the policy has an allow list and the request listed nothing),
 `currency_mismatch` (the cost is in another currency than the approved budget) and
-`override` (a signed emergency override lifted the rules listed in `overridden`).
+`override` (a signed emergency override lifted the rules listed in `overridden`). With a
+`promotion` section in the policy, the promotion rules add `previous_stage_not_passed`,
+`signoff_missing` and `major_release_approval_missing`; a request flagged as a rollback adds
+`rollback_not_last_good`, or on allow `rollback` (`services/promotion_gate.py`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from azdev_ica.errors import (
 from azdev_ica.policy import Policy
 from azdev_ica.policy.gates import normalise_dependency
 from azdev_ica.queries.approvals import effective_status
-from azdev_ica.services import locks
+from azdev_ica.services import locks, promotion_gate
 from azdev_ica.services.audit import append_audit
 from azdev_ica.services.context import ServiceContext
 
@@ -59,6 +62,11 @@ class EvaluateGate:
     cost_impact_minor: int | None = None
     currency: str | None = None
     dependencies: tuple[str, ...] | None = None
+    # The semantic version being deployed (default: what that artifact was deployed as before
+    # in the tenant); a major bump over production needs the major-release approver.
+    version: str | None = None
+    # A rollback to the target's last good version (seed 000 §6.1).
+    rollback: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,13 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
         if approval_stages is None:
             approval_stages = frozenset(s.name for s in policy.stages if s.production)
         requires_approval = stage in approval_stages
+        rollback = None
+        if command.rollback:
+            rollback = promotion_gate.rollback_facts(
+                session, policy, tenant=tenant, stage=stage, digest=digest
+            )
+            if rollback.without_approval:
+                requires_approval = False
         domain_rules = rules.GateRules(
             requires_approval=requires_approval,
             min_coverage_percent=gate_policy.min_coverage_percent,
@@ -172,6 +187,24 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
                 )
             )
         reasons.extend(extra)
+        if rollback is not None and not rollback.valid:
+            reasons.append(
+                Reason(
+                    promotion_gate.ROLLBACK_NOT_LAST_GOOD,
+                    promotion_gate.rollback_refusal(rollback, digest),
+                )
+            )
+        if rollback is None or not rollback.valid:
+            unmet = promotion_gate.promotion_missing(
+                session,
+                policy,
+                tenant=tenant,
+                stage=stage,
+                digest=digest,
+                version=command.version,
+                tests_passed=facts.tests is not None and facts.tests.passed,
+            )
+            reasons.extend(Reason(m.code.value, m.message) for m in unmet)
         overridden: tuple[str, ...] = ()
         if override is not None:
             overridden = tuple(r.code for r in reasons if r.code not in NOT_OVERRIDABLE)
@@ -218,6 +251,18 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
                     GateStatus.ALLOW,
                 )
             )
+        good = rollback.last_good if rollback is not None and rollback.valid else None
+        if rollback is not None and good is not None and status is GateStatus.ALLOW:
+            fresh = "without a fresh approval (the policy allows it)"
+            if not rollback.without_approval:
+                fresh = "with its approval"
+            reasons.append(
+                Reason(
+                    promotion_gate.ROLLBACK,
+                    f"rollback to the last good version {good.artifact_digest} {fresh}",
+                    GateStatus.ALLOW,
+                )
+            )
         return _record(
             ctx,
             session,
@@ -233,6 +278,7 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             override_id=override.id if override else None,
             overridden=overridden,
             turn=turn,
+            rollback=rollback.as_record() if rollback is not None else None,
         )
 
     return ctx.run_action(action)
@@ -366,6 +412,7 @@ def _record(
     override_id: int | None = None,
     overridden: tuple[str, ...] = (),
     turn: locks.Turn | None = None,
+    rollback: dict[str, Any] | None = None,
 ) -> GateAnswer:
     # The evaluation's own instant (the lock changes were stamped with it too).
     now = decided_at
@@ -405,6 +452,8 @@ def _record(
             "overridden": list(overridden),
             "policy_sha256": policy.sha256,
             "queue_position": turn.position if turn else None,
+            # A rollback request is always recorded as one (seed 000 §6.1).
+            "rollback": rollback,
         },
         at=now,
     )

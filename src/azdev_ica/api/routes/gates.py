@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from azdev_ica.api.deps import Ctx, json_body, require
 from azdev_ica.api.schemas import Code, CommitSha, Digest, JsonInt, RunKey, Str, Strict
@@ -63,6 +63,17 @@ class GateRequest(Strict):
         default=None, description="Package identifiers, e.g. pkg:pypi/requests@2.32.3"
     )
     sbom: Sbom | None = Field(default=None, description="Or a CycloneDX SBOM (JSON)")
+    version: Annotated[Str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="Semantic version being deployed; default: what this artifact was "
+        "deployed as before in the tenant (a major bump over production needs the "
+        "major-release approver)",
+    )
+    rollback: StrictBool = Field(
+        default=False,
+        description="A rollback to the target's last good version: allowed without a fresh "
+        "approval only where the policy says so; always recorded",
+    )
 
     @model_validator(mode="after")
     def _one_dependency_source(self) -> GateRequest:
@@ -134,6 +145,8 @@ def gate_evaluate(body: GateRequest, ctx: Ctx, principal: Evaluator) -> GateOut:
             cost_impact_minor=body.cost_impact_minor,
             currency=body.currency,
             dependencies=body.dependency_list(),
+            version=body.version,
+            rollback=body.rollback,
         ),
     )
     return GateOut(

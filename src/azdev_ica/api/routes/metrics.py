@@ -14,12 +14,19 @@ from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.domain.metrics import Period
 from azdev_ica.errors import ValidationProblem
-from azdev_ica.queries.metrics import delivery_metrics
+from azdev_ica.queries.metrics import delivery_metrics, override_target
 from azdev_ica.services.audit import rfc3339
 
 router = APIRouter(tags=["metrics"])
 
 Reader = Annotated[Principal, Depends(require(Permission.RUN_READ))]
+
+
+class OverrideQuarterOut(BaseModel):
+    quarter: str = Field(description='Calendar quarter (UTC), e.g. "2026-Q4"')
+    count: int = Field(description="Signed overrides, quarter to date at the period's end")
+    target: int | None = Field(description="The policy's overrides.max_per_quarter (seed: 2)")
+    within_target: bool | None
 
 
 class MetricsOut(BaseModel):
@@ -32,6 +39,9 @@ class MetricsOut(BaseModel):
     change_failure_rate: float | None
     mttr_seconds: float | None
     approval_sla_compliance: float | None
+    override_count_per_quarter: list[OverrideQuarterOut] = Field(
+        description="Each calendar quarter the period touches, oldest first"
+    )
     definitions: dict[str, int] = Field(description="Metric name -> definition version used")
 
 
@@ -59,6 +69,7 @@ def delivery_metrics_route(
         raise ValidationProblem("a period spans at most ten years")
     with ctx.read() as session:
         metrics = delivery_metrics(session, principal=principal, period=period, tenant=tenant)
+        target = override_target(ctx, session)
     return MetricsOut(
         tenant=tenant,
         period_start=rfc3339(start),
@@ -69,5 +80,14 @@ def delivery_metrics_route(
         change_failure_rate=metrics.change_failure_rate,
         mttr_seconds=_seconds(metrics.mttr),
         approval_sla_compliance=metrics.approval_sla_compliance,
+        override_count_per_quarter=[
+            OverrideQuarterOut(
+                quarter=quarter,
+                count=count,
+                target=target,
+                within_target=None if target is None else count <= target,
+            )
+            for quarter, count in metrics.overrides_per_quarter
+        ],
         definitions=dict(metrics.definitions),
     )
