@@ -1,7 +1,7 @@
 """Latency of a gate evaluation over real HTTP, against a bare `GET /health` to the same
 server in the same run.
 
-    .venv/bin/python bench/gate_latency.py [--requests N] [--sqlite]
+    .venv/bin/python bench/gate_latency.py [--requests N] [--sqlite] [--history N]
 
 A server (uvicorn, one process, the background sealer on) runs on a PostgreSQL started here
 (fsync on), or on SQLite. A run of Tonga's development stage has reported its tests and scan; the
@@ -9,6 +9,10 @@ same pipeline asks the gate N times (each answer is a full evaluation: the run, 
 its approval and override, the window, the lock taken or renewed, the decision row and its
 audit entry, all in one transaction). The figure that matters is the gate's median and p95
 against the health check's: what the gate costs over the HTTP round trip itself.
+
+`--history N` first records N earlier deployments across the fleet (runs with a succeeded
+`deploy` event, through the same services), to show how the gate's cost grows with the
+deployment history the promotion and rollback rules read.
 """
 
 from __future__ import annotations
@@ -53,7 +57,32 @@ def _timed(request: urllib.request.Request, count: int) -> list[float]:
     return times
 
 
-def _measure(url: str, folder: Path, requests: int) -> dict[str, list[float]]:
+def _history(ctx: Any, pipeline: Principal, count: int) -> None:
+    tenants = ("ck", "ws", "sb", "to", "vu")
+    stages = ("development", "test", "staging", "production")
+    for number in range(count):
+        tenant, stage = tenants[number % 5], stages[(number // 5) % 4]
+        run = start_run(
+            ctx,
+            principal=pipeline,
+            command=StartRun(
+                provider=Provider.AZURE,
+                project_id="history",
+                run_id=str(number + 1),
+                pipeline_name="history",
+                tenant=tenant,
+                stage=stage,
+                artifact_digest=f"sha256:{number:064x}",
+            ),
+        ).run
+        record_event(
+            ctx,
+            principal=pipeline,
+            command=RecordEvent(run.run_key, Phase.DEPLOY, data={"status": "succeeded"}),
+        )
+
+
+def _measure(url: str, folder: Path, requests: int, history: int) -> dict[str, list[float]]:
     settings = Settings(data_dir=folder, database_url=url, secret_key="b" * 48)
     create_key_file(settings.resolved_ledger_key_file(), f"{settings.public_host}/audit")
     database = Database.from_url(url, pool_size=5)
@@ -66,6 +95,7 @@ def _measure(url: str, folder: Path, requests: int) -> dict[str, list[float]]:
     pipeline = Principal.with_role(
         kind="api_key", id="api_key:bench", name="bench", role=Role.DEVOPS, tenants=None
     )
+    _history(ctx, pipeline, history)
     run = start_run(
         ctx,
         principal=pipeline,
@@ -123,20 +153,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--history", type=int, default=0, help="earlier deployments to record")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ica-bench-") as folder:
         if args.sqlite:
-            results = _measure(f"sqlite:///{folder}/ica.db", Path(folder), args.requests)
+            results = _measure(
+                f"sqlite:///{folder}/ica.db", Path(folder), args.requests, args.history
+            )
             backend = "SQLite"
         else:
             server = PgServer.start(durable=True)
             try:
-                results = _measure(server.url(), Path(folder), args.requests)
+                results = _measure(server.url(), Path(folder), args.requests, args.history)
             finally:
                 server.stop()
             backend = "PostgreSQL (fsync on)"
     health, gate = _summary(results["health"]), _summary(results["gate"])
-    print(f"{backend}, {args.requests} sequential requests each, one client")
+    print(
+        f"{backend}, {args.requests} sequential requests each, one client, "
+        f"{args.history} earlier deployments"
+    )
     print(f"{'':>16}  {'median ms':>9}  {'p95 ms':>7}  {'max ms':>7}")
     for name, row in (("GET /health", health), ("gate/evaluate", gate)):
         print(f"{name:>16}  {row['median_ms']:>9}  {row['p95_ms']:>7}  {row['max_ms']:>7}")
