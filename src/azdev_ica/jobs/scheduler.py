@@ -15,7 +15,8 @@ approval expiry (`services/approvals.expire_due`), deployment-lock lease expiry
 (`services/locks.expire_leases`) and the escalation of late override reviews
 (`services/overrides.review_due`), and the DR drill-overdue warning
 (`services/dr_overdue.warn_overdue_drills`: checked every tick, each tenant warned once per
-overdue period).
+overdue period), and retention (`services/retention.purge`: delivered and failed outbox rows,
+ended web sessions and old sign-in throttle rows, in bounded batches; never the audit ledger).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def _drill_overdue(ctx: ServiceContext, settings: Settings) -> object:
     return warn_overdue_drills(ctx)
 
 
+def _retention(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.retention import purge
+
+    return purge(ctx)
+
+
 def default_jobs() -> list[Job]:
     """The jobs of a server process, in the order one tick runs them. Jobs that create
     notifications run before delivery, so one tick also sends what they queued."""
@@ -91,6 +98,7 @@ def default_jobs() -> list[Job]:
         Job("approval-sla", _sla),
         Job("dr-drill-overdue", _drill_overdue),
         Job("outbox-delivery", _deliver),
+        Job("retention", _retention),
     ]
 
 

@@ -44,6 +44,7 @@ from azdev_ica.errors import (
     UnknownTenant,
     ValidationProblem,
 )
+from azdev_ica.services.alerts import check_budget
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.github_reviews import answer_reviews
@@ -250,6 +251,9 @@ def request_approval(
             at=now,
         )
         _notify(ctx, session, row, TOPIC_REQUESTED, roles=APPROVER_ROLES, at=now)
+        # A cost near its budget warns (seed 000 §7.2), once per approval.
+        check_budget(ctx, session, policy=policy, approval=row, cost_minor=row.cost_impact_minor,
+                     actor=principal.actor, source="approval.request")  # fmt: skip
         remember(session, idempotency, status_code=201, reference=_ref(row), at=now)
         return ApprovalOutcome(row, created=True)
 

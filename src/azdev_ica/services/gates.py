@@ -41,7 +41,7 @@ from azdev_ica.errors import (
 from azdev_ica.policy import Policy
 from azdev_ica.policy.gates import normalise_dependency
 from azdev_ica.queries.approvals import effective_status
-from azdev_ica.services import locks, promotion_gate
+from azdev_ica.services import alerts, locks, promotion_gate
 from azdev_ica.services.audit import append_audit
 from azdev_ica.services.context import ServiceContext
 
@@ -144,6 +144,12 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
         gate_policy = policy.gates
         approval = _approval(session, run, tenant, stage)
         approval_facts, extra = _approval_facts(approval, command, now)
+        if approval is not None and command.currency in (None, approval.currency):
+            # A cost near the approved budget warns (seed 000 §7.2), once per approval.
+            cost = command.cost_impact_minor
+            alerts.check_budget(ctx, session, policy=policy, approval=approval,
+                                cost_minor=cost if cost is not None else approval.cost_impact_minor,
+                                actor=principal.actor, source="gate.evaluate")  # fmt: skip
         override = _signed_override(session, run, tenant, stage, digest)
         timezone = policy.tenants[tenant].timezone
         window = gate_policy.schedule(tenant=tenant, stage=stage, timezone=timezone).evaluate(now)

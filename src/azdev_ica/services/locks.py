@@ -23,6 +23,7 @@ from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import DeployLock, LockWaiter, PipelineRun
 from azdev_ica.errors import NotFound, OutOfScope, ValidationProblem
+from azdev_ica.services.alerts import check_queue
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 
@@ -194,6 +195,9 @@ def take_turn(
         _audit(session, row, "lock.queue", actor, now, run_key=run.run_key,
                position=len(queue) + 1)  # fmt: skip
         queue.append(mine)
+        # More than 5 waiting runs warns (seed 000 §7.2), once per crossing.
+        check_queue(session, tenant=tenant, stage=stage, queue=[w.run_key for w in queue],
+                    joined=run.run_key, actor=actor, now=now)  # fmt: skip
     elif mine is not None:
         mine.last_seen_at = now
     position = queue.index(mine) + 1 if mine is not None else None
