@@ -51,6 +51,13 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("the time is out of range") from None
 
 
+def _rfc3339_text(value: Any) -> Any:
+    # Lax mode would read a JSON number as Unix seconds; an RFC 3339 field takes text only.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time (a string)")
+    return value
+
+
 JsonInt = Annotated[int, BeforeValidator(_reject_bool_and_str)]
 # JSON has no NaN or Infinity (Python's parser takes them anyway); refuse them.
 JsonNumber = Annotated[
@@ -99,6 +106,11 @@ class RunStartRequest(Strict):
     )
     requested_for_email: Annotated[Str, Field(max_length=320)] | None = None
     start_time: Instant | None = None
+    commit_at: Annotated[Instant, BeforeValidator(_rfc3339_text)] | None = Field(
+        default=None,
+        description="The commit's time (RFC 3339 with offset, e.g. git's %cI); not in the "
+        "future. Lead time for changes runs from it to the production deployment.",
+    )
 
 
 # --- run/event -------------------------------------------------------------------------
@@ -287,6 +299,7 @@ class RunOut(BaseModel):
     stage: str | None
     artifact_digest: str | None
     requested_for: str | None
+    commit_at: datetime | None = Field(default=None, description="The commit's time, if reported")
 
 
 class RunDetailOut(RunOut):

@@ -262,6 +262,7 @@ class _Projector:
             "requested_for_email": self._open(data.get("requested_for_email")),
             "created_at": at,
             "updated_at": at,
+            "commit_at": _time(data.get("commit_at")),
         }
         self.attempts[(key, data["attempt"])] = {
             "started_at": started,

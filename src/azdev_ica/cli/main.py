@@ -21,6 +21,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (also used by tests to check commands written in pipeline files)."""
     from azdev_ica.cli import admin, gate_client, ledger, pipeline, promotion, report, users
+    from azdev_ica.cli import inventory as inventory_client
 
     parser = _Parser(
         prog="ica",
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.register(sub)
     users.register(sub)
     gate_client.register(sub)
+    inventory_client.register(sub)
     promotion.register(sub)
     report.register(sub)
     return parser

@@ -11,7 +11,9 @@ starts fast. Without flags it reads the pipeline's own variables:
   GITHUB_SHA, GITHUB_REF, GITHUB_WORKFLOW, GITHUB_ACTOR_ID.
 
 The server address comes from ICA_URL and the API key from ICA_TOKEN (never a flag: flags
-end up in logs). Every write carries one Idempotency-Key for all its retries.
+end up in logs). Every write carries one Idempotency-Key for all its retries. `run start`
+also reports the commit's time (for lead time), from `git` in the current directory unless
+--commit-time gives it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
@@ -192,6 +196,12 @@ def register(sub: Any) -> None:
     start.add_argument("--project", help="project or repository name")
     start.add_argument("--branch")
     start.add_argument("--commit")
+    start.add_argument(
+        "--commit-time",
+        metavar="RFC3339",
+        help="the commit's time, for lead time (default: `git show -s --format=%%cI COMMIT` "
+        "in the current directory, when it answers)",
+    )
     start.add_argument("--tenant", help="tenant code from the policy, e.g. ws")
     start.add_argument("--stage", help="stage name from the policy, e.g. production")
     start.add_argument("--artifact-digest", help="sha256:<64 hex> of the artifact")
@@ -269,6 +279,9 @@ def _start(args: argparse.Namespace) -> int:
             or (found and found.requested_for_email),
         }
         body.update({key: value for key, value in optional.items() if value})
+        commit_time = args.commit_time or commit_time_from_git(body.get("commit"))
+        if commit_time:
+            body["commit_at"] = commit_time
         return client.post_json("/api/v1/azdev/run/start", body, _idempotency_key())
 
     def text(data: Any) -> str:
@@ -330,7 +343,8 @@ def _show(args: argparse.Namespace) -> int:
         lines = [
             f"run {data['run_key']}: {data['status']} (attempt {data['attempt']})",
             f"  pipeline {data['pipeline_name']}, branch {data.get('branch') or '-'}, "
-            f"commit {data.get('commit') or '-'}",
+            f"commit {data.get('commit') or '-'}"
+            + (f" ({data['commit_at']})" if data.get("commit_at") else ""),
             f"  tenant {data.get('tenant') or '-'}, stage {data.get('stage') or '-'}",
         ]
         lines += [
@@ -374,6 +388,33 @@ def _execute(args: argparse.Namespace, call: Any, text: Any) -> int:
         already = " (already recorded)" if response.status == 200 and is_write else ""
         print(text(response.data) + already)
     return EXIT_OK
+
+
+_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+def commit_time_from_git(commit: str | None, cwd: str | None = None) -> str | None:
+    """The committer time (strict ISO 8601) of `commit` in the git checkout at `cwd` (default:
+    the current directory), or None when git, the checkout or the commit is not there: the
+    commit time only feeds lead time, so its absence never fails a run's start."""
+    if not commit or not _SHA.fullmatch(commit):
+        return None
+    try:
+        result = subprocess.run(  # noqa: S603 - a fixed argv; the sha is checked as hex above
+            ["git", "show", "-s", "--format=%cI", f"{commit}^{{commit}}"],  # noqa: S607
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or len(lines) != 1:
+        return None
+    return lines[0].strip() or None
 
 
 def _need(value: Any, what: str) -> Any:

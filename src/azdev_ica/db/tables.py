@@ -67,6 +67,8 @@ class PipelineRun(Base):
     requested_for_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The commit's time as the pipeline reported it at the start (migration 0013): lead time.
+    commit_at: Mapped[datetime | None]
 
     attempts: Mapped[list[RunAttempt]] = relationship(
         back_populates="run", order_by="RunAttempt.attempt"
@@ -75,6 +77,14 @@ class PipelineRun(Base):
     __table_args__ = (
         Index("ix_azdev_pipeline_run_listing", "start_time", "id"),
         Index("ix_azdev_pipeline_run_tenant_stage", "tenant", "stage"),
+        # A pipeline's finished runs, newest last: the failure-streak alert (services/alerts.py).
+        Index(
+            "ix_azdev_pipeline_run_pipeline",
+            "provider",
+            "project_id",
+            "pipeline_name",
+            "end_time",
+        ),
     )
 
 

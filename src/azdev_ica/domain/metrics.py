@@ -8,7 +8,8 @@ Definitions, version 1:
 - pipeline success rate: finished runs that succeeded / finished runs (cancelled excluded).
 - deployment frequency: production deployments that succeeded, per day of the period.
 - lead time for changes: median time from a deployed commit's time to the production
-  deployment's finish.
+  deployment's finish (successful deployments whose run reported its commit time, the
+  run's `commit_at`; a commit time after the deployment is left out).
 - change failure rate: production deployments that failed or were rolled back or caused an
   incident / production deployments.
 - MTTR: median time from an incident's detection (its `detected_at`: when the failure began,

@@ -16,9 +16,11 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
 from azdev_ica.errors import PolicyError
+from azdev_ica.policy.budgets import budget_policy
 from azdev_ica.policy.gates import gate_policy, gate_problems
 from azdev_ica.policy.model import ApprovalPolicy, Policy, Stage, Tenant
 from azdev_ica.policy.promotion import promotion_policy, promotion_problems
+from azdev_ica.policy.retention import retention_policy
 
 MAX_POLICY_BYTES = 1_000_000
 MAX_POLICY_NODES = 100_000
@@ -89,6 +91,8 @@ def _build(content: dict[str, Any]) -> Policy:
         approvals=_approval_policy(content.get("approvals", {})),
         gates=gate_policy(content),
         promotion=promotion_policy(content),
+        budgets=budget_policy(content),
+        retention=retention_policy(content),
     )
 
 

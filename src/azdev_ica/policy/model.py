@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from azdev_ica.policy.budgets import BudgetPolicy
 from azdev_ica.policy.gates import GatePolicy
 from azdev_ica.policy.promotion import PromotionPolicy
+from azdev_ica.policy.retention import RetentionPolicy
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Policy:
     gates: GatePolicy = field(default_factory=GatePolicy)
     # The `promotion` section (seed 002); None: no promotion rules (the gate as before).
     promotion: PromotionPolicy | None = None
+    # The `budgets` and `retention` sections (seed 000 §7.2, §4.2); defaults when absent.
+    budgets: BudgetPolicy = field(default_factory=BudgetPolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     def stage(self, name: str) -> Stage | None:
         return next((stage for stage in self.stages if stage.name == name), None)

@@ -147,7 +147,8 @@ def delivery_facts(
                     pk == run.id and occurred >= event.occurred_at
                     for pk, occurred in monitor_failed
                 ),
-                commit_at=None,  # commit times are not reported yet: lead time stays None
+                # The run's commit time as its pipeline reported it (None: not reported).
+                commit_at=run.commit_at,
                 rolled_back=any(
                     pk == run.id and occurred >= event.occurred_at for pk, occurred in rolled_back
                 ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -32,11 +32,16 @@ from azdev_ica.errors import (
     UnknownTenant,
     ValidationProblem,
 )
+from azdev_ica.services.alerts import check_failure_streak, check_scan
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
 from azdev_ica.services.locks import release_for_run
 from azdev_ica.services.unauthorised import check_deploy
+
+# A reported commit time may run this far ahead of ICA's clock (the agent's clock, or the
+# committer's, may be a little fast); further ahead it is refused as impossible.
+COMMIT_TIME_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class StartRun:
     requested_for: str | None = None
     requested_for_email: str | None = None
     start_time: datetime | None = None
+    commit_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,12 @@ def start_run(
                 f"(known: {', '.join(stage.name for stage in policy.stages)})"
             )
         now = ctx.clock.now()
+        if command.commit_at is not None and command.commit_at > now + COMMIT_TIME_SKEW:
+            raise ValidationProblem(
+                f"commit_at {rfc3339(command.commit_at)} is in the future (ICA's time is "
+                f"{rfc3339(now)}); report the commit's own time",
+                code="commit_time_in_future",
+            )
         run = _find_run(session, key)
         if run is not None:
             if command.attempt > run.attempt:
@@ -156,6 +168,7 @@ def start_run(
             requested_for_email=command.requested_for_email,
             created_at=now,
             updated_at=now,
+            commit_at=command.commit_at,
         )
         session.add(run)
         session.flush()
@@ -178,6 +191,7 @@ def start_run(
                 "pipeline_name": command.pipeline_name,
                 "branch": command.branch,
                 "commit": command.commit,
+                "commit_at": None if command.commit_at is None else rfc3339(command.commit_at),
                 "stage": command.stage,
                 "artifact_digest": command.artifact_digest,
                 "start_time": rfc3339(started),
@@ -279,6 +293,9 @@ def record_event(
         if command.phase is Phase.DEPLOY:
             # A deploy the gate never allowed is an unauthorised change (issue 5).
             check_deploy(ctx, session, run=run, event=event, actor=principal.actor)
+        elif command.phase is Phase.SCAN:
+            # Critical vulnerabilities alert (seed 000 §7.2), once per run.
+            check_scan(ctx, session, run=run, event=event, actor=principal.actor)
         remember(
             session,
             idempotency,
@@ -358,6 +375,9 @@ def finish_run(
             },
             at=now,
         )
+        if attempt_no == run.attempt:
+            # A third failure in a row of the pipeline alerts (seed 000 §7.2), once per streak.
+            check_failure_streak(ctx, session, run=run, actor=principal.actor)
         remember(session, idempotency, status_code=200, reference={"run_key": run.run_key}, at=now)
         return RunOutcome(run=run, created=True)
 
