@@ -69,6 +69,7 @@ from azdev_ica.db.tables import (
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.domain.incidents import Severity, restore_due
+from azdev_ica.domain.runs import deploy_target
 from azdev_ica.ledger.entry import EntryError, parse_entry
 
 __all__ = ["Difference", "ReplayReport", "replay_ledger"]
@@ -290,12 +291,22 @@ class _Projector:
             digest = payload.get("artifact_digest")
             if isinstance(digest, str):
                 run.update(artifact_digest=digest, updated_at=at)
+        target_tenant, target_stage, target_digest = deploy_target(
+            data["phase"],
+            payload,
+            run_tenant=run["tenant"],
+            run_stage=run["stage"],
+            run_digest=run["artifact_digest"],
+        )
         self.events[(key, data["event_id"])] = {
             "attempt": data["attempt"],
             "phase": data["phase"],
             "occurred_at": _time(data["occurred_at"]),
             "recorded_at": at,
             "data": payload,
+            "target_tenant": target_tenant,
+            "target_stage": target_stage,
+            "target_digest": target_digest,
         }
 
     def run_finish(self, body: dict[str, Any], at: datetime) -> None:
@@ -652,6 +663,9 @@ def _rows(session: Any) -> dict[str, list[dict[str, Any]]]:
             "occurred_at": r.occurred_at,
             "recorded_at": r.recorded_at,
             "data": r.data,
+            "target_tenant": r.target_tenant,
+            "target_stage": r.target_stage,
+            "target_digest": r.target_digest,
         }
         for r in session.scalars(select(PipelineEvent))
     ]

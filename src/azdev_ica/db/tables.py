@@ -119,8 +119,17 @@ class PipelineEvent(Base):
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
     data: Mapped[dict[str, Any]]
+    # A deploy event's target and artifact (the event's own, else the run's), so the gate's
+    # promotion and rollback rules read one target's deployments by index, not the fleet's
+    # (domain/runs.py `deploy_target`). NULL for other phases.
+    target_tenant: Mapped[str | None] = mapped_column(String(32))
+    target_stage: Mapped[str | None] = mapped_column(String(32))
+    target_digest: Mapped[str | None] = mapped_column(String(80))
 
-    __table_args__ = (UniqueConstraint("run_pk", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("run_pk", "event_id"),
+        Index("ix_azdev_pipeline_event_target", "target_tenant", "target_stage", "target_digest"),
+    )
 
 
 class ApiKey(Base):

@@ -117,3 +117,28 @@ def event_refusal(
     if attempt_state.finished and phase not in AFTER_FINISH:
         return EventRefusal.FINISHED
     return None
+
+
+def deploy_target(
+    phase: str,
+    data: dict[str, object] | None,
+    *,
+    run_tenant: str | None,
+    run_stage: str | None,
+    run_digest: str | None,
+) -> tuple[str | None, str | None, str | None]:
+    """A deploy event's target tenant, stage and artifact digest: the event's own values, else
+    the run's; (None, None, None) for any other phase."""
+    if phase != Phase.DEPLOY.value:
+        return None, None, None
+    data = data or {}
+
+    def text(name: str, fallback: str | None) -> str | None:
+        value = data.get(name)
+        return value if isinstance(value, str) and value else fallback
+
+    return (
+        text("tenant", run_tenant),
+        text("stage", run_stage),
+        text("artifact_digest", run_digest),
+    )

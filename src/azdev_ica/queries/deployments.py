@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import PipelineEvent, PipelineRun
@@ -81,15 +81,36 @@ def spoiled(
 
 
 def deployment_history(
-    session: Session, *, tenant: str | None = None, stage: str | None = None
+    session: Session,
+    *,
+    tenant: str | None = None,
+    stage: str | None = None,
+    digest_or_stage: tuple[str, str] | None = None,
 ) -> list[DeploymentRecord]:
-    """Every finished deployment (of `tenant` and `stage` when given), oldest first."""
-    rows = session.execute(
+    """Every finished deployment (of `tenant` and `stage` when given), oldest first.
+
+    `digest_or_stage` = (digest, stage) narrows to deployments of that artifact or to that
+    stage (what the promotion rules read: where the artifact went, what production runs). The
+    filters use the deploy events' indexed target columns, so the cost follows one target's
+    history, not the fleet's."""
+    query = (
         select(PipelineEvent, PipelineRun)
         .join(PipelineRun, PipelineRun.id == PipelineEvent.run_pk)
         .where(PipelineEvent.phase == "deploy")
-        .order_by(PipelineEvent.occurred_at, PipelineEvent.id)
-    ).all()
+    )
+    if tenant is not None:
+        query = query.where(PipelineEvent.target_tenant == tenant)
+    if stage is not None:
+        query = query.where(PipelineEvent.target_stage == stage)
+    if digest_or_stage is not None:
+        digest, other_stage = digest_or_stage
+        query = query.where(
+            or_(
+                PipelineEvent.target_digest == digest,
+                PipelineEvent.target_stage == other_stage,
+            )
+        )
+    rows = session.execute(query.order_by(PipelineEvent.occurred_at, PipelineEvent.id)).all()
     picked: list[tuple[PipelineEvent, PipelineRun, str, str]] = []
     for event, run in rows:
         data = event.data or {}

@@ -80,7 +80,14 @@ def promotion_missing(
     promotion = policy.promotion
     if promotion is None:
         return []
-    history = [d for d in deployment_history(session, tenant=tenant) if d.good]
+    # Where this artifact went in the tenant, and what runs in its production stage: all the
+    # promotion rules read (not the tenant's whole history).
+    narrowed = deployment_history(
+        session,
+        tenant=tenant,
+        digest_or_stage=(digest or "", promotion.major_release_stage),
+    )
+    history = [d for d in narrowed if d.good]
     deployments = [
         rules.Deployment(d.tenant, d.stage, d.artifact_digest or "", d.version) for d in history
     ]

@@ -19,6 +19,7 @@ from azdev_ica.domain.runs import (
     Phase,
     Provider,
     RunStatus,
+    deploy_target,
     event_refusal,
     normalise_finish_status,
     run_key,
@@ -264,6 +265,13 @@ def record_event(
             if isinstance(digest, str):
                 run.artifact_digest = digest
                 run.updated_at = now
+        target_tenant, target_stage, target_digest = deploy_target(
+            command.phase.value,
+            command.data,
+            run_tenant=run.tenant,
+            run_stage=run.stage,
+            run_digest=run.artifact_digest,
+        )
         event = PipelineEvent(
             run_pk=run.id,
             event_id=event_id,
@@ -272,6 +280,9 @@ def record_event(
             occurred_at=command.occurred_at or now,
             recorded_at=now,
             data=command.data,
+            target_tenant=target_tenant,
+            target_stage=target_stage,
+            target_digest=target_digest,
         )
         session.add(event)
         append_audit(
