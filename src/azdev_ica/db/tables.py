@@ -941,6 +941,21 @@ class DrillOverdueWarning(Base):
     __table_args__ = (UniqueConstraint("tenant", "since"),)
 
 
+# --- Scope (migration 0015) ---
+
+
+# --- Ledger trust (migration 0016) ---
+
+
+# --- Hardening (migration 0017) ---
+
+
+# --- Web console (migration 0018) ---
+
+
+# --- Pipelines (migration 0019) ---
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
