@@ -956,6 +956,9 @@ class DrillOverdueWarning(Base):
 # --- Pipelines (migration 0019) ---
 
 
+# --- Witnesses (migration 0020) ---
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
