@@ -20,7 +20,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (also used by tests to check commands written in pipeline files)."""
-    from azdev_ica.cli import admin, gate_client, ledger, pipeline, promotion, report, users
+    from azdev_ica.cli import (
+        admin,
+        gate_client,
+        ledger,
+        pipeline,
+        promotion,
+        report,
+        users,
+        witness,
+    )
     from azdev_ica.cli import inventory as inventory_client
 
     parser = _Parser(
@@ -41,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     inventory_client.register(sub)
     promotion.register(sub)
     report.register(sub)
+    witness.register(sub)
     return parser
 
 

@@ -1,0 +1,120 @@
+"""`ica witness ...`: a transparency-log witness (C2SP tlog-witness) for ICA's audit ledger, to
+run under somebody else's control. It needs no ICA database and no ICA settings: only its own
+key file and its own state file."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from azdev_ica.cli.admin import EXIT_INVALID, EXIT_OK, _fail
+
+
+def register(sub: Any) -> None:
+    witness = sub.add_parser(
+        "witness",
+        help="run a witness that cosigns the ledger's checkpoints (another team's service)",
+        description="A C2SP tlog-witness: it cosigns a checkpoint only when it is consistent "
+        "with the last one it cosigned for that log, so a rewound ledger cannot get a "
+        "cosignature. Run it where ICA's database administrators cannot reach its key or state.",
+    ).add_subparsers(dest="witness_command", metavar="ACTION", required=True)
+    init = witness.add_parser(
+        "init",
+        help="create the witness's key file (mode 0600); never overwrites one",
+        description="Writes an Ed25519 cosignature key (type 0x04) and prints its verifier "
+        "key, the line ICA's ICA_WITNESSES and auditors' --witness-key take.",
+    )
+    init.add_argument("--key", type=Path, required=True, help="the key file to create")
+    init.add_argument("--name", required=True, help="the witness's name, e.g. witness.example/w1")
+    init.set_defaults(func=_init)
+    key = witness.add_parser("key", help="print the witness's verifier key")
+    key.add_argument("--key", type=Path, required=True, help="the witness's key file")
+    key.set_defaults(func=_key)
+    serve = witness.add_parser(
+        "serve",
+        help="serve POST /add-checkpoint (and /open-origin for yearly shards) on HTTP",
+        description="Logs are given as '<origin prefix> <log vkey>': ICA's log is "
+        "'<ICA_PUBLIC_HOST>/audit' with the key `ica keys list` prints; its yearly origins "
+        "<prefix>/<year> must chain to each other. State (the last checkpoint cosigned per "
+        "origin, and the refusals) goes to --state, a SQLite file of its own.",
+    )
+    serve.add_argument("--key", type=Path, required=True, help="the witness's key file")
+    serve.add_argument("--state", type=Path, required=True, help="the witness's SQLite file")
+    serve.add_argument(
+        "--log",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("PREFIX", "VKEY"),
+        help="a log to witness: its origin (prefix) and a verifier key of it (repeatable)",
+    )
+    serve.add_argument(
+        "--logs-file", type=Path, help="a file of '<origin prefix> <vkey> [<vkey>...]' lines"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8470)
+    serve.add_argument("--prefix", default="", help="URL path prefix, e.g. /witness")
+    serve.set_defaults(func=_serve)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from azdev_ica.ledger.note import NoteError
+    from azdev_ica.ledger.witness import write_cosigner
+
+    try:
+        cosigner = write_cosigner(args.key, args.name)
+    except FileExistsError:
+        return _fail(f"{args.key} exists; the witness key is never overwritten")
+    except NoteError as exc:
+        return _fail(str(exc))
+    print(cosigner.verifier().key_string())
+    return EXIT_OK
+
+
+def _key(args: argparse.Namespace) -> int:
+    from azdev_ica.ledger.note import NoteError
+    from azdev_ica.ledger.witness import read_cosigner
+
+    try:
+        print(read_cosigner(args.key).verifier().key_string())
+    except (OSError, NoteError) as exc:
+        return _fail(f"cannot read the witness key {args.key}: {exc}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from azdev_ica.ledger.note import NoteError
+    from azdev_ica.ledger.witness import Witness, WitnessHTTPServer, read_cosigner, read_logs
+
+    try:
+        cosigner = read_cosigner(args.key)
+        lines = [f"{prefix} {vkey}" for prefix, vkey in args.log]
+        if args.logs_file:
+            lines += args.logs_file.read_text(encoding="utf-8").splitlines()
+        logs = read_logs(lines)
+    except (OSError, NoteError) as exc:
+        return _fail(str(exc))
+    if not logs:
+        return _fail("no log to witness: give --log PREFIX VKEY or --logs-file")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    witness = Witness(args.state, cosigner, logs)
+    try:
+        server = WitnessHTTPServer((args.host, args.port), witness, args.prefix)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"witness {cosigner.name} listening on {server.url}", flush=True)
+    print(cosigner.verifier().key_string(), flush=True)
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.server_close()
+        witness.close()
+    return EXIT_OK if logs else EXIT_INVALID
