@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +39,13 @@ exit codes:
 
 class UsageError(Exception):
     """Something the caller must supply is missing or malformed."""
+
+
+def register_alone(sub: Any) -> None:
+    """`ica approval ...` alone (what `ica approval wait` builds)."""
+    from azdev_ica.cli.pipeline import common_arguments
+
+    register(sub, common_arguments())
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -303,7 +309,7 @@ def _details(data: Mapping[str, Any]) -> str:
 
 
 def _idempotency_key() -> str:
-    return f"ica-cli-{uuid.uuid4()}"
+    return http.idempotency_key()
 
 
 def _positive_int(value: str) -> int:

@@ -12,9 +12,8 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from azdev_ica.cli import http
@@ -47,7 +46,8 @@ exit codes:
   64  usage error
 """
 
-Call = Callable[[http.Client, Mapping[str, str]], http.JsonResponse]
+if TYPE_CHECKING:  # a runtime subscript of collections.abc.Callable needs Python 3.9
+    Call = Callable[[http.Client, Mapping[str, str]], http.JsonResponse]
 
 
 def register(sub: Any) -> None:
@@ -282,7 +282,7 @@ def _read(path: str) -> str:
 
 
 def _key() -> str:
-    return f"ica-cli-{uuid.uuid4()}"
+    return http.idempotency_key()
 
 
 def _execute(

@@ -4,25 +4,22 @@ Retries connection errors, timeouts, 429, 502, 503 and 504 with exponential back
 jitter (honouring Retry-After), inside one total time budget. Every error it raises carries
 the server's RFC 9457 problem document when there is one, and the CLI exit code it means.
 Redirects are not followed, so the credential is only ever sent to the configured address.
+
+It starts fast (cli/wire.py speaks HTTP itself: no `http.client`, `email` or `ssl` import for
+a plain http:// address) and keeps to Python 3.8 syntax: it is part of the served zipapp.
 """
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
-import random
-import ssl
+import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import azdev_ica
+from azdev_ica.cli import wire
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REQUEST_TIMEOUT = 10.0
@@ -35,14 +32,21 @@ EXIT_AUTH = 4
 EXIT_UNAVAILABLE = 5
 
 
-@dataclass(frozen=True)
 class JsonResponse:
-    """A successful answer: status, parsed JSON, the body as sent, and how many tries it took."""
+    """A successful answer: status, parsed JSON, the body as sent, and how many tries it took.
 
-    status: int
-    data: Any
-    text: str
-    attempts: int
+    (A plain class: `dataclasses` imports `inspect`, which costs more than the rest.)"""
+
+    __slots__ = ("attempts", "data", "status", "text")
+
+    def __init__(self, status: int, data: Any, text: str, attempts: int) -> None:
+        self.status = status
+        self.data = data
+        self.text = text
+        self.attempts = attempts
+
+    def __repr__(self) -> str:
+        return f"JsonResponse(status={self.status}, attempts={self.attempts})"
 
 
 class IcaHttpError(Exception):
@@ -115,7 +119,7 @@ class Client:
         timeout: float = 60.0,
         request_timeout: float = REQUEST_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         refresh: Callable[[], str | None] | None = None,
     ) -> None:
@@ -137,9 +141,8 @@ class Client:
         self.timeout = timeout
         self.request_timeout = request_timeout
         self._sleep = sleep
-        self._rng = rng
+        self._rng = rng or _random
         self._clock = clock
-        self._opener = urllib.request.build_opener(_NoRedirect())
 
     def __repr__(self) -> str:
         return f"Client({redact_url(self.base_url)!r}, token={'***' if self._token else None})"
@@ -175,19 +178,17 @@ class Client:
             if self._token:
                 headers["Authorization"] = f"Bearer {self._token}"
             remaining = deadline - self._clock()
-            # The scheme was checked in __init__: only http and https reach this point.
-            request = urllib.request.Request(  # noqa: S310
-                url, data=payload, headers=headers, method=method
-            )
             failure: IcaHttpError
             retry_after: float | None = None
             try:
                 status, text, retry_after_header = self._send(
-                    request, min(self.request_timeout, max(remaining, 0.001))
+                    method, url, payload, headers, min(self.request_timeout, max(remaining, 0.001))
                 )
-            except _Retryable as exc:
+            except wire.NoAnswer as exc:
+                # Timeouts, resets and truncated answers: the request may or may not have
+                # landed, which is why every write carries an Idempotency-Key.
                 failure = Unreachable(
-                    f"ICA at {redact_url(self.base_url)} is unreachable: {exc.reason}",
+                    f"ICA at {redact_url(self.base_url)} is unreachable: {exc}",
                     attempts=attempt,
                 )
             else:
@@ -213,29 +214,25 @@ class Client:
                 raise failure
             self._sleep(delay)
 
-    def _send(self, request: urllib.request.Request, timeout: float) -> tuple[int, str, str | None]:
-        """One exchange: (status, body, Retry-After); raises _Retryable when nothing came back."""
+    def _send(
+        self, method: str, url: str, payload: bytes | None, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str, str | None]:
+        """One exchange: (status, body, Retry-After); raises wire.NoAnswer when nothing came
+        back."""
         try:
-            with self._opener.open(request, timeout=timeout) as response:
-                return response.status, _decode(response.read()), None
-        except urllib.error.HTTPError as exc:
-            try:
-                body = exc.read()
-            except (OSError, http.client.HTTPException):
-                body = b""
-            finally:
-                exc.close()
-            return exc.code, _decode(body), exc.headers.get("Retry-After")
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLCertVerificationError):
-                raise Unreachable(
-                    f"TLS verification of {redact_url(self.base_url)} failed: {exc.reason}"
-                ) from None
-            raise _Retryable(str(exc.reason)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            # Timeouts, resets and truncated answers: the request may or may not have
-            # landed, which is why every write carries an Idempotency-Key.
-            raise _Retryable(_describe(exc)) from None
+            status, answer_headers, body = wire.exchange(method, url, payload, headers, timeout)
+        except wire.CertificateRefused as exc:
+            raise Unreachable(
+                f"TLS verification of {redact_url(self.base_url)} failed: {exc}"
+            ) from None
+        if 300 <= status < 400:
+            location = answer_headers.get("location", "")
+            raise BadResponse(
+                f"ICA answered {status} with a redirect to {redact_url(location)}; set the URL "
+                "to the final address (redirects are not followed, so the token goes nowhere "
+                "else)"
+            )
+        return status, _decode(body), answer_headers.get("retry-after")
 
     def _backoff(self, attempt: int) -> float:
         """Exponential back-off with "equal jitter": half fixed, half random."""
@@ -243,36 +240,8 @@ class Client:
         return ceiling / 2 + ceiling / 2 * self._rng()
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        fp.close()
-        raise BadResponse(
-            f"ICA answered {code} with a redirect to {redact_url(newurl)}; set the URL to "
-            "the final address (redirects are not followed, so the token goes nowhere else)"
-        )
-
-
 def _decode(body: bytes) -> str:
     return body.decode("utf-8", errors="replace")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _parse_success(text: str, attempts: int) -> Any:
@@ -294,7 +263,7 @@ def _problem_error(status: int, text: str, attempts: int) -> ProblemError:
         problem: dict[str, Any] = parsed
     else:
         # Not a problem document: a proxy's HTML page, or an empty body.
-        reason = http.client.responses.get(status, "HTTP error")
+        reason = _REASONS.get(status, "HTTP error")
         snippet = _one_line(text)[:MAX_ERROR_TEXT]
         problem = {"title": reason, "status": status}
         if snippet:
@@ -316,17 +285,55 @@ def _retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # only for the rare HTTP-date form
+    from datetime import datetime, timezone
+
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+# Reason phrases for answers that carry no problem document (http.client.responses, in part).
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _random() -> float:
+    import random  # only when a retry waits
+
+    return random.random()  # jitter, not a secret
+
+
+def idempotency_key() -> str:
+    """A fresh `ica-cli-<uuid4>` (formatted here: the `uuid` module costs more to import)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"ica-cli-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def redact_url(url: str) -> str:

@@ -19,15 +19,12 @@ Token values are never printed, logged or put in an error message.
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from azdev_ica.cli import wire
 from azdev_ica.cli.http import EXIT_AUTH, EXIT_UNAVAILABLE, IcaHttpError, redact_url
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -48,12 +45,22 @@ class IdentityUnavailable(IdentityError):
     exit_code = EXIT_UNAVAILABLE
 
 
-@dataclass(frozen=True)
 class Credential:
     """The bearer token to send (None: none) and where it came from, for messages."""
 
-    token: str | None
-    source: str
+    __slots__ = ("source", "token")
+
+    def __init__(self, token: str | None, source: str) -> None:
+        self.token = token
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credential):
+            return NotImplemented
+        return (self.token, self.source) == (other.token, other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.token, self.source))
 
     def __repr__(self) -> str:
         return f"Credential(source={self.source!r}, token={'***' if self.token else None})"
@@ -192,26 +199,23 @@ def _exchange(
     while True:
         attempt += 1
         method = "GET" if payload is None else "POST"
-        # Only http(s) URLs reach here (_check_url).
-        request = urllib.request.Request(  # noqa: S310
-            url, data=payload, headers=headers, method=method
-        )
         remaining = max(deadline - clock(), 0.001)
+        failure: IdentityError
         try:
-            with urllib.request.urlopen(  # noqa: S310
-                request, timeout=min(REQUEST_TIMEOUT, remaining)
-            ) as response:
-                body = response.read()
-            return _parse(who, body)
-        except urllib.error.HTTPError as exc:
-            text = _error_text(exc)
-            exc.close()
-            if exc.code not in RETRY_STATUSES:
-                raise IdentityError(f"{who} refused the token request ({exc.code}){text}") from None
-            failure: IdentityError = IdentityUnavailable(f"{who} answered {exc.code}{text}")
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            failure = IdentityUnavailable(f"{who} at {where} is unreachable: {reason}")
+            status, _, body = wire.exchange(
+                method, url, payload, headers, min(REQUEST_TIMEOUT, remaining)
+            )
+        except wire.CertificateRefused as exc:
+            raise IdentityUnavailable(f"TLS verification of {where} failed: {exc}") from None
+        except wire.NoAnswer as exc:
+            failure = IdentityUnavailable(f"{who} at {where} is unreachable: {exc}")
+        else:
+            if 200 <= status < 300:
+                return _parse(who, body)
+            text = _error_text(body)
+            if status not in RETRY_STATUSES:
+                raise IdentityError(f"{who} refused the token request ({status}){text}")
+            failure = IdentityUnavailable(f"{who} answered {status}{text}")
         delay = min(8.0, 0.5 * 2 ** (attempt - 1))
         if clock() + delay >= deadline:
             failure.message += f" (gave up after {attempt} attempt{'s' if attempt > 1 else ''})"
@@ -230,11 +234,11 @@ def _parse(who: str, body: bytes) -> dict[str, object]:
     return data
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _error_text(body: bytes) -> str:
     """The OAuth error code and description (never the request, which holds the assertion)."""
     try:
-        data = json.loads(exc.read() or b"{}")
-    except (ValueError, OSError, http.client.HTTPException):
+        data = json.loads(body or b"{}")
+    except ValueError:
         return ""
     if not isinstance(data, dict):
         return ""

@@ -18,20 +18,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree (also used by tests to check commands written in pipeline files)."""
-    from azdev_ica.cli import (
-        admin,
-        gate_client,
-        ledger,
-        pipeline,
-        promotion,
-        report,
-        users,
-        witness,
-    )
-    from azdev_ica.cli import inventory as inventory_client
+# The pipeline client's commands and the one module that registers each: `ica run event`
+# builds only its own branch of the tree, so it imports neither the server's commands nor
+# the other clients (each module imports what it needs when its handler runs).
+PIPELINE_COMMANDS = {
+    "run": ("pipeline", "register_run"),
+    "approval": ("approvals", "register_alone"),
+    "gate": ("gate_client", "register"),
+    "lock": ("gate_client", "register"),
+    "override": ("gate_client", "register"),
+}
+ALL_MODULES = (
+    "pipeline",
+    "admin",
+    "ledger",
+    "users",
+    "gate_client",
+    "inventory",
+    "promotion",
+    "report",
+    "witness",
+)
 
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command tree: only `command`'s branch when it is a pipeline command, otherwise the
+    whole tree (also used by tests to check commands written in pipeline files)."""
+    import importlib
+
+    only = PIPELINE_COMMANDS.get(command or "")
+    registrations = [only] if only else [(name, "register") for name in ALL_MODULES]
     parser = _Parser(
         prog="ica",
         description="ICA: deployment governance. Pipelines report runs; deploys wait at gates.",
@@ -42,21 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ica {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    pipeline.register(sub)
-    admin.register(sub)
-    ledger.register(sub)
-    users.register(sub)
-    gate_client.register(sub)
-    inventory_client.register(sub)
-    promotion.register(sub)
-    report.register(sub)
-    witness.register(sub)
+    for module, function in registrations:
+        getattr(importlib.import_module(f"azdev_ica.cli.{module}"), function)(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    command = next((item for item in arguments if not item.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
     result: int = args.func(args)
     return result
 

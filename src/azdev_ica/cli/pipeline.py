@@ -22,14 +22,11 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from azdev_ica.cli import approvals, http
+from azdev_ica.cli import http
 
 EXIT_OK = 0
 EXIT_REFUSED = http.EXIT_REFUSED
@@ -73,8 +70,7 @@ class UsageError(Exception):
     """Something the caller must supply is missing or malformed."""
 
 
-@dataclass(frozen=True)
-class PipelineContext:
+class PipelineContext(NamedTuple):
     """What the pipeline's environment says about the current run."""
 
     provider: str
@@ -154,16 +150,14 @@ def _positive_float(value: str) -> float:
 
 
 def register(sub: Any) -> None:
-    run = sub.add_parser(
-        "run",
-        help="report a pipeline run to ICA (for use inside pipelines)",
-        description="Report a pipeline run to ICA. Reads ICA_URL and ICA_TOKEN, and the "
-        "Azure Pipelines or GitHub Actions variables unless flags override them.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = run.add_subparsers(dest="run_command", metavar="ACTION", required=True)
+    """`ica run ...` and `ica approval ...`."""
+    from azdev_ica.cli import approvals
 
+    approvals.register(sub, register_run(sub))
+
+
+def common_arguments() -> argparse.ArgumentParser:
+    """--url, --timeout and --output, shared by `ica run` and `ica approval` actions."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url", help="ICA's base URL (default: $ICA_URL), e.g. https://ica.example.org"
@@ -175,6 +169,21 @@ def register(sub: Any) -> None:
         help="total seconds to keep retrying (default: 60)",
     )
     common.add_argument("--output", choices=("text", "json"), default="text")
+    return common
+
+
+def register_run(sub: Any) -> argparse.ArgumentParser:
+    """`ica run ...` alone (what `ica run event` builds); returns the shared arguments."""
+    run = sub.add_parser(
+        "run",
+        help="report a pipeline run to ICA (for use inside pipelines)",
+        description="Report a pipeline run to ICA. Reads ICA_URL and ICA_TOKEN, and the "
+        "Azure Pipelines or GitHub Actions variables unless flags override them.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = run.add_subparsers(dest="run_command", metavar="ACTION", required=True)
+    common = common_arguments()
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
@@ -235,8 +244,7 @@ def register(sub: Any) -> None:
     show = add("show", "print the run as ICA recorded it")
     show.add_argument("--run-key", help="default: the current pipeline's run")
     show.set_defaults(func=_show)
-
-    approvals.register(sub, common)
+    return common
 
 
 def _run_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -399,6 +407,8 @@ def commit_time_from_git(commit: str | None, cwd: str | None = None) -> str | No
     commit time only feeds lead time, so its absence never fails a run's start."""
     if not commit or not _SHA.fullmatch(commit):
         return None
+    import subprocess
+
     try:
         result = subprocess.run(  # noqa: S603 - a fixed argv; the sha is checked as hex above
             ["git", "show", "-s", "--format=%cI", f"{commit}^{{commit}}"],  # noqa: S607
@@ -465,4 +475,4 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
 
 def _idempotency_key() -> str:
     """One per logical call: every retry of this call sends the same key."""
-    return f"ica-cli-{uuid.uuid4()}"
+    return http.idempotency_key()

@@ -1,0 +1,103 @@
+"""`ica run event` against `curl` for the same POST: the pipeline client's cost per call.
+
+    .venv/bin/python bench/cli_startup.py [--runs 30] [--url URL --token TOKEN --run-key KEY]
+
+Without --url it answers the requests itself (a small local HTTP server that answers as ICA's
+run/event does), so the figures are the clients' own cost: process start, imports, one
+request. With --url it posts to a real ICA (a test event on --run-key). Prints the median and
+the best wall time of each and their ratio; also `python -c pass` as the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+ANSWER = json.dumps(
+    {"event": {"event_id": "e1", "phase": "test", "attempt": 1}, "run": {"run_key": "ado:p:1"}}
+).encode()
+
+
+def _local_server() -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(ANSWER)))
+            self.end_headers()
+            self.wfile.write(ANSWER)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _time(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--url")
+    parser.add_argument("--token", default="bench-token")
+    parser.add_argument("--run-key", default="ado:p:1")
+    args = parser.parse_args()
+    curl = shutil.which("curl")
+    if curl is None:
+        print("curl is not installed", file=sys.stderr)
+        return 1
+    server = None
+    url = args.url
+    if url is None:
+        server, url = _local_server()
+    env = {**os.environ, "ICA_URL": url, "ICA_TOKEN": args.token}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed client has its bytecode cached
+    body = json.dumps({"run_key": args.run_key, "phase": "test", "data": {"passed": True}})
+    ica = [sys.executable, "-m", "azdev_ica.cli.main", "run", "event", "test"]
+    ica += ["--run-key", args.run_key, "--set", "passed=true"]
+    curl_argv = [curl, "-sf", "-o", "/dev/null", "-X", "POST", "--data", body]
+    curl_argv += ["-H", f"Authorization: Bearer {args.token}"]
+    curl_argv += ["-H", "Content-Type: application/json"]
+    curl_argv += [f"{url}/api/v1/azdev/run/event"]
+    _time(ica, env, 2)  # warm the bytecode cache and the page cache
+    results = {
+        "python -c pass": _time([sys.executable, "-c", "pass"], env, args.runs),
+        "curl": _time(curl_argv, env, args.runs),
+        "ica run event": _time(ica, env, args.runs),
+    }
+    for name, times in results.items():
+        print(
+            f"{name:16} median {statistics.median(times) * 1000:6.1f} ms  "
+            f"best {min(times) * 1000:6.1f} ms"
+        )
+    ratio = statistics.median(results["ica run event"]) / statistics.median(results["curl"])
+    best = min(results["ica run event"]) / min(results["curl"])
+    print(f"ica / curl: median {ratio:.2f}x, best {best:.2f}x (goal: under 3x)")
+    if server is not None:
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
