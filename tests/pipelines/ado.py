@@ -197,23 +197,35 @@ class Agent:
     canceled: bool = False
 
     def run(self, pipeline: Mapping[str, Any]) -> dict[str, str]:
-        """Run every stage; return each stage's result."""
+        """Run every stage; return each stage's result.
+
+        Conditions as Azure DevOps documents them: a stage, job or step without one has
+        `succeeded()`; `succeeded()`, `failed()` and `succeededOrFailed()` are false once the
+        run is cancelled, `always()` and `canceled()` are not; a stage's condition does not
+        carry over to its jobs (a job with the default condition in an `always()` stage does
+        not run in a cancelled run)."""
         results: dict[str, str] = {}
         for stage in pipeline["stages"]:
             name = stage["stage"]
             depends = stage.get("dependsOn", [])
             depends = [depends] if isinstance(depends, str) else list(depends)
             condition = stage.get("condition", "succeeded()")
-            ok = all(results[d] in ("Succeeded", "SucceededWithIssues") for d in depends)
-            if not self._true(condition, "Succeeded" if ok else "Failed", stage=True):
+            if not self._true(condition, [results[d] for d in depends], results):
                 results[name] = "Canceled" if self.canceled else "Skipped"
                 continue
             check = self.checks.get(name)
             if check is not None and not self.canceled and not check():
-                results[name] = "Failed"  # a check's final negative decision fails the stage
+                # A check's final negative decision fails the stage; a run cancelled while
+                # the stage waits at its checks cancels it (the check sets `canceled`).
+                results[name] = "Canceled" if self.canceled else "Failed"
                 continue
             variables = dict(self._stage_variables(stage, results))
             [job] = stage["jobs"]
+            job_condition = job.get("condition", "succeeded()")
+            if not self._true(job_condition, [], {}):  # one job: no job dependencies
+                results[name] = "Canceled" if self.canceled else "Skipped"
+                self._record(StepRun(name, f"job {job.get('job') or job.get('deployment')}", None))
+                continue
             results[name] = self._job(name, job, variables)
         return results
 
@@ -252,7 +264,7 @@ class Agent:
                 self.canceled = True
                 status = "Canceled"
             condition = step.get("condition", "succeeded()")
-            if not self._true(condition, status):
+            if not self._true(condition, [status], {}):
                 self._record(StepRun(stage, str(label), None))
                 continue
             code, out, err = self._step(step, variables, secrets, status)
@@ -266,19 +278,10 @@ class Agent:
         if self.on_step is not None:
             self.on_step(run)
 
-    def _true(self, condition: str, status: str, *, stage: bool = False) -> bool:
-        condition = condition.strip()
-        if condition == "always()":
-            return True
-        if self.canceled:
-            return condition == "canceled()"
-        if condition == "succeeded()":
-            return status in ("Succeeded", "SucceededWithIssues")
-        if condition == "succeededOrFailed()":
-            return True
-        if condition == "failed()":
-            return status == "Failed"
-        raise Unsupported(f"condition {condition!r}")
+    def _true(self, condition: str, previous: list[str], dependencies: Mapping[str, str]) -> bool:
+        """Evaluate a condition: `previous` are the results the status functions look at (a
+        stage's or job's dependencies, or a step's job so far)."""
+        return bool(_Condition(condition, self.canceled, previous, dependencies).value())
 
     def _step(
         self,
@@ -330,6 +333,97 @@ class Agent:
             check=False,
         )
         return done.returncode, done.stdout, done.stderr
+
+
+_SUCCEEDED = ("Succeeded", "SucceededWithIssues")
+
+
+class _Condition:
+    """The condition language's functions the kit may use: always(), succeeded(), failed(),
+    succeededOrFailed(), canceled(), and(), or(), not(), eq(), ne(), in(), string literals and
+    `dependencies.<stage>.result`. Anything else is Unsupported."""
+
+    _TOKEN = re.compile(r"\s*(?:(\w+(?:\.\w+)*)|('(?:[^']|'')*')|([(),]))")
+
+    def __init__(
+        self, text: str, canceled: bool, previous: list[str], dependencies: Mapping[str, str]
+    ) -> None:
+        self.text = text
+        self.tokens: list[str] = []
+        position = 0
+        stripped = text.strip()
+        while position < len(stripped):
+            match = self._TOKEN.match(stripped, position)
+            if not match or match.end() == position:
+                raise Unsupported(f"condition {text!r}")
+            self.tokens.append(match.group(0).strip())
+            position = match.end()
+        self.canceled = canceled
+        self.previous = previous
+        self.dependencies = dependencies
+
+    def value(self) -> Any:
+        result = self._expr()
+        if self.tokens:
+            raise Unsupported(f"condition {self.text!r}: trailing {self.tokens}")
+        return result
+
+    def _take(self, expected: str | None = None) -> str:
+        if not self.tokens:
+            raise Unsupported(f"condition {self.text!r}: ends early")
+        token = self.tokens.pop(0)
+        if expected is not None and token != expected:
+            raise Unsupported(f"condition {self.text!r}: {expected!r} expected, not {token!r}")
+        return token
+
+    def _expr(self) -> Any:
+        token = self._take()
+        if token.startswith("'"):
+            return token[1:-1].replace("''", "'")
+        if token.startswith("dependencies."):
+            parts = token.split(".")
+            if len(parts) != 3 or parts[2] != "result":
+                raise Unsupported(f"condition {self.text!r}: {token}")
+            return self.dependencies[parts[1]]
+        if token in ("true", "false"):
+            return token == "true"
+        self._take("(")
+        args: list[Any] = []
+        if self.tokens and self.tokens[0] == ")":
+            self._take(")")
+        else:
+            while True:
+                args.append(self._expr())
+                if self._take() == ")":
+                    break
+        return self._call(token, args)
+
+    def _call(self, name: str, args: list[Any]) -> Any:
+        status = {
+            "always": lambda: True,
+            "canceled": lambda: self.canceled,
+            "succeeded": lambda: not self.canceled and all(r in _SUCCEEDED for r in self.previous),
+            "failed": lambda: not self.canceled and any(r == "Failed" for r in self.previous),
+            "succeededOrFailed": lambda: not self.canceled,
+        }
+        if name in status:
+            if args:
+                raise Unsupported(f"condition {self.text!r}: {name} with arguments")
+            return status[name]()
+        same = [str(a).lower() for a in args]
+        if name == "and":
+            return all(args)
+        if name == "or":
+            return any(args)
+        if name == "not" and len(args) == 1:
+            return not args[0]
+        if name == "eq" and len(args) == 2:
+            return same[0] == same[1]
+        if name == "ne" and len(args) == 2:
+            return same[0] != same[1]
+        if name == "in" and len(args) >= 2:
+            return same[0] in same[1:]
+        raise Unsupported(f"condition {self.text!r}: {name}")
 
 
 def agent_path(tools: Path) -> str:

@@ -250,7 +250,7 @@ def test_a_cancelled_run_is_recorded_cancelled_and_frees_the_lock(stack, tmp_pat
     assert results == {
         "ica_build": "Succeeded",
         "ica_deploy": "Canceled",
-        "ica_closeout": "Canceled",
+        "ica_closeout": "Canceled",  # its job ran (always()) in a cancelled run
     }, run.show()
     assert run.step("ICA run finish").code == 0
     assert run.step("ICA run finish (close-out)").code == 0  # the same status again: no-op
@@ -261,6 +261,45 @@ def test_a_cancelled_run_is_recorded_cancelled_and_frees_the_lock(stack, tmp_pat
     assert stack.lock()["status"] == "free"
     actions = stack.audit_actions(run.run_key)
     assert actions.index("gate.decide") < actions.index("run.finish")  # allowed, then cancelled
+
+
+def test_a_run_cancelled_during_build_is_closed_cancelled(stack, tmp_path):
+    run = AzureRun(stack, tmp_path)
+    run.agent.checks["ica_deploy"] = lambda: pytest.fail("the deploy stage must not start")
+    run.agent.cancel_before = "make test-coverage"
+    assert run.run() == {
+        "ica_build": "Canceled",
+        "ica_deploy": "Canceled",
+        "ica_closeout": "Canceled",  # its job ran (always()) in a cancelled run
+    }, run.show()
+    assert run.step("ICA test event (result and coverage)").code is None  # not in a cancel
+    assert run.step("ICA run finish (close-out)").code == 0
+    recorded = stack.run(run.run_key)
+    assert recorded["status"] == "cancelled"
+    assert [event["phase"] for event in recorded["events"]] == ["build"]
+    assert stack.lock()["status"] == "free"
+
+
+def test_a_run_cancelled_while_waiting_at_the_check_is_closed_cancelled(stack, tmp_path):
+    run = AzureRun(stack, tmp_path)
+
+    def cancelled_while_waiting() -> bool:
+        status, body = stack.check_callback(run.run_key, f"job-{run.build_id}")
+        assert (status, body["status"]) == (201, "pending"), body
+        run.approval = body
+        run.agent.canceled = True  # someone cancels the run while the check waits
+        return False
+
+    run.agent.checks["ica_deploy"] = cancelled_while_waiting
+    assert run.run() == {
+        "ica_build": "Succeeded",
+        "ica_deploy": "Canceled",
+        "ica_closeout": "Canceled",  # its job ran (always()) in a cancelled run
+    }, run.show()
+    assert run.step("ICA run finish (close-out)").code == 0
+    assert stack.run(run.run_key)["status"] == "cancelled"
+    assert not (run.work / "deployed.txt").exists()
+    assert stack.lock()["status"] == "free"
 
 
 def test_a_rejected_approval_fails_the_run_through_the_close_out(stack, tmp_path):
