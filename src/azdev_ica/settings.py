@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from azdev_ica.adapters.notify.config import NotifyConfig
@@ -14,6 +14,29 @@ from azdev_ica.auth.oidc_login import OidcLoginConfig
 from azdev_ica.auth.trust import OidcTrust
 
 DEFAULT_DATA_DIR = Path("var")
+
+
+class WitnessSetting(BaseModel):
+    """A witness ICA submits its checkpoints to (C2SP tlog-witness): its URL prefix (the
+    requests go to `<url>/add-checkpoint` and `<url>/open-origin`) and its verifier key
+    (`ica witness key` prints it: `<name>+<key id>+<base64(0x04 || key)>`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    vkey: str
+
+    @field_validator("vkey")
+    @classmethod
+    def _check_vkey(cls, value: str) -> str:
+        from azdev_ica.ledger.cosignature import CosignatureVerifier
+        from azdev_ica.ledger.note import NoteError
+
+        try:
+            CosignatureVerifier.from_key_string(value)
+        except NoteError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
 
 class Settings(BaseSettings):
@@ -61,6 +84,14 @@ class Settings(BaseSettings):
     ledger_checkpoint_interval_seconds: float = Field(default=5.0, gt=0, le=86_400)
     ledger_batch_size: int = Field(default=1000, ge=1, le=100_000)
     ledger_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Witnesses (docs/ledger.md, README "Witnesses"): JSON in ICA_WITNESSES, a list of
+    # {"url": "https://witness.example/w1", "vkey": "<the witness's verifier key>"}. Every
+    # signed checkpoint goes to each; their cosignatures are published with it. One that
+    # does not answer is retried, with a warning alert after ICA_WITNESS_ALERT_MINUTES; one
+    # that refuses (history was rewritten) stops the sealer with a critical alert.
+    witnesses: list[WitnessSetting] = Field(default_factory=list)
+    witness_alert_minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60)
+    witness_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     # Bearer JWTs from pipelines (Entra ID, GitHub Actions OIDC): issuers, audiences and the
     # identities each vouches for, as JSON in ICA_OIDC_TRUST. See docs/identity.md.
     oidc_trust: OidcTrust = Field(default_factory=OidcTrust)

@@ -70,6 +70,7 @@ def test_notifying_jobs_run_before_delivery():
         "override-review",
         "approval-sla",
         "dr-drill-overdue",
+        "witness",
         "outbox-delivery",
         "retention",
     ]

@@ -5,7 +5,8 @@ A database restored from an old backup, or rewound, or with its tail cut off, no
 reaches the checkpoints published here: `ica audit verify`, the sealer's start-up check and
 the export (which ships these checkpoints too) all notice. A published checkpoint is never
 replaced: writing a different note for a size that is already stored is refused, since two
-roots for one size are a fork.
+roots for one size are a fork. Adding signature lines to a stored checkpoint (the witnesses'
+cosignatures) is not a replacement: the file is rewritten with them.
 
 Layout (a folder; Azure Blob later uses the same names)::
 
@@ -39,6 +40,16 @@ class StoredCheckpoint:
     """When it was signed, as the writer said (the file's modification time): a claim."""
 
 
+def _adds_signatures(stored: bytes, new: bytes) -> bool:
+    """Whether ``new`` is the same checkpoint as ``stored`` with more signature lines (the
+    witnesses' cosignatures): same text, every stored signature line kept."""
+    old_text, _, old_sigs = stored.rpartition(b"\n\n")
+    new_text, _, new_sigs = new.rpartition(b"\n\n")
+    if not old_text or old_text != new_text:
+        return False
+    return set(old_sigs.splitlines()) < set(new_sigs.splitlines())
+
+
 class FolderCheckpointStore:
     """Checkpoints as files under a folder (local disk, or a mounted share)."""
 
@@ -55,18 +66,21 @@ class FolderCheckpointStore:
         return self._folder(origin) / f"{size:020d}.checkpoint"
 
     def put(self, origin: str, size: int, note: str, signed_at: datetime) -> bool:
-        """Store the note of ``size``; False if that exact note was already stored."""
+        """Store the note of ``size``; False if that exact note was already stored. A note
+        that only adds signature lines to the stored one (cosignatures) replaces it."""
         target = self.path(origin, size)
         data = note.encode("utf-8")
         try:
             if target.exists():
-                if target.read_bytes() == data:
-                    return False
-                raise CheckpointStoreError(
-                    f"{target} already holds a different checkpoint of size {size}: "
-                    "the database no longer agrees with what it published (restored from an "
-                    "old backup, or tampered with)"
-                )
+                stored = target.read_bytes()
+                if stored == data or _adds_signatures(data, stored):
+                    return False  # already there (with as many or more signatures)
+                if not _adds_signatures(stored, data):
+                    raise CheckpointStoreError(
+                        f"{target} already holds a different checkpoint of size {size}: "
+                        "the database no longer agrees with what it published (restored from "
+                        "an old backup, or tampered with)"
+                    )
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             with open(temporary, "wb") as handle:

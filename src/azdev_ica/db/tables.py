@@ -959,6 +959,53 @@ class DrillOverdueWarning(Base):
 # --- Witnesses (migration 0020) ---
 
 
+class WitnessCosignature(Base):
+    """A witness's cosignature (C2SP tlog-cosignature) of a signed checkpoint, verified with the
+    witness's key from `ICA_WITNESSES` before it was stored. Append-only."""
+
+    __tablename__ = "azdev_witness_cosignature"
+
+    year: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    witness: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(8))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    line: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+
+    __table_args__ = (PrimaryKeyConstraint("year", "size", "witness"),)
+
+
+class WitnessStatus(Base):
+    """Whether a witness answers: failing since when, why, and whether that was alerted."""
+
+    __tablename__ = "azdev_witness_status"
+
+    witness: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failing_since: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_success_at: Mapped[datetime | None]
+
+
+class WitnessRefusal(Base):
+    """A witness refused a checkpoint as inconsistent with what it cosigned before: history was
+    rewritten. While one is unresolved the sealer neither seals nor signs."""
+
+    __tablename__ = "azdev_witness_refusal"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    witness: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution: Mapped[str | None] = mapped_column(Text)
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
@@ -978,4 +1025,5 @@ APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_unauthorised_change": (("id",), ("run_pk", "event_id")),
     "azdev_signoff": (("id",), ("tenant", "stage", "artifact_digest", "kind")),
     "azdev_policy_signature": (("id",), ("proposal_id", "person_id")),
+    "azdev_witness_cosignature": (("year", "size", "witness"),),
 }

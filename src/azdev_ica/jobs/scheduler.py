@@ -88,6 +88,20 @@ def _retention(ctx: ServiceContext, settings: Settings) -> object:
     return purge(ctx)
 
 
+def _witness(ctx: ServiceContext, settings: Settings) -> object:
+    from datetime import timedelta
+
+    from azdev_ica.jobs.witness import WitnessTarget, submit_all
+
+    targets = [WitnessTarget.from_setting(w.url, w.vkey) for w in settings.witnesses]
+    return submit_all(
+        ctx,
+        targets,
+        alert_after=timedelta(minutes=settings.witness_alert_minutes),
+        timeout=settings.witness_timeout_seconds,
+    )
+
+
 def default_jobs() -> list[Job]:
     """The jobs of a server process, in the order one tick runs them. Jobs that create
     notifications run before delivery, so one tick also sends what they queued."""
@@ -97,6 +111,7 @@ def default_jobs() -> list[Job]:
         Job("override-review", _review_overrides),
         Job("approval-sla", _sla),
         Job("dr-drill-overdue", _drill_overdue),
+        Job("witness", _witness),
         Job("outbox-delivery", _deliver),
         Job("retention", _retention),
     ]

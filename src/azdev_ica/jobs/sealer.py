@@ -206,6 +206,19 @@ def _vkey(signer: Signer) -> str:
     return signer.verifier().key_string()
 
 
+def _refuse_after_witness_refusal(session: Session) -> None:
+    """Neither seal nor sign while a witness's refusal is unresolved (`services/witnesses.py`)."""
+    from azdev_ica.services.witnesses import unresolved_refusal
+
+    refusal = unresolved_refusal(session)
+    if refusal is not None:
+        raise LedgerUnavailable(
+            f"the sealer refuses to seal: witness {refusal.witness} refused {refusal.origin} at "
+            f"size {refusal.size} ({refusal.reason}); history was rewritten. Restore the "
+            "genuine history, then `ica witness resolve`"
+        )
+
+
 # --- reading the tree ------------------------------------------------------------------------
 
 
@@ -616,6 +629,7 @@ def _seal_batch(
         now = ctx.clock.now()
         if not _holds(session, holder, now):
             raise LedgerUnavailable("the sealer lost its lease")
+        _refuse_after_witness_refusal(session)
         shard = _latest_shard(session)
         head = _head(session, shard.year) if shard is not None else None
         postgresql = _is_postgresql(session)
@@ -666,6 +680,7 @@ def _sign_if_new(
         now = ctx.clock.now()
         if not _holds(session, holder, now):
             raise LedgerUnavailable("the sealer lost its lease")
+        _refuse_after_witness_refusal(session)
         shard = _latest_shard(session)
         if shard is None:
             return None

@@ -41,6 +41,7 @@ __all__ = [
     "Cosignature",
     "CosignatureVerifier",
     "Cosigner",
+    "append_cosignatures",
     "cosignature_key_id",
     "cosigned_message",
     "verify_cosignatures",
@@ -190,6 +191,12 @@ class Cosigner:
         return NoteSignature(
             self.name, self.key_id, timestamp.to_bytes(8, "big") + signature
         ).line()
+
+
+def append_cosignatures(note: str, lines: Iterable[str]) -> str:
+    """The signed note with cosignature lines appended (those it does not carry already)."""
+    present = set(note.rpartition("\n\n")[2].splitlines(keepends=True))
+    return note + "".join(line for line in lines if line not in present)
 
 
 def verify_cosignatures(

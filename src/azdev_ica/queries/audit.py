@@ -138,6 +138,21 @@ def latest_checkpoint(session: Session, year: int | None = None) -> AuditCheckpo
     return checkpoint
 
 
+def cosigned_note(session: Session, checkpoint: AuditCheckpoint) -> str:
+    """The checkpoint's signed note with the witnesses' cosignatures ICA received for it."""
+    from azdev_ica.db.tables import WitnessCosignature
+    from azdev_ica.ledger.cosignature import append_cosignatures
+
+    lines = session.scalars(
+        select(WitnessCosignature.line)
+        .where(
+            WitnessCosignature.year == checkpoint.year, WitnessCosignature.size == checkpoint.size
+        )
+        .order_by(WitnessCosignature.witness)
+    )
+    return append_cosignatures(checkpoint.note, lines)
+
+
 def checkpoint_at(session: Session, year: int, size: int) -> AuditCheckpoint | None:
     return session.get(AuditCheckpoint, (year, size))
 

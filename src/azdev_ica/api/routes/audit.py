@@ -25,6 +25,7 @@ from azdev_ica.queries.audit import (
     AuditFilter,
     Receipt,
     consistency,
+    cosigned_note,
     entry_with_proof,
     latest_checkpoint,
     public_keys,
@@ -174,7 +175,7 @@ def audit_query(body: AuditQuery, ctx: Ctx, principal: Auditor) -> AuditPage:
 def audit_checkpoint(ctx: Ctx, _: Auditor, year: Year = None) -> PlainTextResponse:
     """The latest signed checkpoint of a yearly shard (C2SP tlog-checkpoint signed note)."""
     with ctx.read() as session:
-        note = latest_checkpoint(session, year).note
+        note = cosigned_note(session, latest_checkpoint(session, year))
     return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
 
 
