@@ -9,6 +9,7 @@ import types
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -236,6 +237,32 @@ class TestPagerDuty:
         assert body["links"] == [
             {"href": "https://ica.localhost/approvals/7", "text": "Open in ICA"}
         ]
+
+    @pytest.mark.parametrize(
+        ("alert", "paged"),
+        [("critical", "critical"), ("warning", "warning"), ("info", "info"), (None, "error")],
+    )
+    def test_an_alert_pages_with_its_own_severity(self, ctx, settings, http_listener, alert, paged):
+        http_listener.ok_status = 202
+        configured = with_notify(
+            settings,
+            {
+                "channels": {
+                    "on-call": {
+                        "type": "pagerduty",
+                        "routing_key": "R0UT1NGKEY0123456789012345678901",
+                        "base_url": http_listener.url,
+                        "severity": "error",  # only for messages that carry none
+                    }
+                },
+                "routes": [{"topics": ["*"], "channels": ["on-call"]}],
+            },
+        )
+        extra = {} if alert is None else {"severity": alert}
+        queue(ctx, topic="scan.critical", summary="Critical findings", **extra)
+        assert deliver_due(ctx, configured).delivered == 1
+        [request] = http_listener.requests
+        assert request.json()["payload"]["severity"] == paged
 
 
 class TestEmail:

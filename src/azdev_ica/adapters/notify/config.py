@@ -53,6 +53,7 @@ class PagerDutyChannel(_Model):
     type: Literal["pagerduty"]
     routing_key: SecretStr
     base_url: str = Field(default="https://events.pagerduty.com", pattern=r"^https?://\S+$")
+    # For messages without a severity of their own; an alert pages with its own severity.
     severity: Literal["critical", "error", "warning", "info"] = "warning"
     source: str = Field(default="ica", min_length=1, max_length=200)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)

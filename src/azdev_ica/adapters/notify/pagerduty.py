@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from azdev_ica.db.tables import OutboxMessage
     from azdev_ica.settings import Settings
 
+# The Events API's severities; an alert's own severity (services/alerts.py) pages as itself.
+SEVERITIES = frozenset({"critical", "error", "warning", "info"})
+
 _DETAILS = ("topic", "tenant", "stage", "run_key", "status", "approval_id", "sla_due_at")
 
 
@@ -23,6 +26,10 @@ def event(message: OutboxMessage, config: PagerDutyChannel) -> dict[str, Any]:
     """The Events API v2 body for one message."""
     payload = message.payload
     summary = message_text({**payload, "link": None}).removeprefix("[ICA] ")
+    # A critical alert pages as critical: the channel's severity is only for messages that
+    # carry none of their own (reminders, requests).
+    own = str(payload.get("severity") or "").lower()
+    severity = own if own in SEVERITIES else config.severity
     body: dict[str, Any] = {
         "routing_key": config.routing_key.get_secret_value(),
         "event_action": "trigger",
@@ -30,7 +37,7 @@ def event(message: OutboxMessage, config: PagerDutyChannel) -> dict[str, Any]:
         "payload": {
             "summary": summary[:1024],
             "source": config.source,
-            "severity": config.severity,
+            "severity": severity,
             "component": str(payload.get("stage") or "ica"),
             "group": str(payload.get("tenant") or "ica"),
             "class": message.topic,
