@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import socket
+import subprocess
+import sys
+import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,3 +270,94 @@ def test_the_scheduler_submits_to_the_witnesses_of_the_settings(
 
 def read_log_vkey(settings: Any) -> str:
     return read_signers(settings.resolved_ledger_key_file())[-1].verifier().key_string()
+
+
+def _bundle(ctx: Any, tmp_path: Path, name: str) -> Path:
+    from azdev_ica.audit.export import export_bundle
+
+    out = tmp_path / f"{name}.tar.gz"
+    export_bundle(ctx.db, checkpoint_store(ctx.ledger), year=2026, out=out)
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / name, filter="data")
+    return tmp_path / name / "ica-audit-2026"
+
+
+def _verify_py(bundle: Path, *args: str) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, str(bundle / "verify.py"), str(bundle), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _ica_verify(ctx: Any, monkeypatch: Any, capsys: Any, *args: str) -> tuple[int, str]:
+    from azdev_ica.cli.main import main
+
+    monkeypatch.setenv("ICA_DATA_DIR", str(ctx.ledger.store_dir.parent))
+    monkeypatch.setenv("ICA_DATABASE_URL", ctx.db.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("ICA_SECRET_KEY", "s" * 48)
+    monkeypatch.setenv("ICA_LEDGER_STORE_DIR", str(ctx.ledger.store_dir))
+    capsys.readouterr()
+    code = main(["audit", "verify", "--quiet", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_verifiers_fail_a_fork_given_a_witness_key_or_kept_checkpoints(
+    ctx: Any,
+    restored: Any,
+    witness: Any,
+    settings: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target, _ = witness
+    # The restored log goes on and signs a fork of what the witness cosigned.
+    activity(restored, 6, first=6000)
+    assert submit_all(restored, [target]).refused
+    kept = tmp_path / "kept"  # an auditor's copies of the checkpoints published before
+    shutil.copytree(ctx.ledger.store_dir, kept)
+    witness_key = ["--witness-key", target.verifier.key_string()]
+    log_key = ["--trust-key", read_log_vkey(settings)]
+    known = ["--known-checkpoints", str(kept)]
+
+    genuine = _bundle(ctx, tmp_path, "genuine")
+    forked = _bundle(restored, tmp_path, "forked")
+    readme = (forked / "README.txt").read_text()
+    assert read_log_vkey(settings) not in readme
+    assert "--trust-key '<" in readme
+
+    # Without keys of their own, the verifier passes both, and says what that is worth.
+    for bundle in (genuine, forked):
+        code, out = _verify_py(bundle)
+        assert code == 0, out
+        assert "INTERNAL CONSISTENCY ONLY" in out
+    # The log's own key does not tell the fork apart either: the key signed both.
+    assert _verify_py(forked, *log_key)[0] == 0
+    # The witness's key does; and so do the checkpoints the auditor kept.
+    code, out = _verify_py(genuine, *log_key, *witness_key, *known)
+    assert code == 0, out
+    assert "cosigned by 1 of the given witnesses" in out
+    code, out = _verify_py(forked, *witness_key)
+    assert code == 1
+    assert "no witness vouches for this history" in out
+    code, out = _verify_py(forked, *known)
+    assert code == 1
+    assert "fork of the history you saw" in out or "was rewound" in out
+
+    # `ica audit verify`, on the databases themselves.
+    code, out = _ica_verify(ctx, monkeypatch, capsys, *witness_key, *known)
+    assert code == 0, out
+    code, out = _ica_verify(restored, monkeypatch, capsys)
+    assert code == 0, out  # the restored copy is consistent with its own (rewound) store
+    assert "internal consistency only" in out
+    code, out = _ica_verify(restored, monkeypatch, capsys, *witness_key)
+    assert code == 1
+    assert "no witness vouches" in out
+    code, out = _ica_verify(restored, monkeypatch, capsys, *known)
+    assert code == 1
+    assert "a fork" in out or "rewound" in out

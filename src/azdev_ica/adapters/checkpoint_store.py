@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["CheckpointStoreError", "FolderCheckpointStore", "StoredCheckpoint"]
+__all__ = ["CheckpointStoreError", "FolderCheckpointStore", "StoredCheckpoint", "adds_signatures"]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._:-]+")
 _NAME = re.compile(r"([0-9]{20})\.checkpoint")
@@ -40,7 +40,7 @@ class StoredCheckpoint:
     """When it was signed, as the writer said (the file's modification time): a claim."""
 
 
-def _adds_signatures(stored: bytes, new: bytes) -> bool:
+def adds_signatures(stored: bytes, new: bytes) -> bool:
     """Whether ``new`` is the same checkpoint as ``stored`` with more signature lines (the
     witnesses' cosignatures): same text, every stored signature line kept."""
     old_text, _, old_sigs = stored.rpartition(b"\n\n")
@@ -73,9 +73,9 @@ class FolderCheckpointStore:
         try:
             if target.exists():
                 stored = target.read_bytes()
-                if stored == data or _adds_signatures(data, stored):
+                if stored == data or adds_signatures(data, stored):
                     return False  # already there (with as many or more signatures)
-                if not _adds_signatures(stored, data):
+                if not adds_signatures(stored, data):
                     raise CheckpointStoreError(
                         f"{target} already holds a different checkpoint of size {size}: "
                         "the database no longer agrees with what it published (restored from "

@@ -28,10 +28,11 @@ from sqlalchemy import select
 
 from azdev_ica.adapters.checkpoint_store import CheckpointStoreError, FolderCheckpointStore
 from azdev_ica.db.engine import Database
-from azdev_ica.db.tables import AuditCheckpoint, AuditEntry, AuditShard
+from azdev_ica.db.tables import AuditCheckpoint, AuditEntry, AuditShard, WitnessCosignature
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import NotFound
 from azdev_ica.ledger import offline_verify
+from azdev_ica.ledger.cosignature import append_cosignatures
 from azdev_ica.queries.audit import public_keys
 from azdev_ica.services.audit import rfc3339
 
@@ -91,17 +92,34 @@ def export_bundle(
             }
             for k in public_keys(session)
         ]
-        checkpoints: dict[tuple[int, str], datetime] = {}
+        cosignatures: dict[int, list[str]] = {}
+        for size_, line in conn.execute(
+            select(WitnessCosignature.size, WitnessCosignature.line)
+            .where(WitnessCosignature.year == year)
+            .order_by(WitnessCosignature.size, WitnessCosignature.witness)
+        ):
+            cosignatures.setdefault(size_, []).append(line)
+        # One note per (size, checkpoint text): the log's signature with every cosignature
+        # the database or the store holds for it; a different text for a size is a fork and
+        # is shipped as a second file (verify.py flags it).
+        checkpoints: dict[tuple[int, str], tuple[str, datetime]] = {}
         for row in conn.execute(
             select(AuditCheckpoint.size, AuditCheckpoint.note, AuditCheckpoint.signed_at)
             .where(AuditCheckpoint.year == year)
             .order_by(AuditCheckpoint.size)
         ):
-            checkpoints[(row.size, row.note)] = row.signed_at
+            note = append_cosignatures(row.note, cosignatures.get(row.size, []))
+            checkpoints[(row.size, _text(note))] = (note, row.signed_at)
         if store is not None:
             try:
                 for published in store.all(origin):
-                    checkpoints.setdefault((published.size, published.note), published.signed_at)
+                    key = (published.size, _text(published.note))
+                    if key in checkpoints:
+                        note, signed_at = checkpoints[key]
+                        lines = published.note.rpartition("\n\n")[2].splitlines(keepends=True)
+                        checkpoints[key] = (append_cosignatures(note, lines), signed_at)
+                    else:
+                        checkpoints[key] = (published.note, published.signed_at)
             except CheckpointStoreError as exc:
                 warnings.append(f"the outside store could not be read: {exc}")
         if not checkpoints:
@@ -117,7 +135,7 @@ def export_bundle(
             members.append(entries)
             members.append(_small(offline_verify.KEYS_FILE, _json(keys)))
             members.append(_small("verify.py", verifier_source()))
-            members.append(_small("README.txt", _readme(origin, year, keys)))
+            members.append(_small("README.txt", _readme(origin, year)))
             manifest = {
                 "format": offline_verify.BUNDLE_FORMAT,
                 "origin": origin,
@@ -133,13 +151,18 @@ def export_bundle(
     return ExportSummary(origin, entries.lines, size, len(listed), out, warnings)
 
 
+def _text(note: str) -> str:
+    """A signed note's text, without its signature lines."""
+    return note.rpartition("\n\n")[0]
+
+
 def _checkpoint_members(
-    checkpoints: dict[tuple[int, str], datetime],
+    checkpoints: dict[tuple[int, str], tuple[str, datetime]],
 ) -> tuple[list[_Member], list[dict[str, Any]]]:
     members: list[_Member] = []
     listed: list[dict[str, Any]] = []
     names: set[str] = set()
-    for (size, note), signed_at in sorted(checkpoints.items(), key=lambda item: item[0][0]):
+    for (size, _), (note, signed_at) in sorted(checkpoints.items(), key=lambda i: i[0][0]):
         name = offline_verify.checkpoint_file_name(size)
         copy = 1
         while name in names:  # two different notes for one size: ship both, verify.py flags it
@@ -190,22 +213,37 @@ def _json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _readme(origin: str, year: int, keys: list[dict[str, Any]]) -> bytes:
-    pins = " ".join(f"--trust-key '{k['vkey']}'" for k in keys)
+def _readme(origin: str, year: int) -> bytes:
+    # No key from the bundle is printed here: a key that travels with the bundle proves
+    # nothing about it. The auditor brings the keys.
     text = f"""ICA audit ledger export: {origin} ({year})
 
 Verify it with Python 3.9 or later and nothing else (the `cryptography` package, when it is
 installed, makes it faster):
 
     tar -xzf <this file>.tar.gz
-    python3 ica-audit-{year}/verify.py ica-audit-{year} {pins}
+    python3 ica-audit-{year}/verify.py ica-audit-{year} \\
+        --trust-key '<the log's public key, obtained from ICA independently>' \\
+        --witness-key '<each witness's public key, obtained from its operator>' \\
+        --known-checkpoints <a folder of checkpoints you kept>
 
-Pin the log's public keys you obtained from ICA independently (GET /api/v1/azdev/audit/keys,
-or your own copy) with --trust-key: keys.json travels with the bundle and proves nothing by
-itself. The keys in this bundle are listed above as they are in keys.json.
+What each option proves (verify.py states it in its result):
+
+- none: the bundle is internally consistent, and that is all. Whoever wrote the bundle could
+  have written all of it, keys.json included.
+- --trust-key (GET /api/v1/azdev/audit/keys, or the copy in your control documentation): the
+  log's key signed the checkpoints. Whoever controls the log (or restores its database from a
+  backup) can still sign a second, forked history with that key.
+- --witness-key (repeatable; --witness-threshold K requires K of them): the final checkpoint
+  carries those witnesses' cosignatures. A witness cosigns only what is consistent with what
+  it cosigned before, so a rewound or forked log fails here.
+- --known-checkpoints DIR (checkpoints you kept: last year's export, a monitor's copies,
+  receipts): the bundle must reproduce each of them; a fork or a rewind against them fails.
 
 entries.jsonl: line i is entry i, byte for byte as the ledger hashed it (canonical JSON).
-checkpoints/: every signed checkpoint of the year, from ICA's database and its outside store.
+checkpoints/: every signed checkpoint of the year, from ICA's database and its outside store,
+with the witnesses' cosignatures ICA received.
+keys.json: the log's keys as ICA lists them (for comparison only, never for trust).
 """
     return text.encode("utf-8")
 

@@ -60,6 +60,27 @@ def register(sub: Any) -> None:
         "names the first bad entry index), 3 when the check could not run.",
     )
     _trust_options(verify)
+    verify.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's public key (from its operator; repeatable): each shard's latest "
+        "checkpoint must carry its cosignature",
+    )
+    verify.add_argument(
+        "--witness-threshold",
+        type=int,
+        metavar="K",
+        help="require K of the --witness-key cosignatures (default: all)",
+    )
+    verify.add_argument(
+        "--known-checkpoints",
+        type=Path,
+        metavar="DIR",
+        help="a folder of checkpoints you kept: the database must not fork from, or fall "
+        "behind, any of them",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--quiet", action="store_true", help="no progress display")
     verify.set_defaults(func=_audit_verify)
@@ -257,7 +278,9 @@ def _progress(stream: Any) -> Callable[[int, int], None]:
 @_guarded
 def _audit_verify(args: argparse.Namespace) -> int:
     from azdev_ica.audit.verify import verify_ledger
+    from azdev_ica.audit.witnessed import check_known_checkpoints, check_witnessed
     from azdev_ica.jobs.sealer import checkpoint_store
+    from azdev_ica.ledger.cosignature import CosignatureVerifier
     from azdev_ica.ledger.note import NoteError
     from azdev_ica.services.context import LedgerConfig
 
@@ -266,17 +289,47 @@ def _audit_verify(args: argparse.Namespace) -> int:
         trusted = _trusted(args)
     except (OSError, NoteError) as exc:
         return _fail(f"bad --trust-key or --trust-keys-file: {exc}")
+    try:
+        witnesses = [CosignatureVerifier.from_key_string(k) for k in args.witness_key]
+    except NoteError as exc:
+        return _fail(f"bad --witness-key: {exc}")
     show = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         show = _progress(sys.stderr)
+    known = 0
     with _context(settings) as ctx:
         store = checkpoint_store(LedgerConfig.from_settings(settings))
         report = verify_ledger(ctx.db, store, trusted=trusted, progress=show)
+        if witnesses:
+            report.findings += check_witnessed(ctx.db, store, witnesses, args.witness_threshold)
+        if args.known_checkpoints is not None:
+            known, findings = check_known_checkpoints(ctx.db, args.known_checkpoints)
+            report.findings += findings
+    assurance = _assurance(bool(trusted), len(witnesses), args.witness_threshold, known)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2, default=str))
+        print(json.dumps({**report.as_dict(), "assurance": assurance}, indent=2, default=str))
     else:
         print(report.text())
+        print(f"assurance: {assurance}")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _assurance(pinned: bool, witnesses: int, threshold: int | None, known: int) -> str:
+    """What `ica audit verify` proved, given what the auditor supplied."""
+    if not pinned and not witnesses and not known:
+        return (
+            "internal consistency only: the keys were the database's own, and no witness key "
+            "or kept checkpoint was given; whoever can rewrite the database and the store "
+            "could have rewritten all of it"
+        )
+    parts = []
+    if pinned:
+        parts.append("signed by the pinned log key")
+    if witnesses:
+        parts.append(f"cosigned by {threshold or witnesses} of {witnesses} given witnesses")
+    if known:
+        parts.append(f"consistent with {known} checkpoint(s) you kept")
+    return "; ".join(parts)
 
 
 @_guarded

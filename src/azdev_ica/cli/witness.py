@@ -58,6 +58,32 @@ def register(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=8470)
     serve.add_argument("--prefix", default="", help="URL path prefix, e.g. /witness")
     serve.set_defaults(func=_serve)
+    resolve = witness.add_parser(
+        "resolve",
+        help="after a witness refused a checkpoint: let the sealer resume (on ICA's side)",
+        description="A witness's refusal stops ICA's sealer (history was rewritten: a "
+        "restored or edited database). Once the genuine history is back (e.g. the newest "
+        "backup restored, and `ica audit verify --witness-key ...` passes), mark the "
+        "refusals resolved; this is recorded in the audit ledger.",
+    )
+    resolve.add_argument("--note", required=True, help="what was done (kept in the ledger)")
+    resolve.set_defaults(func=_resolve)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    from azdev_ica.cli.admin import _context, _operator, _settings
+    from azdev_ica.services.witnesses import resolve_refusals
+
+    with _context(_settings()) as ctx:
+        count = resolve_refusals(ctx, actor=_operator(), note=args.note, at=ctx.clock.now())
+    if not count:
+        print("no unresolved witness refusal")
+        return EXIT_OK
+    print(
+        f"resolved {count} witness refusal(s): the sealer resumes. If the database still "
+        "holds a rewritten history, the witness refuses again at the next checkpoint."
+    )
+    return EXIT_OK
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@
 Usage::
 
     python3 verify.py BUNDLE_DIR [--trust-key VKEY]... [--trust-keys-file FILE]
-                                 [--pure] [--json] [--quiet]
+                                 [--witness-key VKEY]... [--witness-threshold K]
+                                 [--known-checkpoints DIR] [--pure] [--json] [--quiet]
 
 Exit status: 0 when every check passes, 1 when any check fails (the report names the first bad
 entry index and the first bad checkpoint), 2 for a command-line usage error.
@@ -34,9 +35,30 @@ Trust: ``keys.json`` and ``manifest.json`` travel with the bundle and are not si
 can rewrite the bundle can also replace its keys, so pin the log's public keys, obtained from
 ICA independently (its key endpoint, or a copy you keep), with ``--trust-key``: then a checkpoint
 counts only if signed by a pinned key. Without pins the report lists the key fingerprints it
-relied on, to compare by hand. The checkpoint times in the manifest (``signed_at``) are the
+relied on, to compare by hand, and says plainly that it proved internal consistency only. The
+checkpoint times in the manifest (``signed_at``) are the
 exporter's statement of when each checkpoint was signed, checked against the keys' validity
 periods; they are not themselves signed.
+
+What each mode proves
+--------------------
+- no keys given: the bundle is internally consistent (its entries hash to the roots its own
+  checkpoints sign with its own keys.json). Whoever wrote the bundle could have written all of
+  it; nothing ties it to the real log.
+- ``--trust-key`` (the log's key, obtained independently): the checkpoints were signed by the
+  log. The log's operator (or whoever restored its database from a backup) can still sign a
+  second, forked history with the same key.
+- ``--witness-key`` (each witness's key, from its operator; ``--witness-threshold K`` requires
+  K of them, default all): the bundle's final checkpoint carries valid C2SP tlog-cosignatures
+  (``cosignature/v1``) of those witnesses. A witness cosigns only a checkpoint consistent with
+  every one it cosigned before, so a rewound or forked log cannot get one: a fork fails here.
+  The cosignature time says as of when the witness vouches for that tree head; a bundle cut
+  off at an older cosigned checkpoint still passes, compare the time with what you expect.
+- ``--known-checkpoints DIR`` (checkpoints you kept: an earlier export's, a monitor's copies,
+  receipts' checkpoints): every one of this origin must be reproduced by the entries (same
+  root at its size), and none may be larger than the bundle; one of the previous year must be
+  no larger than (and at the same size equal to) the checkpoint entry 0 embeds. Any fork or
+  rewind against what you kept fails.
 
 Bundle format ``ica-audit-bundle/v1``
 =====================================
@@ -430,6 +452,11 @@ class Report:
     first_bad_checkpoint: str | None = None
     keys: list[str] = field(default_factory=list)
     pinned: bool = False
+    witness_keys: list[str] = field(default_factory=list)
+    witness_threshold: int = 0
+    witnessed_size: int | None = None
+    witnessed_by: list[str] = field(default_factory=list)
+    known_checkpoints: int = 0
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -438,10 +465,26 @@ class Report:
         """True iff no check failed."""
         return not self.problems
 
+    @property
+    def assurance(self) -> str:
+        """What the checks prove, given what the auditor supplied (see "What each mode
+        proves" in the module documentation)."""
+        if not self.pinned and not self.witness_keys and not self.known_checkpoints:
+            return "internal consistency only"
+        parts = []
+        if self.pinned:
+            parts.append("signed by the pinned log key")
+        if self.witness_keys:
+            parts.append(f"cosigned by {self.witness_threshold} of the given witnesses")
+        if self.known_checkpoints:
+            parts.append(f"consistent with {self.known_checkpoints} checkpoint(s) you kept")
+        return "; ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready data."""
         data = asdict(self)
         data["ok"] = self.ok
+        data["assurance"] = self.assurance
         return data
 
     def text(self) -> str:
@@ -453,8 +496,24 @@ class Report:
         source = "pinned with --trust-key" if self.pinned else "taken from keys.json, not pinned"
         out.append(f"log keys ({source}):")
         out.extend(f"  {k}" for k in self.keys)
+        if self.witness_keys:
+            out.append(f"witness keys (given; {self.witness_threshold} required):")
+            out.extend(f"  {k}" for k in self.witness_keys)
+            if self.witnessed_size is not None:
+                out.append(f"final checkpoint {self.witnessed_size} cosigned by:")
+                out.extend(f"  {w}" for w in self.witnessed_by)
+        if self.known_checkpoints:
+            out.append(f"checkpoints you kept, checked: {self.known_checkpoints}")
         out.append(f"Ed25519: {self.backend}")
         out.extend(f"warning: {w}" for w in self.warnings)
+        if not self.pinned and not self.witness_keys:
+            out.append(
+                "NOTE: no --trust-key and no --witness-key was given: this run proved the "
+                "bundle's INTERNAL CONSISTENCY ONLY. Whoever wrote the bundle could have "
+                "written all of it, keys.json included; pin the log key you obtained from ICA "
+                "independently, and the witnesses' keys, to prove more."
+            )
+        out.append(f"assurance: {self.assurance}")
         if self.ok:
             out.append(
                 f"RESULT: OK: all {self.entries} entries match the signed checkpoints"
@@ -591,6 +650,29 @@ def _parse_vkey(vkey: object) -> _Key:
     if _key_id(name, public_key) != int(hex_id, 16):
         raise _Fail(f"verifier key {vkey!r}: the key id does not match the name and key")
     return _Key(name, int(hex_id, 16), public_key, vkey)
+
+
+def _witness_key_id(name: str, public_key: bytes) -> int:
+    digest = hashlib.sha256(name.encode("utf-8") + b"\n\x04" + public_key).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _parse_witness_vkey(vkey: str) -> _Key:
+    """Parse a witness key ``<name>+<hex key id>+<base64(0x04 || public key)>`` strictly."""
+    parts = vkey.split("+", 2)
+    if len(parts) != 3:
+        raise _Fail(f"witness key {vkey!r} is not <name>+<hex key id>+<base64 key>")
+    name, hex_id, key_b64 = parts
+    if not _valid_key_name(name) or not _HEX_ID_RE.fullmatch(hex_id):
+        raise _Fail(f"witness key {vkey!r}: invalid key name or key id")
+    raw = _b64decode(key_b64, f"witness key {vkey!r}")
+    if len(raw) != 33 or raw[0] != 0x04:
+        raise _Fail(f"witness key {vkey!r}: not an Ed25519 cosignature key (0x04 || 32 bytes)")
+    if not ed25519_public_key_ok(raw[1:]):
+        raise _Fail(f"witness key {vkey!r}: not a valid Ed25519 public key")
+    if _witness_key_id(name, raw[1:]) != int(hex_id, 16):
+        raise _Fail(f"witness key {vkey!r}: the key id does not match the name and key")
+    return _Key(name, int(hex_id, 16), raw[1:], vkey)
 
 
 def _check_note_text(text: str) -> None:
@@ -754,9 +836,17 @@ class _Verification:
         verify: Callable[[bytes, bytes, bytes], bool],
         backend: str,
         progress: Callable[[int, int], None] | None,
+        witness_keys: Sequence[str] = (),
+        witness_threshold: int | None = None,
+        known_dir: str | None = None,
     ) -> None:
         self.dir = root
         self.trusted = trusted
+        self.witness_vkeys = [k.strip() for k in witness_keys]
+        self.witness_threshold = witness_threshold
+        self.known_dir = known_dir
+        self.witnesses: list[_Key] = []
+        self.known: list[tuple[str, _Checkpoint]] = []
         self.verify = verify
         self.progress = progress
         self.report = Report(bundle=root, backend=backend, pinned=bool(trusted))
@@ -812,6 +902,8 @@ class _Verification:
         self.check_other_files()
         self.load_keys()
         self.check_checkpoints(manifest)
+        self.check_witnesses()
+        self.load_known(manifest)
         self.check_entries(manifest)
         self.summarize()
         return self.report
@@ -1033,6 +1125,160 @@ class _Verification:
                 f"not signed by any {trusted} key valid at {cp.signed_at.isoformat()}: {detail}"
             )
 
+    def check_witnesses(self) -> None:
+        """Every given witness key's cosignature must verify; the final checkpoint needs the
+        threshold of them (C2SP tlog-cosignature, ``cosignature/v1``)."""
+        for vkey in self.witness_vkeys:
+            try:
+                key = _parse_witness_vkey(vkey)
+            except _Fail as exc:
+                self.problem("--witness-key", str(exc))
+                continue
+            if any((k.name, k.key_id) == (key.name, key.key_id) for k in self.witnesses):
+                continue
+            self.witnesses.append(key)
+        if not self.witness_vkeys:
+            return
+        threshold = self.witness_threshold
+        if threshold is None:
+            threshold = len(self.witnesses)
+        if not 1 <= threshold <= max(1, len(self.witnesses)):
+            self.problem("--witness-threshold", f"{threshold} is not in [1, {len(self.witnesses)}]")
+            threshold = max(1, len(self.witnesses))
+        self.report.witness_threshold = threshold
+        self.report.witness_keys = [k.vkey for k in self.witnesses]
+        by_id = {(k.name, k.key_id): k for k in self.witnesses}
+        final: tuple[_ListedCheckpoint, list[str]] | None = None
+        for cp in self.checkpoints:
+            if cp.root is None:
+                continue
+            try:
+                parsed = _parse_checkpoint_note(self.read_small(cp.path))
+            except _Fail:
+                continue
+            cosigners: list[str] = []
+            for name, kid, blob in parsed.signatures:
+                witness = by_id.get((name, kid))
+                if witness is None or name in [c.split(" ")[0] for c in cosigners]:
+                    continue
+                timestamp = int.from_bytes(blob[:8], "big") if len(blob) == 72 else 0
+                message = b"cosignature/v1\ntime %d\n" % timestamp + parsed.text
+                if not 0 < timestamp < 2**63 or not self.verify(
+                    witness.public_key, message, blob[8:]
+                ):
+                    self.problem(
+                        cp.path, f"the cosignature by witness {name} ({kid:08x}) is invalid"
+                    )
+                    self.bad_checkpoints.add(cp.path)
+                    continue
+                when = datetime.fromtimestamp(timestamp, timezone(timedelta(0))).isoformat()
+                cosigners.append(f"{name} at {when}")
+            if final is None or cp.size >= final[0].size:
+                final = (cp, cosigners)
+        if final is None:
+            self.problem("--witness-key", "no verified checkpoint to look for cosignatures on")
+            return
+        cp, cosigners = final
+        self.report.witnessed_size = cp.size
+        self.report.witnessed_by = cosigners
+        if len(cosigners) < threshold:
+            self.bad_checkpoints.add(cp.path)
+            self.problem(
+                cp.path,
+                f"the final checkpoint (size {cp.size}) carries {len(cosigners)} valid "
+                f"cosignature(s) of the given witnesses, {threshold} required: no witness "
+                "vouches for this history (a fork or a rewound log cannot get a cosignature)",
+                None,
+            )
+
+    def load_known(self, manifest: dict[str, Any]) -> None:
+        """Read the checkpoints the auditor kept (every file of the folder that parses)."""
+        if self.known_dir is None:
+            return
+        if not os.path.isdir(self.known_dir):
+            self.problem("--known-checkpoints", f"{self.known_dir} is not a directory")
+            return
+        keys = {(k.name, k.key_id): k for k in self.keys}
+        for top, dirs, files in os.walk(self.known_dir):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(top, name)
+                try:
+                    with open(path, "rb") as f:
+                        parsed = _parse_checkpoint_note(f.read(_MAX_SMALL_FILE))
+                except (OSError, _Fail) as exc:
+                    self.report.warnings.append(f"{path}: not a checkpoint ({exc}); skipped")
+                    continue
+                signed = any(
+                    (n, k) in keys and self.verify(keys[(n, k)].public_key, parsed.text, sig)
+                    for n, k, sig in parsed.signatures
+                )
+                if not signed:
+                    self.report.warnings.append(
+                        f"{path}: not signed by a log key this run trusts; compared anyway"
+                    )
+                self.known.append((path, parsed))
+        self.report.known_checkpoints = len(self.known)
+
+    def check_known(self, manifest: dict[str, Any], digest: EntriesDigest) -> None:
+        origin = manifest["origin"]
+        previous: _Checkpoint | None = None
+        previous_origin: str | None = None
+        if any(k.origin != origin for _, k in self.known):
+            previous_origin, previous = self.previous_checkpoint()
+        for path, known in self.known:
+            where = f"--known-checkpoints {path}"
+            if known.origin == origin:
+                computed = digest.roots.get(known.size)
+                if known.size > digest.count:
+                    self.problem(
+                        where,
+                        f"you kept a checkpoint of size {known.size}, but the bundle has "
+                        f"{digest.count} entries: the log was rewound or the bundle cut short",
+                        digest.count,
+                    )
+                elif computed is None or not hmac.compare_digest(computed, known.root):
+                    self.problem(
+                        where,
+                        f"the entries do not reproduce the root of the checkpoint of size "
+                        f"{known.size} you kept: this bundle is a fork of the history you saw",
+                        0,
+                        known.size,
+                    )
+            elif known.origin == previous_origin and previous is not None:
+                if known.size > previous.size or (
+                    known.size == previous.size and known.root != previous.root
+                ):
+                    self.problem(
+                        where,
+                        f"you kept {known.origin} at size {known.size}, but entry 0 links to "
+                        f"its checkpoint of size {previous.size} with "
+                        f"{'another root' if known.size == previous.size else 'fewer entries'}"
+                        ": the previous year was rewound or forked before it was closed",
+                        0,
+                    )
+                elif known.size < previous.size:
+                    self.report.warnings.append(
+                        f"{path}: {known.origin} at size {known.size} needs that year's bundle "
+                        "to be checked (verify it with --known-checkpoints there)"
+                    )
+            else:
+                self.report.warnings.append(f"{path}: {known.origin} is not this bundle's log")
+
+    def previous_checkpoint(self) -> tuple[str | None, _Checkpoint | None]:
+        """The previous year's origin and final checkpoint that entry 0 embeds."""
+        try:
+            with open(self.path(ENTRIES_FILE), "rb") as f:
+                first = json.loads(f.readline(_MAX_SMALL_FILE))
+            data = first["body"]["data"]
+            note = data.get("previous_checkpoint")
+            origin = data.get("previous_origin")
+            if not isinstance(note, str):
+                return (origin if isinstance(origin, str) else None), None
+            return origin, _parse_checkpoint_note(note.encode("utf-8"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, _Fail):
+            return None, None
+
     def check_entries(self, manifest: dict[str, Any]) -> None:
         good = [c for c in self.checkpoints if c.root is not None]
         total = self.files.get(ENTRIES_FILE, ("", 0))[1]
@@ -1040,12 +1286,15 @@ class _Verification:
         callback = None if progress is None else (lambda done: progress(done, total))
         try:
             with open(self.path(ENTRIES_FILE), "rb") as f:
-                digest = hash_entries(f, (c.size for c in good), callback)
+                sizes = [c.size for c in good]
+                sizes += [k.size for _, k in self.known if k.origin == manifest["origin"]]
+                digest = hash_entries(f, sizes, callback)
         except OSError as exc:
             self.problem(ENTRIES_FILE, f"cannot be read ({exc.strerror or exc})", 0)
             return
         self.report.entries = digest.count
         self.check_file(ENTRIES_FILE, digest.sha256, digest.bytes)
+        self.check_known(manifest, digest)
         verified = 0
         mismatch: _ListedCheckpoint | None = None
         later_mismatches = 0
@@ -1128,16 +1377,29 @@ def verify_bundle(
     *,
     use_cryptography: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    witness_keys: Sequence[str] = (),
+    witness_threshold: int | None = None,
+    known_checkpoints: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Verify the bundle in ``bundle_dir``; see the module documentation for the checks.
 
     ``trusted_keys`` are pinned verifier keys (``<name>+<hex id>+<base64 key>``): when given,
     only they may sign checkpoints. ``progress(done, total)`` reports bytes of entries read.
+    ``witness_keys``: witness verifier keys (type 0x04) whose cosignatures the final checkpoint
+    must carry, ``witness_threshold`` of them (default all). ``known_checkpoints``: a folder of
+    checkpoints the auditor kept, that the bundle must be consistent with.
     """
     verify = _cryptography_verify() if use_cryptography else None
     backend = "cryptography (OpenSSL)" if verify is not None else "pure Python (RFC 8032)"
     return _Verification(
-        os.fspath(bundle_dir), trusted_keys, verify or ed25519_verify, backend, progress
+        os.fspath(bundle_dir),
+        trusted_keys,
+        verify or ed25519_verify,
+        backend,
+        progress,
+        witness_keys,
+        witness_threshold,
+        os.fspath(known_checkpoints) if known_checkpoints is not None else None,
     ).run()
 
 
@@ -1175,6 +1437,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--trust-keys-file", metavar="FILE", help="a file of such keys, one per line"
     )
+    parser.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's public key <name>+<hex id>+<base64(0x04 || key)>, from the witness's "
+        "operator (repeatable): the final checkpoint must carry its cosignature",
+    )
+    parser.add_argument(
+        "--witness-threshold",
+        type=int,
+        metavar="K",
+        help="require K of the --witness-key cosignatures (default: all of them)",
+    )
+    parser.add_argument(
+        "--known-checkpoints",
+        metavar="DIR",
+        help="a folder of checkpoints you kept (earlier exports, a monitor's copies): the "
+        "bundle must not fork from, or fall behind, any of them",
+    )
     parser.add_argument("--pure", action="store_true", help="use the built-in Ed25519 only")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -1191,7 +1473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         show = _progress_printer(sys.stderr)
-    report = verify_bundle(args.bundle, trusted, use_cryptography=not args.pure, progress=show)
+    report = verify_bundle(
+        args.bundle,
+        trusted,
+        use_cryptography=not args.pure,
+        progress=show,
+        witness_keys=args.witness_key,
+        witness_threshold=args.witness_threshold,
+        known_checkpoints=args.known_checkpoints,
+    )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:

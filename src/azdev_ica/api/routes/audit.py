@@ -173,7 +173,8 @@ def audit_query(body: AuditQuery, ctx: Ctx, principal: Auditor) -> AuditPage:
     responses={200: {"content": {"text/plain": {}}, "description": "A C2SP signed note"}},
 )
 def audit_checkpoint(ctx: Ctx, _: Auditor, year: Year = None) -> PlainTextResponse:
-    """The latest signed checkpoint of a yearly shard (C2SP tlog-checkpoint signed note)."""
+    """The latest signed checkpoint of a yearly shard (C2SP tlog-checkpoint signed note), with
+    the cosignatures (C2SP tlog-cosignature) the witnesses of `ICA_WITNESSES` returned for it."""
     with ctx.read() as session:
         note = cosigned_note(session, latest_checkpoint(session, year))
     return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
