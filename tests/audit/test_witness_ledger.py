@@ -361,3 +361,23 @@ def test_the_verifiers_fail_a_fork_given_a_witness_key_or_kept_checkpoints(
     code, out = _ica_verify(restored, monkeypatch, capsys, *known)
     assert code == 1
     assert "a fork" in out or "rewound" in out
+
+
+def test_the_api_serves_checkpoints_and_proofs_with_their_cosignatures(
+    ctx: Any, witness: Any, client: Any, make_key: Any
+) -> None:
+    from tests.conftest import bearer
+
+    target, _ = witness
+    auditor = bearer(make_key("azdev_auditor"))
+    activity(ctx, 2)
+    plain = client.get("/api/v1/azdev/audit/checkpoint", headers=auditor).text
+    assert verify_cosignatures(plain, [target.verifier])[0] == []
+    submit_all(ctx, [target])
+    note = client.get("/api/v1/azdev/audit/checkpoint", headers=auditor).text
+    assert note.startswith(plain)
+    found, problems = verify_cosignatures(note, [target.verifier])
+    assert len(found) == 1
+    assert not problems
+    entry = client.get("/api/v1/azdev/audit/entry/1", headers=auditor).json()
+    assert entry["checkpoint"] == note

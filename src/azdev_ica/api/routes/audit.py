@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from azdev_ica.api.deps import Ctx, json_body, require
 from azdev_ica.api.schemas import Code, Instant, JsonInt, Str, Strict
@@ -137,8 +138,9 @@ def _entry_fields(origin: str, row: AuditEntry) -> dict[str, object]:
     }
 
 
-def _note(checkpoint: AuditCheckpoint | None) -> str | None:
-    return checkpoint.note if checkpoint is not None else None
+def _note(session: Session, checkpoint: AuditCheckpoint | None) -> str | None:
+    """The signed note with the witnesses' cosignatures (C2SP tlog-cosignature)."""
+    return cosigned_note(session, checkpoint) if checkpoint is not None else None
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def audit_entry(
                 "leaf_hash": _b64(found.leaf_hash),
                 "tree_size": found.checkpoint.size if found.checkpoint is not None else None,
                 "inclusion_proof": [_b64(h) for h in found.proof],
-                "checkpoint": _note(found.checkpoint),
+                "checkpoint": _note(session, found.checkpoint),
             }
         )
 
@@ -221,8 +223,8 @@ def audit_consistency(
             from_root=_b64(found.root1),
             to_root=_b64(found.root2),
             proof=[_b64(h) for h in found.proof],
-            from_checkpoint=_note(found.checkpoint1),
-            to_checkpoint=_note(found.checkpoint2),
+            from_checkpoint=_note(session, found.checkpoint1),
+            to_checkpoint=_note(session, found.checkpoint2),
         )
 
 
@@ -248,7 +250,7 @@ class ReceiptOut(BaseModel):
     checkpoint: str | None = Field(default=None, description="The signed checkpoint (C2SP)")
 
 
-def _receipt_out(found: Receipt) -> ReceiptOut:
+def _receipt_out(session: Session, found: Receipt) -> ReceiptOut:
     proof = found.found
     if proof is None:
         return ReceiptOut(ref=found.ref, status="pending")
@@ -263,14 +265,14 @@ def _receipt_out(found: Receipt) -> ReceiptOut:
             "leaf_hash": _b64(proof.leaf_hash),
             "tree_size": proof.checkpoint.size if proof.checkpoint is not None else None,
             "inclusion_proof": [_b64(h) for h in proof.proof],
-            "checkpoint": _note(proof.checkpoint),
+            "checkpoint": _note(session, proof.checkpoint),
         }
     )
 
 
 def _read_receipt(ctx: ServiceContext, principal: Principal, ref: int) -> ReceiptOut:
     with ctx.read() as session:
-        return _receipt_out(receipt(session, principal=principal, ref=ref))
+        return _receipt_out(session, receipt(session, principal=principal, ref=ref))
 
 
 @router.get("/receipt/{ref}", response_model=ReceiptOut)
