@@ -36,7 +36,7 @@ def test_a_served_ica_gets_its_checkpoints_cosigned_by_a_witness_process(
     log = tmp_path / "witness.log"
     with (
         log.open("w") as stderr,
-        subprocess.Popen(  # noqa: S603
+        subprocess.Popen(
             [
                 *(sys.executable, "-m", "azdev_ica.cli.main", "witness", "serve"),
                 *("--key", str(witness_key), "--state", str(tmp_path / "witness" / "s.db")),
