@@ -79,3 +79,26 @@ def test_a_served_ica_gets_its_checkpoints_cosigned_by_a_witness_process(
     code, out, _ = instance.run("witness", "resolve", "--note", "nothing to resolve")
     assert code == 0
     assert "no unresolved witness refusal" in out
+
+
+def test_ica_witness_submit_without_a_server(
+    initialised: tuple[Instance, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from azdev_ica.ledger.cosignature import Cosigner
+    from azdev_ica.ledger.note import Verifier
+    from azdev_ica.ledger.witness import LogFamily
+    from tests.ledger.witness_support import serve_witness
+
+    instance, _ = initialised
+    assert instance.run("witness", "submit")[0] == 3  # none configured
+    log_vkey = json.loads(instance.run("keys", "list", "--output", "json")[1])[0]["vkey"]
+    cosigner = Cosigner.generate("witness.test/cli")
+    family = LogFamily("ica.localhost/audit", (Verifier.from_key_string(log_vkey),))
+    with serve_witness(tmp_path / "w.db", cosigner, [family]) as (url, served):
+        vkey = cosigner.verifier().key_string()
+        monkeypatch.setenv("ICA_WITNESSES", json.dumps([{"url": url, "vkey": vkey}]))
+        assert instance.run("audit", "seal")[0] == 0
+        code, out, err = instance.run("witness", "submit")
+        assert code == 0, err
+        assert "witness.test/cli cosigned the latest checkpoint of ica.localhost/audit/" in out
+        assert served.latest(f"ica.localhost/audit/{time.gmtime().tm_year}") is not None

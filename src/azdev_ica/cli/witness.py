@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from azdev_ica.cli.admin import EXIT_INVALID, EXIT_OK, _fail
+from azdev_ica.cli.admin import EXIT_INVALID, EXIT_OK, _fail, _guarded
 
 
 def register(sub: Any) -> None:
@@ -58,6 +58,13 @@ def register(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=8470)
     serve.add_argument("--prefix", default="", help="URL path prefix, e.g. /witness")
     serve.set_defaults(func=_serve)
+    submit = witness.add_parser(
+        "submit",
+        help="send the latest checkpoints to the witnesses of ICA_WITNESSES now (on ICA's side)",
+        description="What the server's `witness` job does at every pass: exit 0, or 1 when a "
+        "witness refused (history was rewritten; the sealer stops).",
+    )
+    submit.set_defaults(func=_submit)
     resolve = witness.add_parser(
         "resolve",
         help="after a witness refused a checkpoint: let the sealer resume (on ICA's side)",
@@ -70,6 +77,34 @@ def register(sub: Any) -> None:
     resolve.set_defaults(func=_resolve)
 
 
+@_guarded
+def _submit(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from azdev_ica.cli.admin import _context, _settings
+    from azdev_ica.jobs.witness import WitnessTarget, submit_all
+
+    settings = _settings()
+    if not settings.witnesses:
+        return _fail("no witness is configured (ICA_WITNESSES)")
+    targets = [WitnessTarget.from_setting(w.url, w.vkey) for w in settings.witnesses]
+    with _context(settings) as ctx:
+        result = submit_all(
+            ctx,
+            targets,
+            alert_after=timedelta(minutes=settings.witness_alert_minutes),
+            timeout=settings.witness_timeout_seconds,
+        )
+    for name, origin, _ in result.cosigned:
+        print(f"{name} cosigned the latest checkpoint of {origin}")
+    for name, error in result.failed:
+        print(f"{name}: not reached ({error}); retried later", file=sys.stderr)
+    for name, reason in result.refused:
+        print(f"{name} REFUSED: {reason}; the sealer is stopped", file=sys.stderr)
+    return 1 if result.refused else EXIT_OK
+
+
+@_guarded
 def _resolve(args: argparse.Namespace) -> int:
     from azdev_ica.cli.admin import _context, _operator, _settings
     from azdev_ica.services.witnesses import resolve_refusals
