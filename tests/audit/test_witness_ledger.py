@@ -6,6 +6,7 @@ alerts after the configured delay."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import shutil
 import socket
@@ -345,6 +346,24 @@ def test_the_verifiers_fail_a_fork_given_a_witness_key_or_kept_checkpoints(
     code, out = _verify_py(forked, *witness_key)
     assert code == 1
     assert "no witness vouches for this history" in out
+    # k of n: a second witness that never cosigned.
+    absent = ["--witness-key", Cosigner.generate("witness.test/w2").verifier().key_string()]
+    code, out = _verify_py(genuine, *witness_key, *absent)
+    assert code == 1
+    assert "1 valid cosignature(s) of the given witnesses, 2 required" in out
+    assert _verify_py(genuine, *witness_key, *absent, "--witness-threshold", "1")[0] == 0
+    # A cosignature line that does not verify fails, whatever the threshold.
+    final = sorted((genuine / "checkpoints").iterdir())[-1]
+    text = final.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("— witness.test/w1 "))
+    blob = base64.b64decode(line.split(" ")[2])
+    forged = blob[:12] + bytes([blob[12] ^ 1]) + blob[13:]
+    forged_line = f"— witness.test/w1 {base64.b64encode(forged).decode()}"
+    final.write_text(text.replace(line, forged_line))
+    code, out = _verify_py(genuine, *witness_key, "--witness-threshold", "1")
+    assert code == 1
+    assert "the cosignature by witness witness.test/w1" in out
+    final.write_text(text)
     code, out = _verify_py(forked, *known)
     assert code == 1
     assert "fork of the history you saw" in out or "was rewound" in out

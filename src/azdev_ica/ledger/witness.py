@@ -42,7 +42,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import re
 import sqlite3
@@ -239,14 +238,18 @@ class Witness:
 
     def latest(self, origin: str) -> tuple[int, str | None] | None:
         """The size and note of the latest checkpoint cosigned for ``origin`` (None: none)."""
-        row = self._db.execute(
-            "SELECT size, note FROM witness_checkpoint WHERE origin = ?", (origin,)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT size, note FROM witness_checkpoint WHERE origin = ?", (origin,)
+            ).fetchone()
         return (row[0], row[1]) if row else None
 
     def refusals(self) -> list[tuple[str, int, str]]:
         """Every refused request recorded: origin, status, reason (oldest first)."""
-        rows = self._db.execute("SELECT origin, status, reason FROM witness_refusal ORDER BY id")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT origin, status, reason FROM witness_refusal ORDER BY id"
+            ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
     # -- common checks --
@@ -589,8 +592,3 @@ def read_logs(lines: Iterable[str]) -> list[LogFamily]:
             raise NoteError(f"log line {number}: '<origin prefix> <vkey> [<vkey>...]'")
         families.append(LogFamily(prefix.rstrip("/"), tuple(map(Verifier.from_key_string, vkeys))))
     return families
-
-
-def state_summary(witness: Witness) -> str:  # pragma: no cover - operator convenience
-    rows = witness._db.execute("SELECT origin, size, cosigned_at FROM witness_checkpoint")
-    return json.dumps([{"origin": o, "size": s, "cosigned_at": t} for o, s, t in rows])
