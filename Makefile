@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev pg-binaries node-binaries lint typecheck pytest openapi bench clean
+.PHONY: run test install install-dev pg-binaries node-binaries chromium lint typecheck pytest openapi bench clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -50,7 +50,15 @@ node-binaries:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
 
-pytest: install-dev pg-binaries node-binaries
+# The console's browser tests drive the machine's Chromium (Playwright only as the driver;
+# it never downloads a browser of its own).
+chromium:
+	@if ! test -x /usr/bin/chromium; then \
+		echo "installing Chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+pytest: install-dev pg-binaries node-binaries chromium
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -130,6 +130,36 @@ class TestCsrf:
             assert answer.status_code == 403, headers
             assert answer.json()["type"] == "urn:ica:problem:csrf"
 
+    def test_origin_null_counts_only_with_the_browsers_own_same_origin_word(self, signed_in):
+        # Chromium posts a form with `Origin: null` when the page hides its origin; only the
+        # browser-set Sec-Fetch-Site (no page can forge it) says where it really came from.
+        token = csrf_of(signed_in)
+        for headers in (
+            {"Origin": "null", "Accept": "application/json"},
+            {"Origin": "null", "Sec-Fetch-Site": "cross-site", "Accept": "application/json"},
+            {"Origin": "null", "Sec-Fetch-Site": "same-site", "Accept": "application/json"},
+            {"Origin": "null", "Sec-Fetch-Site": "none", "Accept": "application/json"},
+        ):
+            answer = signed_in.post("/ui/logout", data={"csrf_token": token}, headers=headers)
+            assert answer.status_code == 403, headers
+            assert answer.json()["type"] == "urn:ica:problem:csrf"
+        accepted = signed_in.post(
+            "/ui/logout",
+            data={"csrf_token": token},
+            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin", "Accept": "text/html"},
+        )
+        assert accepted.status_code == 303
+
+    def test_sign_in_from_a_page_that_hid_its_origin(self, browser, local_user):
+        local_user("ola@example.org", [("azdev_devops", "to")])
+        answer = post_login(
+            browser,
+            "ola@example.org",
+            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin", "Accept": "text/html"},
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/"
+
     def test_the_sign_in_form_has_its_own_token(self, browser, local_user):
         local_user("uma@example.org")
         answer = browser.post(

@@ -47,7 +47,7 @@ class TestPasswordSignIn:
         for attribute in ("HttpOnly", "Secure", "Path=/", "SameSite=lax"):
             assert attribute.lower() in cookie.lower(), cookie
         assert "domain=" not in cookie.lower()
-        home = browser.get("/ui/", headers=HTML)
+        home = browser.get("/ui/account", headers=HTML)
         assert home.status_code == 200
         assert "Signed in as dana@example.org" in home.text
         assert "azdev_devops" in home.text

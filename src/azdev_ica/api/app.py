@@ -37,6 +37,7 @@ from azdev_ica.clock import Clock, SystemClock
 from azdev_ica.db.engine import Database
 from azdev_ica.services.context import LedgerConfig, ServiceContext
 from azdev_ica.settings import Settings
+from azdev_ica.web import pages as console
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -107,6 +108,9 @@ def create_app(
         version=azdev_ica.__version__,
         summary="Run ledger, dual approval gates and a tamper-evident audit trail.",
         generate_unique_id_function=_operation_id,
+        # /docs is the console's own page over vendored Swagger UI (works offline, strict CSP).
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "runs", "description": "The run ledger (seed 000 §1.3)"},
             {"name": "approvals", "description": "Dual approval (seed 000 §1.4)"},
@@ -146,4 +150,5 @@ def create_app(
     app.include_router(api, prefix="/api/azdev", include_in_schema=False)
     app.include_router(health.router)
     ui.install_ui(app)
+    console.install(app)
     return app

@@ -125,12 +125,20 @@ def _authenticate_session(request: Request, ctx: ServiceContext, cookie: str) ->
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request came from another origin or site."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+    """False when the browser says the request came from another origin or site.
+
+    `Origin: null` (what Chromium sends for a form posted from a page whose referrer policy
+    hides the origin, or after a cross-site redirect) proves nothing by itself: it is taken
+    only together with the browser's own `Sec-Fetch-Site: same-origin`, which a page on
+    another site cannot forge."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
     if origin is None:
         return True
+    if origin == "null":
+        return fetch_site == "same-origin"
     own = {f"{request.url.scheme}://{request.url.netloc}"}
     own.add(f"https://{request.app.state.settings.public_host}")
     return origin in own

@@ -9,9 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from azdev_ica.errors import PROBLEM_BASE, IcaError
+from azdev_ica.web.render import error_page, wants_html
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +48,49 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def _answer(
+    request: Request,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None,
+    extensions: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """problem+json for API clients; for a browser (Accept: text/html) the same problem as a
+    page with its title and detail and a way home."""
+    if wants_html(request):
+        return error_page(request, status=status, title=title, detail=detail, headers=headers)
+    return problem_response(
+        status=status,
+        slug=slug,
+        title=title,
+        detail=detail,
+        instance=request.url.path,
+        extensions=extensions,
+        headers=headers,
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(IcaError)
-    def _domain(request: Request, exc: IcaError) -> JSONResponse:
+    def _domain(request: Request, exc: IcaError) -> Response:
         headers = None
         if exc.status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="ICA", Basic realm="ICA"'}
-        return problem_response(
+        return _answer(
+            request,
             status=exc.status,
             slug=exc.slug,
             title=exc.title,
             detail=exc.detail,
-            instance=request.url.path,
             extensions=exc.extensions,
             headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
-    def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = []
         malformed = False
         for error in exc.errors():
@@ -79,42 +105,42 @@ def install_problem_handlers(app: FastAPI) -> None:
                 }
             )
         if malformed:
-            return problem_response(
+            return _answer(
+                request,
                 status=400,
                 slug="malformed",
                 title="The request body could not be read",
                 detail="the body is not valid JSON",
-                instance=request.url.path,
             )
         summary = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5])
-        return problem_response(
+        return _answer(
+            request,
             status=422,
             slug="validation",
             title="The request is not valid",
             detail=summary,
-            instance=request.url.path,
             extensions={"errors": errors},
         )
 
     @app.exception_handler(StarletteHTTPException)
-    def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    def _http(request: Request, exc: StarletteHTTPException) -> Response:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
-        return problem_response(
+        return _answer(
+            request,
             status=exc.status_code,
             slug=slug,
             title=title,
             detail=str(exc.detail) if exc.detail else None,
-            instance=request.url.path,
             headers=dict(exc.headers) if exc.headers else None,
         )
 
     @app.exception_handler(Exception)
-    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return problem_response(
+        return _answer(
+            request,
             status=500,
             slug="internal",
             title="Internal error",
             detail="the error was logged; the request changed nothing",
-            instance=request.url.path,
         )

@@ -814,3 +814,27 @@ def _record_refusal(
         )
 
     ctx.run_action(action)
+
+
+def halves_open_to(
+    session: Session, *, row: Approval, principal: Principal, now: datetime
+) -> list[Half]:
+    """The halves `principal` may sign now (approve or reject), by the same rules signing
+    applies; read-only (the console's "waiting for me" and its sign form)."""
+    if not principal.is_person or not principal.can_for(Permission.APPROVAL_SIGN, row.tenant):
+        return []
+    state = _state(session, row)
+    signer = rules.Signer(
+        person_id=principal.id,
+        roles=frozenset(r.value for r in APPROVER_ROLES if principal.holds(r, row.tenant)),
+    )
+    open_halves = []
+    for half in Half:
+        for decision in (Decision.APPROVE, Decision.REJECT):
+            try:
+                rules.sign(state, signer, half, decision, now)
+            except rules.Refused:
+                continue
+            open_halves.append(half)
+            break
+    return open_halves

@@ -1,9 +1,10 @@
 """The web UI for people: sign-in (password + one-time code, or OpenID Connect), sign-out,
-and a page of who am I, my grants and my personal tokens.
+and My account (who am I, my grants and my personal tokens). The console's other pages are in
+`azdev_ica.web.pages`; both render through `azdev_ica.web.render` (docs/console.md).
 
-Server-rendered HTML, no JavaScript. Every form carries a CSRF token: the session's own for
-signed-in forms (checked by `current_principal`), a double-submit cookie for the sign-in
-form (login CSRF). Every answer is `no-store` and sends a strict Content-Security-Policy.
+Every form carries a CSRF token: the session's own for signed-in forms (checked by
+`current_principal`), a double-submit cookie for the sign-in form (login CSRF). Every answer is
+`no-store` and sends a strict Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import hmac
 import logging
 import secrets
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from azdev_ica.api.deps import Ctx, current_principal, public, read_form, require, same_origin
 from azdev_ica.auth.oidc_login import (
@@ -53,30 +52,25 @@ from azdev_ica.services.people import (
     revoke_personal_token,
 )
 from azdev_ica.services.sessions import CSRF_FIELD, SESSION_COOKIE, SessionRules, end_session
+from azdev_ica.web.render import page, redirect, wants_html
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 
 LOGIN_CSRF_COOKIE = "__Host-ica_login"
 HOME = "/ui/"
+ACCOUNT = "/ui/account"
 MAX_TOKEN_HOURS = 720
 
 Public = Depends(public())
 Self = Annotated[Principal, Depends(require(Permission.SELF))]
 
-_SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    # The callback URL carries the authorization code: never send it on as a Referer.
-    "Referrer-Policy": "no-referrer",
-}
+# The callback URL carries the authorization code: never send it on as a Referer.
+_NO_REFERRER = {"Referrer-Policy": "no-referrer"}
+
+# Where `next` may lead after sign-in: the console's own pages (docs/console.md).
+CONSOLE_PREFIXES = ("/ui", "/approvals", "/runs", "/overrides")
 
 
 def safe_next(value: str | None) -> str:
@@ -84,10 +78,17 @@ def safe_next(value: str | None) -> str:
     redirect would let a phishing link borrow ICA's sign-in page)."""
     if not value or len(value) > 500 or not value.isascii() or not value.isprintable():
         return HOME
-    if "\\" in value or not value.startswith("/ui"):
+    if "\\" in value or not value.startswith("/"):
         return HOME
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not (parts.path == "/ui" or parts.path.startswith("/ui/")):
+    if (
+        parts.scheme
+        or parts.netloc
+        or not any(
+            parts.path == prefix or parts.path.startswith(prefix + "/")
+            for prefix in CONSOLE_PREFIXES
+        )
+    ):
         return HOME
     if any(segment in ("..", ".") for segment in parts.path.split("/")):
         return HOME
@@ -95,19 +96,15 @@ def safe_next(value: str | None) -> str:
 
 
 def _wants_html(request: Request) -> bool:
-    return "text/html" in request.headers.get("accept", "")
+    return wants_html(request)
 
 
 def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    response = templates.TemplateResponse(request, name, context, status_code=status)
-    response.headers.update(_SECURITY_HEADERS)
-    return response
+    return page(request, name, context, status=status)
 
 
-def _redirect(location: str) -> RedirectResponse:
-    response = RedirectResponse(location, status_code=303)
-    response.headers.update(_SECURITY_HEADERS)
-    return response
+def _redirect(location: str, headers: dict[str, str] | None = None) -> RedirectResponse:
+    return redirect(location, headers)
 
 
 def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
@@ -288,7 +285,7 @@ def auth_callback(
         session_rules=SessionRules.from_settings(settings),
         previous_session=request.cookies.get(SESSION_COOKIE),
     )
-    response = _redirect(safe_next(verified.next))
+    response = _redirect(safe_next(verified.next), _NO_REFERRER)
     _set_cookie(response, SESSION_COOKIE, signed_in.token)
     _clear_cookie(response, PENDING_COOKIE)
     return response
@@ -302,11 +299,11 @@ def _csrf(request: Request) -> str | None:
     return signed_in.csrf_token if signed_in is not None else None
 
 
-def _home(request: Request, ctx: Ctx, principal: Principal, **extra: Any) -> Response:
+def _account(request: Request, ctx: Ctx, principal: Principal, **extra: Any) -> Response:
     tokens = personal_tokens(ctx, principal.person_id) if principal.is_person else []
     return _page(
         request,
-        "home.html",
+        "account.html",
         {
             "principal": principal,
             "grants": sorted(
@@ -321,9 +318,9 @@ def _home(request: Request, ctx: Ctx, principal: Principal, **extra: Any) -> Res
     )
 
 
-@router.get("/", dependencies=[Depends(login_redirect)])
-def home(request: Request, ctx: Ctx, principal: Self) -> Response:
-    return _home(request, ctx, principal)
+@router.get("/account", dependencies=[Depends(login_redirect)])
+def account(request: Request, ctx: Ctx, principal: Self) -> Response:
+    return _account(request, ctx, principal)
 
 
 def _person_only(principal: Principal) -> int:
@@ -352,14 +349,14 @@ def create_token(request: Request, ctx: Ctx, principal: Self) -> Response:
         name=form.get("name", ""),
         ttl=timedelta(hours=hours),
     )
-    return _home(request, ctx, principal, issued=issued)
+    return _account(request, ctx, principal, issued=issued)
 
 
 @router.post("/tokens/{prefix}/revoke", dependencies=[Depends(read_form), Depends(login_redirect)])
 def revoke_token(request: Request, ctx: Ctx, principal: Self, prefix: str) -> Response:
     person_id = _person_only(principal)
     revoke_personal_token(ctx, actor=person_actor(person_id), prefix=prefix, person_id=person_id)
-    return _redirect(HOME)
+    return _redirect(ACCOUNT)
 
 
 @router.post("/logout", dependencies=[Depends(read_form), Depends(login_redirect)])

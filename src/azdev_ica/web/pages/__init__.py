@@ -1,0 +1,19 @@
+"""The console's pages. Each module holds one area's routes (thin: read through `queries/`,
+write through `services/`, render through `web.render.page`); `install` wires them into the
+app with the static files and the page headers (docs/console.md)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from azdev_ica.web.pages import core, home
+from azdev_ica.web.render import STATIC_DIR, STATIC_PREFIX, PageHeadersMiddleware
+
+
+def install(app: FastAPI) -> None:
+    """Mount the console's pages, its static files and the page headers on `app`."""
+    app.add_middleware(PageHeadersMiddleware)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
+    for module in (core, home):
+        app.include_router(module.router)

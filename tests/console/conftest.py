@@ -1,0 +1,124 @@
+"""Browser tests of the console: the machine's Chromium driven by Playwright (sync API, plain
+fixtures: no pytest-playwright), against a real ICA server (uvicorn) on loopback.
+
+One browser per xdist worker (session scope), a fresh context per test. Every page a test
+opens is watched: a console error, a page error or a failed request fails the test
+(`Watched.assert_clean`, called at teardown).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.identity.conftest import local_user, settings  # noqa: F401  (cheap hashes, people)
+from tests.support.liveserver import LiveServer
+
+# Playwright must only drive the machine's browser, never fetch one of its own.
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+CHROMIUM = os.environ.get("ICA_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+PHONE = {"width": 390, "height": 844}
+
+
+@dataclass
+class Watched:
+    """What went wrong in a browser context: console errors, uncaught page errors, failed
+    requests and error answers (a 4xx a test expects, e.g. a 404 page, it names)."""
+
+    problems: list[str] = field(default_factory=list)
+    expected_statuses: set[int] = field(default_factory=set)
+
+    def attach(self, context: Any) -> None:
+        context.on("page", self._watch_page)
+
+    def _watch_page(self, page: Any) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on(
+            "requestfailed",
+            lambda request: self.problems.append(
+                f"request failed: {request.method} {request.url} ({request.failure})"
+            ),
+        )
+        page.on("response", self._response)
+
+    def _console(self, message: Any) -> None:
+        # Chromium logs every 4xx a page receives as "Failed to load resource"; those are
+        # judged with their URL in `_response`.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(f"console error: {message.text}")
+
+    def _response(self, response: Any) -> None:
+        status = response.status
+        if status >= 500 or (status >= 400 and status not in self.expected_statuses):
+            self.problems.append(f"answer {status}: {response.request.method} {response.url}")
+
+    def assert_clean(self) -> None:
+        assert self.problems == [], "\n".join(self.problems)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """The machine's Chromium, one per worker (Playwright launches it on a fresh temporary
+    profile of its own and removes it at close)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(app: Any) -> Iterator[LiveServer]:
+    """ICA on loopback over real HTTP, on this test's database."""
+    running = LiveServer(app).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def watched() -> Watched:
+    return Watched()
+
+
+@pytest.fixture
+def new_context(
+    chromium: Any, server: LiveServer, watched: Watched
+) -> Iterator[Callable[..., Any]]:
+    """Open a fresh browser context (its own cookies) on the live server; every one is
+    watched and closed at teardown."""
+    opened: list[Any] = []
+
+    def open_context(**options: Any) -> Any:
+        context = chromium.new_context(base_url=server.url, **options)
+        context.set_default_timeout(15_000)
+        watched.attach(context)
+        opened.append(context)
+        return context
+
+    yield open_context
+    for context in opened:
+        context.close()
+    watched.assert_clean()
+
+
+@pytest.fixture
+def page(new_context: Callable[..., Any]) -> Any:
+    return new_context().new_page()
