@@ -331,3 +331,25 @@ def test_log_keys_of_the_witness_parse(log_signer: Signer) -> None:
     assert logs == [LogFamily(PREFIX, (Verifier.from_key_string(vkey),))]
     with pytest.raises(NoteError):
         read_logs([PREFIX])
+
+
+def test_concurrent_submissions_never_roll_the_state_back(
+    witness_url: tuple[str, Witness], log_signer: Signer
+) -> None:
+    """The spec's race: requests from the same old size, checked and stored atomically."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, witness = witness_url
+    shard = Shard.open(log_signer, 2026, None, None)
+    shard.grow(9)
+    assert _cosign(url, shard.add_body(0))[0] == 200
+    shard.grow(16)
+    bodies = [shard.add_body(10, size) for size in range(11, 27)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda body: _cosign(url, body), bodies))
+    statuses = [status for status, _, _ in answers]
+    assert statuses.count(200) == 1
+    assert statuses.count(409) == len(bodies) - 1
+    winner = 11 + statuses.index(200)
+    assert witness.latest(shard.origin)[0] == winner  # type: ignore[index]
+    assert {body for status, body, _ in answers if status == 409} == {f"{winner}\n"}
