@@ -1006,6 +1006,9 @@ class WitnessRefusal(Base):
     resolution: Mapped[str | None] = mapped_column(Text)
 
 
+# --- Accounts (migration 0021) ---
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
