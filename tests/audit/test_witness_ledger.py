@@ -176,7 +176,9 @@ def _refused_and_stopped(ctx: Any, target: WitnessTarget) -> None:
     assert len(_alerts(ctx, "witness.refused")) == 1
 
 
-def test_a_restore_behind_the_witness_is_refused(restored: Any, witness: Any) -> None:
+def test_a_restore_behind_the_witness_is_refused(
+    restored: Any, witness: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
     """The restored log signs a checkpoint smaller than what the witness cosigned."""
     target, _ = witness
     start(restored, 5000)
@@ -185,6 +187,13 @@ def test_a_restore_behind_the_witness_is_refused(restored: Any, witness: Any) ->
     with restored.read() as session:
         refusal = session.scalars(select(WitnessRefusal)).one()
     assert "rewound" in refusal.reason
+    code, out = _ica(restored, monkeypatch, capsys, "witness", "status")
+    assert code == 1
+    assert "REFUSED by witness.test/w1" in out
+    code, out = _ica(restored, monkeypatch, capsys, "witness", "resolve", "--note", "restored")
+    assert code == 0
+    assert "resolved 1 witness refusal" in out
+    assert _ica(restored, monkeypatch, capsys, "witness", "status")[0] == 0
 
 
 def test_a_restore_that_outgrows_the_witness_is_refused(restored: Any, witness: Any) -> None:
@@ -295,6 +304,10 @@ def _verify_py(bundle: Path, *args: str) -> tuple[int, str]:
 
 
 def _ica_verify(ctx: Any, monkeypatch: Any, capsys: Any, *args: str) -> tuple[int, str]:
+    return _ica(ctx, monkeypatch, capsys, "audit", "verify", "--quiet", *args)
+
+
+def _ica(ctx: Any, monkeypatch: Any, capsys: Any, *argv: str) -> tuple[int, str]:
     from azdev_ica.cli.main import main
 
     monkeypatch.setenv("ICA_DATA_DIR", str(ctx.ledger.store_dir.parent))
@@ -302,7 +315,7 @@ def _ica_verify(ctx: Any, monkeypatch: Any, capsys: Any, *args: str) -> tuple[in
     monkeypatch.setenv("ICA_SECRET_KEY", "s" * 48)
     monkeypatch.setenv("ICA_LEDGER_STORE_DIR", str(ctx.ledger.store_dir))
     capsys.readouterr()
-    code = main(["audit", "verify", "--quiet", *args])
+    code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

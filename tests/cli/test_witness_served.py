@@ -102,3 +102,11 @@ def test_ica_witness_submit_without_a_server(
         assert code == 0, err
         assert "witness.test/cli cosigned the latest checkpoint of ica.localhost/audit/" in out
         assert served.latest(f"ica.localhost/audit/{time.gmtime().tm_year}") is not None
+        code, out, _ = instance.run("witness", "status", "--json")
+        assert code == 0
+        status = json.loads(out)
+        assert status["unresolved_refusals"] == []
+        assert [(w["witness"], w["failing_since"]) for w in status["witnesses"]] == [
+            ("witness.test/cli", None)
+        ]
+        assert status["witnesses"][0]["last_cosigned"].startswith(f"{time.gmtime().tm_year}:")

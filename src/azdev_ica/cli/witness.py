@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
         "witness refused (history was rewritten; the sealer stops).",
     )
     submit.set_defaults(func=_submit)
+    status = witness.add_parser(
+        "status",
+        help="ICA's witnesses: answering or failing since when, last cosigned, refusals",
+        description="Exit 0, or 1 while a refusal is unresolved (the sealer is stopped).",
+    )
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
     resolve = witness.add_parser(
         "resolve",
         help="after a witness refused a checkpoint: let the sealer resume (on ICA's side)",
@@ -102,6 +109,63 @@ def _submit(args: argparse.Namespace) -> int:
     for name, reason in result.refused:
         print(f"{name} REFUSED: {reason}; the sealer is stopped", file=sys.stderr)
     return 1 if result.refused else EXIT_OK
+
+
+@_guarded
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from sqlalchemy import func, select
+
+    from azdev_ica.cli.admin import _context, _settings
+    from azdev_ica.db.tables import WitnessCosignature, WitnessRefusal, WitnessStatus
+    from azdev_ica.ledger.cosignature import CosignatureVerifier
+
+    settings = _settings()
+    names = [CosignatureVerifier.from_key_string(w.vkey).name for w in settings.witnesses]
+    rows = []
+    with _context(settings) as ctx, ctx.read() as session:
+        for witness in sorted(set(names) | set(session.scalars(select(WitnessStatus.witness)))):
+            status = session.get(WitnessStatus, witness)
+            last = session.execute(
+                select(WitnessCosignature.year, func.max(WitnessCosignature.size))
+                .where(WitnessCosignature.witness == witness)
+                .group_by(WitnessCosignature.year)
+                .order_by(WitnessCosignature.year.desc())
+                .limit(1)
+            ).first()
+            rows.append(
+                {
+                    "witness": witness,
+                    "configured": witness in names,
+                    "last_cosigned": f"{last[0]}:{last[1]}" if last else None,
+                    "failing_since": status.failing_since.isoformat()
+                    if status and status.failing_since
+                    else None,
+                    "last_error": status.last_error if status else None,
+                }
+            )
+        refusals = [
+            {"witness": r.witness, "origin": r.origin, "size": r.size, "reason": r.reason}
+            for r in session.scalars(
+                select(WitnessRefusal).where(WitnessRefusal.resolved_at.is_(None))
+            )
+        ]
+    if args.json:
+        print(json.dumps({"witnesses": rows, "unresolved_refusals": refusals}, indent=2))
+    else:
+        for row in rows:
+            state = f"failing since {row['failing_since']}" if row["failing_since"] else "ok"
+            print(
+                f"{row['witness']}: {state}; last cosigned (year:size) {row['last_cosigned']}"
+                + ("" if row["configured"] else " (no longer configured)")
+            )
+        for refusal in refusals:
+            print(
+                f"REFUSED by {refusal['witness']}: {refusal['origin']} at size "
+                f"{refusal['size']}: {refusal['reason']} (sealing is stopped)"
+            )
+    return 1 if refusals else EXIT_OK
 
 
 @_guarded
