@@ -77,6 +77,14 @@ class RunFinished(Conflict):
     title = "The run attempt has already finished"
 
 
+class RunKeyTaken(Conflict):
+    """The run key is recorded for a run outside the caller's scope. Since an absent key means
+    "create", the answer cannot be a 404: it is this 409, with nothing of the existing run."""
+
+    slug = "run-key-taken"
+    title = "The run key is taken"
+
+
 class IdempotencyKeyReused(IcaError):
     status = 422
     slug = "idempotency-key-reused"
@@ -126,6 +134,14 @@ class CsrfRefused(Forbidden):
 class OutOfScope(Forbidden):
     slug = "tenant-out-of-scope"
     title = "The tenant is outside the caller's scope"
+
+
+class TargetOutOfScope(Forbidden):
+    """A deploy, verify, monitor or rollback event names a target (tenant x stage) outside the
+    run's tenant or the caller's scope: refused, audited, nothing recorded."""
+
+    slug = "target-out-of-scope"
+    title = "The event's target is outside the run's tenant or the caller's scope"
 
 
 class ApprovalRefused(Forbidden):

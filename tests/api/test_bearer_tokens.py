@@ -46,6 +46,7 @@ from tests.support.oidc import (
 API = "/api/v1/azdev"
 REPO_ID = "123456789"
 AUDITOR_REPO_ID = "222222222"
+DEV_REPO_ID = "333333333"
 DEPLOY_WORKFLOW = "pacific/automation/.github/workflows/deploy.yml@refs/heads/main"
 GH_START = {
     "provider": "gh",
@@ -144,6 +145,14 @@ def trust_for(server: OidcServer) -> OidcTrust:
                             "tenants": ["to", "ws"],
                         },
                         {
+                            # A development pipeline's identity: Tonga's lower stages only.
+                            "name": "farmer-registry-dev",
+                            "claims": {"repository_id": DEV_REPO_ID},
+                            "role": "azdev_devops",
+                            "tenants": ["to"],
+                            "stages": ["development", "test"],
+                        },
+                        {
                             "name": "reporting",
                             "claims": {"repository_id": AUDITOR_REPO_ID},
                             "role": "azdev_auditor",
@@ -206,6 +215,28 @@ def test_the_mapped_tenant_scope_is_enforced(client, key, clock):
     assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "urn:ica:problem:tenant-out-of-scope"
+
+
+def test_the_mapped_stage_scope_is_enforced(client, key, clock, make_key):
+    token = bearer(key.sign(github_claims(clock.now(), repository_id=DEV_REPO_ID)))
+    body = {**GH_START, "project_id": DEV_REPO_ID}
+    # A development pipeline's identity cannot start a production run of its own tenant.
+    production = client.post(f"{API}/run/start", json=body, headers=token)
+    assert production.status_code == 403
+    assert production.json()["type"] == "urn:ica:problem:tenant-out-of-scope"
+    started = client.post(f"{API}/run/start", json={**body, "stage": None}, headers=token)
+    assert started.status_code == 201, started.text
+    run_key = started.json()["run_key"]
+    # It deploys its stages, and no other, nor asks the gate about another.
+    for stage, status in (("development", 201), ("test", 201), ("production", 403)):
+        event = {"run_key": run_key, "phase": "deploy", "data": {"stage": stage}}
+        response = client.post(f"{API}/run/event", json=event, headers=token)
+        assert response.status_code == status, (stage, response.text)
+    gate = {"run_key": run_key, "tenant": "to", "stage": "production"}
+    refused = client.post(f"{API}/gate/evaluate", json=gate, headers=token)
+    assert refused.status_code == 403
+    seen = client.get(f"{API}/run/{run_key}", headers=bearer(make_key("admin")))
+    assert [e["data"].get("stage") for e in seen.json()["events"]] == ["development", "test"]
 
 
 def test_the_mapped_role_is_enforced(client, key, clock):

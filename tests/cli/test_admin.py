@@ -114,6 +114,40 @@ class TestApiKeys:
         assert listed[prefix]["last_used_at"] is not None
         assert sum(1 for item in listed.values() if item["role"] == "admin") == 1
 
+    def test_a_key_limited_to_stages(self, initialised, http):
+        instance, _ = initialised
+        code, out, err = instance.run(
+            "apikey", "create", "--name", "tonga-dev", "--role", "azdev_devops",
+            "--tenant", "to", "--stage", "development", "--stage", "test",
+        )  # fmt: skip
+        assert code == 0, err
+        [key] = KEY_RE.findall(out)
+        prefix = key.split("_")[1]
+        code, out, _ = instance.run("apikey", "list")
+        [line] = [line for line in out.splitlines() if line.startswith(prefix)]
+        assert "tenants=to" in line
+        assert "stages=development,test" in line
+        start = {
+            "provider": "ado",
+            "project_id": "6c3f0e1a-1111-4c2b-9d1e-0123456789ab",
+            "run_id": "1",
+            "pipeline_name": "registry",
+            "tenant": "to",
+            "stage": "production",
+        }
+        refused = http.post("/api/v1/azdev/run/start", json=start, headers=bearer(key))
+        assert refused.status_code == 403
+        allowed = {**start, "stage": "development"}
+        assert (
+            http.post("/api/v1/azdev/run/start", json=allowed, headers=bearer(key)).status_code
+            == 201
+        )
+        code, _, err = instance.run(
+            "apikey", "create", "--name", "x", "--role", "azdev_devops", "--stage", "moon"
+        )
+        assert code != 0
+        assert "moon" in err
+
     def test_json_output_of_create(self, initialised):
         instance, _ = initialised
         code, out, _ = instance.run(

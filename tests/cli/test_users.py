@@ -16,6 +16,29 @@ from tests.conftest import bearer
 TOKEN_RE = re.compile(r"icp_[a-z2-7]{10}_[A-Za-z0-9_-]{43}")
 
 
+def test_a_grant_limited_to_stages(initialised, http):
+    instance, _ = initialised
+    assert instance.run("user", "add", "sione@example.to", "--name", "Sione")[0] == 0
+    code, out, err = instance.run(
+        "user", "grant", "sione@example.to", "azdev_approver_tech", "--tenant", "to",
+        "--stage", "test", "--stage", "development",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "stages development, test" in out
+    code, out, _ = instance.run("user", "list", "--output", "json")
+    [sione] = json.loads(out)
+    assert sione["grants"] == [
+        {
+            "role": "azdev_approver_tech",
+            "tenant": "to",
+            "stages": ["development", "test"],
+            "until": None,
+        }
+    ]
+    code, out, _ = instance.run("user", "list")
+    assert "azdev_approver_tech@to[development,test]" in out
+
+
 def test_the_life_of_a_person(initialised, http):
     instance, _ = initialised
     assert instance.run("user", "add", "Ana@Example.org", "--name", "Ana Fifita")[0] == 0
@@ -28,7 +51,9 @@ def test_the_life_of_a_person(initialised, http):
     assert code == 0
     [ana] = json.loads(out)
     assert ana["login"] == "ana@example.org"
-    assert ana["grants"] == [{"role": "azdev_auditor", "tenant": "to", "until": None}]
+    assert ana["grants"] == [
+        {"role": "azdev_auditor", "tenant": "to", "stages": None, "until": None}
+    ]
     assert ana["links"] == [{"provider": "github", "id": "583231"}]
 
     code, out, _ = instance.run(

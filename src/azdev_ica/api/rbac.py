@@ -46,6 +46,27 @@ TENANT_SCOPE = {
     Permission.POLICY_SIGN: "nothing: a policy governs every tenant (all-tenants grant)",
 }
 
+# What a stage-scoped grant (API key, pipeline identity, person's grant) limits, per
+# permission. Reads are scoped by tenant only; every write naming a target and the gate
+# check the stage too.
+STAGE_SCOPE = {
+    Permission.RUN_WRITE: (
+        "runs of its stages (a run with no stage of its own too); deploy events to its stages"
+    ),
+    Permission.GATE_EVALUATE: "targets of its stages only",
+    Permission.APPROVAL_REQUEST: "runs and targets of its stages only",
+    Permission.APPROVAL_SIGN: "approvals for its stages only",
+    Permission.APPROVAL_DELEGATE: "the delegator's own stages",
+    Permission.LOCK_RELEASE: "locks of its stages only",
+    Permission.OVERRIDE_REQUEST: "runs and targets of its stages only",
+    Permission.OVERRIDE_SIGN: "overrides for its stages only",
+    Permission.USER_ADMIN: "grants limited to its own stages",
+    Permission.DR_WRITE: "backups of its stages only",
+    Permission.SIGNOFF_SIGN: "sign-offs for its stages only",
+    Permission.REFRESH_REQUEST: "refreshes into its stages only",
+    Permission.REFRESH_APPROVE: "refreshes into its stages only",
+}
+
 _ABBREVIATIONS = {
     Role.DEVOPS: "devops",
     Role.APPROVER_TECH: "tech",
@@ -120,10 +141,29 @@ def access_matrix_markdown(app: Any) -> str:
         lines.append(f"| `{permission.value}` | {holders} | {TENANT_SCOPE[permission]} |")
     lines += [
         "",
+        "## Permissions × stage scope",
+        "",
+        "A grant, an API key (`ica apikey create --stage`) or a pipeline identity",
+        "(`ICA_OIDC_TRUST` `stages`) may also be limited to some stages (`ica user grant",
+        "--stage`), e.g. a development pipeline's identity reaching `development` and `test`",
+        "only. Reads stay scoped by tenant; each write and the gate also check the stage of the",
+        "target they touch (out of reach answers like absent for a stored run):",
+        "",
+        "| Permission | A grant for some stages reaches |",
+        "|---|---|",
+        *[
+            f"| `{permission.value}` | {STAGE_SCOPE[permission]} |"
+            for permission in Permission
+            if permission in STAGE_SCOPE
+        ],
+        "",
         "Beyond the matrix, the services refuse what a role alone cannot decide: a pipeline or",
         "an API key never acts as a person (`person-required`); the requester of a change never",
         "signs it, and one person never signs both halves of a dual approval; nobody grants",
         "roles to themselves; a GitHub Actions token reaches only its own repository's runs.",
+        "A deploy event's target is the run's tenant (whatever the caller's scope) and a stage",
+        "in the caller's scope (`target-out-of-scope`, audited); a run key recorded for",
+        "another tenant answers `run-key-taken` (409, audited) with nothing of that run.",
         "Routes whose permission is `signed` take no caller credentials and no role reaches",
         "them: the provider signs the body (GitHub's webhook, HMAC-SHA256 with the webhook",
         "secret; docs/github.md).",

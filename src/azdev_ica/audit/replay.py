@@ -338,6 +338,7 @@ class _Projector:
             "name": data["name"],
             "role": data["role"],
             "tenants": data["tenants"],
+            "stages": data.get("stages"),
             "created_at": at,
             "created_by": body["actor"]["id"],
             "expires_at": _time(data.get("expires_at")),
@@ -381,6 +382,7 @@ class _Projector:
             "reason": data.get("reason"),
             "revoked_at": None,
             "revoked_by": None,
+            "stages": data.get("stages"),
         }
 
     def approval_request(self, body: dict[str, Any], at: datetime) -> None:
@@ -685,6 +687,7 @@ def _rows(session: Any) -> dict[str, list[dict[str, Any]]]:
             "name": r.name,
             "role": r.role,
             "tenants": r.tenants,
+            "stages": r.stages,
             "created_at": r.created_at,
             "created_by": r.created_by,
             "expires_at": r.expires_at,

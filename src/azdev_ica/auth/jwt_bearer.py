@@ -322,6 +322,7 @@ class JwtVerifier:
             name=f"{config.name}/{identity.name}",
             role=identity.role,
             tenants=identity.tenant_scope(),
+            stages=identity.stage_scope(),
             claims=tuple(kept),
         )
 

@@ -30,13 +30,24 @@ PERSON = "person"
 
 @dataclass(frozen=True)
 class Grant:
-    """One role, for one tenant or for every tenant (`tenant` None)."""
+    """One role, for one tenant or for every tenant (`tenant` None), and for some stages or
+    for every stage (`stages` None), e.g. a development pipeline's identity reaches
+    `development` and `test` only."""
 
     role: Role
     tenant: str | None = None
+    stages: frozenset[str] | None = None
 
     def covers(self, tenant: str | None) -> bool:
         return self.tenant is None or self.tenant == tenant
+
+    def covers_stage(self, stage: str | None) -> bool:
+        """A stage-scoped grant reaches only its stages; a target with no stage named only
+        an every-stage grant reaches."""
+        return self.stages is None or (stage is not None and stage in self.stages)
+
+    def reaches(self, tenant: str | None, stage: str | None) -> bool:
+        return self.covers(tenant) and self.covers_stage(stage)
 
 
 @dataclass(frozen=True)
@@ -68,12 +79,14 @@ class Principal:
         role: Role,
         tenants: frozenset[str] | None,
         claims: tuple[tuple[str, str], ...] = (),
+        stages: frozenset[str] | None = None,
     ) -> Principal:
-        """A key or pipeline principal: one role for `tenants` (None: every tenant)."""
+        """A key or pipeline principal: one role for `tenants` (None: every tenant) and
+        `stages` (None: every stage)."""
         if tenants is None:
-            grants: tuple[Grant, ...] = (Grant(role),)
+            grants: tuple[Grant, ...] = (Grant(role, None, stages),)
         else:
-            grants = tuple(Grant(role, tenant) for tenant in sorted(tenants))
+            grants = tuple(Grant(role, tenant, stages) for tenant in sorted(tenants))
         return cls(kind=kind, id=id, name=name, grants=grants, claims=claims)
 
     @property
@@ -119,10 +132,41 @@ class Principal:
 
     def can_for(self, permission: Permission, tenant: str | None) -> bool:
         """Whether some grant gives `permission` for `tenant` (None: a run with no tenant,
-        which only an all-tenants grant reaches)."""
+        which only an all-tenants grant reaches), whatever its stage scope: reads, and the
+        tenant half of a write; a write naming a stage checks `can_at` too."""
         return any(
             permission in permissions_of(grant.role) and grant.covers(tenant)
             for grant in self.grants
+        )
+
+    def can_at(self, permission: Permission, tenant: str | None, stage: str | None) -> bool:
+        """Whether some grant gives `permission` for the target `tenant` x `stage` (the check
+        every write naming a stage and the gate make: tenant scope and stage scope together)."""
+        return any(
+            permission in permissions_of(grant.role) and grant.reaches(tenant, stage)
+            for grant in self.grants
+        )
+
+    def can_on_run(self, permission: Permission, tenant: str | None, stage: str | None) -> bool:
+        """Whether some grant gives `permission` on a run of `tenant` whose own stage is
+        `stage`. A run with no stage of its own may deploy several stages (each deploy event
+        names its target, checked with `can_at`), so any stage scope reaches it."""
+        if stage is None:
+            return self.can_for(permission, tenant)
+        return self.can_at(permission, tenant, stage)
+
+    def stage_scoped(self, permission: Permission) -> bool:
+        """Whether every grant giving `permission` is limited to some stages."""
+        reaching = [grant for grant in self.grants if permission in permissions_of(grant.role)]
+        return bool(reaching) and all(grant.stages is not None for grant in reaching)
+
+    def stage_reach(self, permission: Permission) -> frozenset[str]:
+        """Every stage some stage-scoped grant giving `permission` names."""
+        return frozenset(
+            stage
+            for grant in self.grants
+            if permission in permissions_of(grant.role) and grant.stages is not None
+            for stage in grant.stages
         )
 
     def scope(self, permission: Permission) -> frozenset[str] | None:
@@ -132,9 +176,10 @@ class Principal:
             return None
         return frozenset(grant.tenant for grant in reaching if grant.tenant is not None)
 
-    def holds(self, role: Role, tenant: str | None) -> bool:
-        """Whether the caller holds `role` for `tenant` (the signing-time role check)."""
-        return any(grant.role is role and grant.covers(tenant) for grant in self.grants)
+    def holds(self, role: Role, tenant: str | None, stage: str | None = None) -> bool:
+        """Whether the caller holds `role` for `tenant` and `stage` (the signing-time role
+        check). With no stage named, only a grant reaching every stage counts."""
+        return any(grant.role is role and grant.reaches(tenant, stage) for grant in self.grants)
 
     def in_scope(self, tenant: str | None) -> bool:
         """Whether some grant reaches `tenant` at all (None: only an all-tenants grant)."""

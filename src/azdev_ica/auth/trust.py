@@ -57,6 +57,9 @@ class TrustedIdentity(_Strict):
     # Explicit on purpose: "*" for every tenant, otherwise the tenant codes. No default, so
     # a forgotten scope is a configuration error, not access to every country.
     tenants: Literal["*"] | list[str]
+    # Optional: "*" (the default) for every stage, otherwise the stage names it reaches, e.g.
+    # a development pipeline's identity: ["development", "test"].
+    stages: Literal["*"] | list[str] = "*"
 
     @field_validator("name")
     @classmethod
@@ -97,8 +100,18 @@ class TrustedIdentity(_Strict):
         rule = self.claims[claim]
         return frozenset(rule if isinstance(rule, list) else [rule])
 
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: Literal["*"] | list[str]) -> Literal["*"] | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError('an identity\'s stage scope names a stage (or "*" for every stage)')
+        return value
+
     def tenant_scope(self) -> frozenset[str] | None:
         return None if self.tenants == "*" else frozenset(self.tenants)
+
+    def stage_scope(self) -> frozenset[str] | None:
+        return None if self.stages == "*" else frozenset(self.stages)
 
 
 def _as_text(value: object) -> object:

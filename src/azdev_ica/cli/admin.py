@@ -131,6 +131,13 @@ def register(sub: Any) -> None:
     create.add_argument(
         "--tenant", action="append", dest="tenants", help="limit to a tenant (repeatable)"
     )
+    create.add_argument(
+        "--stage",
+        action="append",
+        dest="stages",
+        help="limit to a stage (repeatable), e.g. --stage development --stage test; "
+        "without it the key reaches every stage",
+    )
     create.add_argument("--expires", type=_date_or_time, help="expiry: YYYY-MM-DD or RFC 3339")
     create.add_argument("--output", choices=("text", "json"), default="text")
     create.set_defaults(func=_apikey_create)
@@ -517,6 +524,7 @@ def _apikey_create(args: argparse.Namespace) -> int:
                 role=Role(args.role),
                 tenants=args.tenants,
                 expires_at=args.expires,
+                stages=args.stages,
             )
     except IcaError as exc:
         return _fail(exc.detail)
@@ -542,6 +550,7 @@ def _apikey_list(args: argparse.Namespace) -> int:
             "name": row.name,
             "role": row.role,
             "tenants": row.tenants,
+            "stages": row.stages,
             "created_at": row.created_at.isoformat(),
             "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
@@ -555,8 +564,9 @@ def _apikey_list(args: argparse.Namespace) -> int:
     for item in items:
         state = "revoked" if item["revoked_at"] else "active"
         tenants = ",".join(item["tenants"]) if item["tenants"] else "all"
+        stages = ",".join(item["stages"]) if item["stages"] else "all"
         print(
-            f"{item['prefix']}  {state:7}  {item['role']:22}  tenants={tenants}  "
+            f"{item['prefix']}  {state:7}  {item['role']:22}  tenants={tenants}  stages={stages}  "
             f"last_used={item['last_used_at'] or '-'}  {item['name']}"
         )
     return EXIT_OK

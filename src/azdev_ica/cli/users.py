@@ -61,6 +61,13 @@ def register(sub: Any) -> None:
     grant.add_argument(
         "--tenant", required=True, help="tenant code, or '*' for every tenant (say it explicitly)"
     )
+    grant.add_argument(
+        "--stage",
+        action="append",
+        dest="stages",
+        help="limit to a stage (repeatable), e.g. --stage development --stage test; "
+        "without it the grant reaches every stage",
+    )
     grant.add_argument("--until", type=_date_or_time, help="expiry: YYYY-MM-DD or RFC 3339")
     grant.add_argument("--reason")
     grant.set_defaults(func=_grant)
@@ -155,6 +162,7 @@ def _list(args: argparse.Namespace) -> int:
                     {
                         "role": grant.role,
                         "tenant": grant.tenant or ALL_TENANTS,
+                        "stages": grant.stages,
                         "until": grant.expires_at.isoformat() if grant.expires_at else None,
                     }
                     for grant in view.grants
@@ -170,7 +178,9 @@ def _list(args: argparse.Namespace) -> int:
         return EXIT_OK
     for item in items:
         grants = ", ".join(
-            f"{g['role']}@{g['tenant']}" + (f" until {g['until']}" if g["until"] else "")
+            f"{g['role']}@{g['tenant']}"
+            + (f"[{','.join(g['stages'])}]" if g["stages"] else "")
+            + (f" until {g['until']}" if g["until"] else "")
             for g in item["grants"]
         )
         links = ", ".join(f"{link['provider']}:{link['id']}" for link in item["links"])
@@ -209,10 +219,12 @@ def _grant(args: argparse.Namespace) -> int:
                 tenant=_tenant(args.tenant),
                 expires_at=args.until,
                 reason=args.reason,
+                stages=args.stages,
             )
     except IcaError as exc:
         return _fail(exc.detail)
-    print(f"granted {args.role} for {args.tenant} to {args.login.strip().lower()}")
+    stages = f" (stages {', '.join(sorted(set(args.stages)))})" if args.stages else ""
+    print(f"granted {args.role} for {args.tenant}{stages} to {args.login.strip().lower()}")
     return EXIT_OK
 
 

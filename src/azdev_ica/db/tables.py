@@ -149,6 +149,8 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # None means every stage; otherwise a list of stage names (migration 0015).
+    stages: Mapped[list[str] | None] = mapped_column(PortableJSON)
 
 
 class IdempotencyRecord(Base):
@@ -481,6 +483,8 @@ class RoleGrant(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(200))
+    # None means every stage; otherwise a list of stage names (migration 0015).
+    stages: Mapped[list[str] | None] = mapped_column(PortableJSON)
 
 
 class PersonLink(Base):
@@ -942,6 +946,7 @@ class DrillOverdueWarning(Base):
 
 
 # --- Scope (migration 0015) ---
+# No new table: `stages` columns on azdev_api_key and azdev_role_grant (above).
 
 
 # --- Ledger trust (migration 0016) ---

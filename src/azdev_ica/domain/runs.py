@@ -119,6 +119,35 @@ def event_refusal(
     return None
 
 
+# Events that name a target (tenant x stage): what was deployed where, its checks, its
+# monitoring and its rollbacks. Their target passes the gate's target check (issue 13).
+TARGET_PHASES = frozenset(
+    {
+        Phase.DEPLOY,
+        Phase.VERIFY,
+        Phase.MONITOR,
+        Phase.ROLLBACK_INITIATED,
+        Phase.ROLLBACK_COMPLETED,
+    }
+)
+
+
+def event_target(
+    phase: Phase, data: dict[str, object] | None, *, run_tenant: str | None, run_stage: str | None
+) -> tuple[str | None, str | None] | None:
+    """The tenant and stage a target-naming event acts on: its own `tenant`/`stage` when it
+    names them, else the run's; None for an event that names no target (build, test, ...)."""
+    if phase not in TARGET_PHASES:
+        return None
+    data = data or {}
+
+    def text(name: str, fallback: str | None) -> str | None:
+        value = data.get(name)
+        return value if isinstance(value, str) and value else fallback
+
+    return text("tenant", run_tenant), text("stage", run_stage)
+
+
 def deploy_target(
     phase: str,
     data: dict[str, object] | None,

@@ -8,6 +8,10 @@ else the run's. A succeeded deployment stops being good when, later on the same 
   rate over 5 % —, crash_loop or control_plane_unreachable): the deployment is failed;
 - a rollback began (`rollback_initiated`): the deployment was rolled back.
 
+A deployment the gate never allowed (flagged in `azdev_unauthorised_change`) is recorded as
+what it is, unauthorised, and is never good: it never passes a stage for promotion, is never
+a rollback's last good version, and the inventory marks it.
+
 The promotion rules (a version passed a stage), the rollback rule (the last good version of
 a target) and the inventory read this.
 """
@@ -22,7 +26,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from azdev_ica.db.tables import PipelineEvent, PipelineRun
+from azdev_ica.db.tables import PipelineEvent, PipelineRun, UnauthorisedChange
 
 # Monitoring triggers that mark a deployment failed (seed 000 §6.1 automatic rollback).
 FAILURE_TRIGGERS = frozenset({"error_rate", "crash_loop", "control_plane_unreachable"})
@@ -41,10 +45,12 @@ class DeploymentRecord:
     succeeded: bool
     # Why a succeeded deployment is not good: "monitor:<trigger>" or "rolled_back".
     spoiled_by: str | None = None
+    # False for a deploy the gate never allowed (an unauthorised change).
+    authorised: bool = True
 
     @property
     def good(self) -> bool:
-        return self.succeeded and self.spoiled_by is None
+        return self.succeeded and self.authorised and self.spoiled_by is None
 
 
 def spoilers(session: Session, run_pks: Iterable[int]) -> dict[int, list[tuple[datetime, str]]]:
@@ -71,6 +77,19 @@ def spoilers(session: Session, run_pks: Iterable[int]) -> dict[int, list[tuple[d
         else:
             found[run_pk].append((occurred_at, "rolled_back"))
     return found
+
+
+def unauthorised_events(session: Session, run_pks: Iterable[int]) -> set[tuple[int, str]]:
+    """The deploy events of these runs that the gate never allowed, as (run_pk, event_id)."""
+    pks = sorted(set(run_pks))
+    if not pks:
+        return set()
+    rows = session.execute(
+        select(UnauthorisedChange.run_pk, UnauthorisedChange.event_id).where(
+            UnauthorisedChange.run_pk.in_(pks)
+        )
+    )
+    return {(run_pk, event_id) for run_pk, event_id in rows}
 
 
 def spoiled(
@@ -126,6 +145,7 @@ def deployment_history(
             continue
         picked.append((event, run, target_tenant, target_stage))
     found = spoilers(session, (run.id for _, run, _, _ in picked))
+    flagged = unauthorised_events(session, (run.id for _, run, _, _ in picked))
     out = []
     for event, run, target_tenant, target_stage in picked:
         data = event.data or {}
@@ -142,6 +162,7 @@ def deployment_history(
                 event_pk=event.id,
                 succeeded=succeeded,
                 spoiled_by=spoiled(found, run.id, event.occurred_at) if succeeded else None,
+                authorised=(run.id, event.event_id) not in flagged,
             )
         )
     return out

@@ -13,7 +13,7 @@ from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import Incident, IncidentNote, IncidentTask
 from azdev_ica.domain.incidents import time_to_restore
 from azdev_ica.domain.metrics import median_duration
-from azdev_ica.errors import NotFound
+from azdev_ica.errors import NotFound, OutOfScope
 
 
 @dataclass
@@ -104,6 +104,9 @@ def restore_summary(
     """MTTR (median, detected -> resolved: the metrics' definition v1) over the incidents
     detected in the period, and how many
     were restored within their severity's target (seed 000 §6.1 rollback SLA)."""
+    if tenant is not None and not principal.can_for(Permission.INCIDENT_READ, tenant):
+        # Another tenant's figures are a 403 (as the monthly report), never zeros.
+        raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
     query = select(Incident)
     scope = principal.scope(Permission.INCIDENT_READ)
     if scope is not None:

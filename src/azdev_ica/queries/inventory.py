@@ -4,7 +4,8 @@ tenant x stage, since when, deployed by which run, approved by whom.
 A projection of what pipelines reported: the newest deploy event that says `succeeded` per
 target (and that monitoring did not mark failed nor a rollback undo since: see
 `queries/deployments.py`), with the artifact digest and version it named (else the run's),
-the run's commit, and the signatures of the run's approval for that target.
+the run's commit, and the signatures of the run's approval for that target. A deploy the gate
+never allowed is shown as what runs there, marked `authorised: false`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from azdev_ica.db.tables import (
     Approval,
     ApprovalSignature,
     Person,
-    PipelineEvent,
     PipelineRun,
 )
-from azdev_ica.queries.deployments import spoiled, spoilers
+from azdev_ica.queries.deployments import DeploymentRecord, deployment_history
 
 
 @dataclass
@@ -37,6 +37,9 @@ class Deployed:
     run_key: str
     pipeline_name: str
     deployed_at: datetime
+    # False when the gate never allowed this deploy: it runs there, but as an unauthorised
+    # change, never as the target's good version.
+    authorised: bool = True
     approval_id: int | None = None
     approved_by: list[dict[str, str]] = field(default_factory=list)
 
@@ -48,43 +51,36 @@ def inventory(
     tenant: str | None = None,
     stage: str | None = None,
 ) -> list[Deployed]:
-    newest: dict[tuple[str, str], tuple[PipelineEvent, PipelineRun]] = {}
-    rows = session.execute(
-        select(PipelineEvent, PipelineRun)
-        .join(PipelineRun, PipelineRun.id == PipelineEvent.run_pk)
-        .where(PipelineEvent.phase == "deploy")
-        .order_by(PipelineEvent.occurred_at, PipelineEvent.id)
-    ).all()
-    found = spoilers(session, (run.id for _, run in rows))
-    for event, run in rows:
-        data = event.data or {}
-        if data.get("status") != "succeeded":
+    # One projection of deployments (queries/deployments.py) for the gate, the rollback rule
+    # and this listing, so they cannot disagree about what was deployed where.
+    newest: dict[tuple[str, str], DeploymentRecord] = {}
+    for record in deployment_history(session, tenant=tenant, stage=stage):
+        if not record.succeeded or record.spoiled_by is not None:
             continue
-        if spoiled(found, run.id, event.occurred_at) is not None:
+        if not principal.can_for(Permission.RUN_READ, record.tenant):
             continue
-        target_tenant = data.get("tenant") or run.tenant
-        target_stage = data.get("stage") or run.stage
-        if target_tenant is None or target_stage is None:
-            continue
-        if tenant is not None and target_tenant != tenant:
-            continue
-        if stage is not None and target_stage != stage:
-            continue
-        if not principal.can_for(Permission.RUN_READ, target_tenant):
-            continue
-        newest[(target_tenant, target_stage)] = (event, run)
+        newest[(record.tenant, record.stage)] = record
+    runs = {
+        run.id: run
+        for run in session.scalars(
+            select(PipelineRun).where(
+                PipelineRun.id.in_(sorted({record.run_pk for record in newest.values()}))
+            )
+        )
+    }
     out = []
-    for (target_tenant, target_stage), (event, run) in sorted(newest.items()):
-        data = event.data or {}
+    for (target_tenant, target_stage), record in sorted(newest.items()):
+        run = runs[record.run_pk]
         item = Deployed(
             tenant=target_tenant,
             stage=target_stage,
-            artifact_digest=data.get("artifact_digest") or run.artifact_digest,
-            version=data.get("version"),
+            artifact_digest=record.artifact_digest,
+            version=record.version,
             commit=run.commit,
             run_key=run.run_key,
             pipeline_name=run.pipeline_name,
-            deployed_at=event.occurred_at,
+            deployed_at=record.deployed_at,
+            authorised=record.authorised,
         )
         approval = session.scalars(
             select(Approval)

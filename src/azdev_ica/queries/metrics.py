@@ -23,7 +23,7 @@ from azdev_ica.domain.metrics import (
     compute,
     quarter_start,
 )
-from azdev_ica.errors import NoPolicy
+from azdev_ica.errors import NoPolicy, OutOfScope
 from azdev_ica.queries.deployments import FAILURE_TRIGGERS
 from azdev_ica.services.context import ServiceContext
 
@@ -62,7 +62,11 @@ def delivery_metrics(
     tenant: str | None,
     production_stage: str = "production",
 ) -> Metrics:
-    """The metrics of `period` for one tenant, or for every tenant the caller may read."""
+    """The metrics of `period` for one tenant, or for every tenant the caller may read.
+
+    Another tenant's metrics are a 403, as the monthly report answers, never zeros."""
+    if tenant is not None and not principal.can_for(Permission.RUN_READ, tenant):
+        raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
     facts = delivery_facts(session, principal=principal, period=period, tenant=tenant)
     return compute(
         period,

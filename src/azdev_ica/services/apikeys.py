@@ -31,8 +31,10 @@ def create_api_key(
     role: Role,
     tenants: list[str] | None,
     expires_at: datetime | None,
+    stages: list[str] | None = None,
 ) -> CreatedKey:
-    """Create a key bound to `role` and `tenants` (None: all tenants)."""
+    """Create a key bound to `role`, `tenants` (None: all tenants) and `stages` (None: every
+    stage)."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ValidationProblem("a key name needs 1 to 100 characters")
@@ -41,6 +43,9 @@ def create_api_key(
         raise ValidationProblem("the expiry must be in the future")
     new = generate_key()
     scoped = sorted(set(tenants)) if tenants is not None else None
+    scoped_stages = sorted(set(stages)) if stages is not None else None
+    if scoped_stages is not None and not scoped_stages:
+        raise ValidationProblem("a stage scope names at least one stage (omit it for every stage)")
 
     def action(session: Session) -> CreatedKey:
         if scoped is not None:
@@ -48,12 +53,17 @@ def create_api_key(
             unknown = [code for code in scoped if code not in known]
             if unknown:
                 raise ValidationProblem(f"unknown tenants: {', '.join(unknown)}")
+        policy = ctx.policies.active(session)
+        unknown_stages = [name for name in scoped_stages or () if policy.stage(name) is None]
+        if unknown_stages:
+            raise ValidationProblem(f"unknown stages: {', '.join(unknown_stages)}")
         row = ApiKey(
             prefix=new.prefix,
             digest=new.digest(ctx.pepper),
             name=name,
             role=role.value,
             tenants=scoped,
+            stages=scoped_stages,
             created_at=now,
             created_by=actor.id,
             expires_at=expires_at,
@@ -72,6 +82,7 @@ def create_api_key(
                 "role": role.value,
                 "tenants": scoped,
                 "expires_at": rfc3339(expires_at) if expires_at else None,
+                **({"stages": scoped_stages} if scoped_stages is not None else {}),
             },
             at=now,
         )
@@ -137,6 +148,7 @@ def authenticate_api_key(ctx: ServiceContext, key: str, *, touch_every: timedelt
         name=row.name,
         role=Role(row.role),
         tenants=frozenset(row.tenants) if row.tenants is not None else None,
+        stages=frozenset(row.stages) if row.stages is not None else None,
     )
 
 

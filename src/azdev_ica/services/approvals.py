@@ -157,7 +157,9 @@ def request_approval(
             select(PipelineRun).where(PipelineRun.run_key == command.run_key)
         ).one_or_none()
         # Out of scope answers exactly like absent.
-        if run is None or not principal.can_for(Permission.APPROVAL_REQUEST, run.tenant):
+        if run is None or not principal.can_on_run(
+            Permission.APPROVAL_REQUEST, run.tenant, run.stage
+        ):
             raise NotFound(f"no run {command.run_key!r}")
         tenant, stage = _target(ctx, session, run, command, principal)
         digest = command.artifact_digest or run.artifact_digest
@@ -278,6 +280,8 @@ def _target(
         raise ValidationProblem("name the target: the tenant and the stage of the deployment")
     if not principal.can_for(Permission.APPROVAL_REQUEST, tenant):
         raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
+    if not principal.can_at(Permission.APPROVAL_REQUEST, tenant, stage):
+        raise OutOfScope(f"stage {stage!r} is outside the caller's scope")
     policy = ctx.policies.active(session)
     if tenant not in policy.tenants:
         raise UnknownTenant(f"tenant {tenant!r} is not in the active policy")
@@ -348,7 +352,9 @@ def sign_approval(
             return row
         signer = rules.Signer(
             person_id=principal.id if principal.is_person else None,
-            roles=frozenset(r.value for r in APPROVER_ROLES if principal.holds(r, row.tenant)),
+            roles=frozenset(
+                r.value for r in APPROVER_ROLES if principal.holds(r, row.tenant, row.stage)
+            ),
         )
         chosen = half or _half_for(state, signer, decision)
         after = rules.sign(state, signer, chosen, decision, now, comment or "")
@@ -565,6 +571,8 @@ def delegate_approver_role(
             expires_at=until,
             delegated_from=source.id,
             reason=reason,
+            # A delegation reaches no further than the delegator's own grant.
+            stages=source.stages,
         )
         session.add(row)
         session.flush()
@@ -582,6 +590,7 @@ def delegate_approver_role(
                 "expires_at": rfc3339(until),
                 "reason": reason,
                 "delegated_from": source.id,
+                **({"stages": source.stages} if source.stages is not None else {}),
             },
             at=now,
         )

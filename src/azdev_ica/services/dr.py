@@ -49,6 +49,8 @@ def _check_target(
 ) -> None:
     if not principal.can_for(Permission.DR_WRITE, tenant):
         raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
+    if not principal.can_at(Permission.DR_WRITE, tenant, stage):
+        raise OutOfScope(f"stage {stage!r} is outside the caller's scope")
     policy = ctx.policies.active(session)
     if tenant not in policy.tenants:
         raise UnknownTenant(f"tenant {tenant!r} is not in the active policy")

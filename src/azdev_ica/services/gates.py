@@ -106,7 +106,9 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
         run = session.scalars(
             select(PipelineRun).where(PipelineRun.run_key == command.run_key)
         ).one_or_none()
-        if run is not None and not principal.can_for(Permission.GATE_EVALUATE, run.tenant):
+        if run is not None and not principal.can_on_run(
+            Permission.GATE_EVALUATE, run.tenant, run.stage
+        ):
             run = None  # out of scope answers exactly like absent
         if run is not None and run.tenant is not None and command.tenant not in (None, run.tenant):
             raise ValidationProblem(
@@ -120,6 +122,8 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             raise ValidationProblem("name the target: the tenant and the stage of the deployment")
         if not principal.can_for(Permission.GATE_EVALUATE, tenant):
             raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
+        if not principal.can_at(Permission.GATE_EVALUATE, tenant, stage):
+            raise OutOfScope(f"stage {stage!r} is outside the caller's scope")
         _check_target(policy, tenant, stage)
         digest = command.artifact_digest or (run.artifact_digest if run else None)
         commit = command.commit or (run.commit if run else None)

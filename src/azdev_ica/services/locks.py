@@ -242,6 +242,8 @@ def release_lock(
         raise ValidationProblem("give a reason of 1 to 1000 characters")
     if not principal.can_for(Permission.LOCK_RELEASE, tenant):
         raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
+    if not principal.can_at(Permission.LOCK_RELEASE, tenant, stage):
+        raise OutOfScope(f"stage {stage!r} is outside the caller's scope")
 
     def action(session: Session) -> tuple[LockState, bool]:
         now = ctx.clock.now()

@@ -69,7 +69,9 @@ def request_override(
         run = session.scalars(
             select(PipelineRun).where(PipelineRun.run_key == run_key).with_for_update()
         ).one_or_none()
-        if run is None or not principal.can_for(Permission.OVERRIDE_REQUEST, run.tenant):
+        if run is None or not principal.can_on_run(
+            Permission.OVERRIDE_REQUEST, run.tenant, run.stage
+        ):
             raise NotFound(f"no run {run_key!r}")
         target_tenant = tenant or run.tenant
         target_stage = stage or run.stage
@@ -77,6 +79,8 @@ def request_override(
             raise ValidationProblem("name the target: the tenant and the stage of the deployment")
         if not principal.can_for(Permission.OVERRIDE_REQUEST, target_tenant):
             raise OutOfScope(f"tenant {target_tenant!r} is outside the caller's scope")
+        if not principal.can_at(Permission.OVERRIDE_REQUEST, target_tenant, target_stage):
+            raise OutOfScope(f"stage {target_stage!r} is outside the caller's scope")
         policy = ctx.policies.active(session)
         if target_tenant not in policy.tenants:
             raise UnknownTenant(f"tenant {target_tenant!r} is not in the active policy")
@@ -149,7 +153,7 @@ def sign_override(
     def action(session: Session) -> Override:
         row = _visible(session, override_id, principal, lock=True)
         now = ctx.clock.now()
-        if not principal.holds(Role.OVERRIDE_SIGNER, row.tenant):
+        if not principal.holds(Role.OVERRIDE_SIGNER, row.tenant, row.stage):
             raise OverrideRefused(
                 f"signing needs the azdev_override_signer role for {row.tenant!r}",
                 code="role_not_held",
@@ -226,8 +230,8 @@ def review_override(
     def action(session: Session) -> Override:
         row = _visible(session, override_id, principal, lock=True)
         now = ctx.clock.now()
-        if not principal.can_for(Permission.OVERRIDE_SIGN, row.tenant):
-            raise OutOfScope(f"tenant {row.tenant!r} is outside the caller's scope")
+        if not principal.can_at(Permission.OVERRIDE_SIGN, row.tenant, row.stage):
+            raise OutOfScope(f"the target {row.tenant}/{row.stage} is outside the caller's scope")
         if row.status != SIGNED:
             raise OverrideRefused("only a signed override is reviewed", code="not_signed")
         if row.reviewed_at is not None:

@@ -122,7 +122,14 @@ def principal_for_person(
         raise Unauthenticated("the credentials are not valid")
     grants = tuple(
         dict.fromkeys(
-            [Grant(Role(row.role), row.tenant) for row in active_grants(session, person.id, now)]
+            [
+                Grant(
+                    Role(row.role),
+                    row.tenant,
+                    None if row.stages is None else frozenset(row.stages),
+                )
+                for row in active_grants(session, person.id, now)
+            ]
             + list(extra)
         )
     )
@@ -245,25 +252,36 @@ def grant_role(
     expires_at: datetime | None = None,
     reason: str | None = None,
     by: Principal | None = None,
+    stages: list[str] | None = None,
 ) -> RoleGrant:
-    """Grant `role` for `tenant` (None: every tenant), until `expires_at` if given. Granting
-    what is already held returns the held grant. `by` is the calling principal (None: an
-    operator at the console), checked against what it may grant."""
+    """Grant `role` for `tenant` (None: every tenant) and `stages` (None: every stage), until
+    `expires_at` if given. Granting what is already held returns the held grant. `by` is the
+    calling principal (None: an operator at the console), checked against what it may grant."""
     _check_may_administer(by, tenant, role)
+    scoped_stages = _check_stages(by, stages)
     now = ctx.clock.now()
     if expires_at is not None and expires_at <= now:
         raise ValidationProblem("the expiry must be in the future")
 
     def action(session: Session) -> RoleGrant:
-        if tenant is not None and tenant not in ctx.policies.active(session).tenants:
+        policy = ctx.policies.active(session)
+        if tenant is not None and tenant not in policy.tenants:
             raise ValidationProblem(f"unknown tenant {tenant!r}")
+        unknown = [name for name in scoped_stages or () if policy.stage(name) is None]
+        if unknown:
+            raise ValidationProblem(f"unknown stages: {', '.join(unknown)}")
         person = get_person(session, login)
         if by is not None and by.person_id == person.id:
             raise Forbidden("nobody grants roles to themselves")
         if person.disabled_at is not None:
             raise Conflict(f"{person.login!r} is disabled")
         for held in active_grants(session, person.id, now):
-            if held.role == role.value and held.tenant == tenant and held.expires_at == expires_at:
+            if (
+                held.role == role.value
+                and held.tenant == tenant
+                and held.expires_at == expires_at
+                and held.stages == scoped_stages
+            ):
                 return held
         row = RoleGrant(
             person_id=person.id,
@@ -273,6 +291,7 @@ def grant_role(
             granted_by=actor.id,
             expires_at=expires_at,
             reason=reason,
+            stages=scoped_stages,
         )
         session.add(row)
         session.flush()
@@ -289,12 +308,27 @@ def grant_role(
                 "tenant": tenant,
                 "expires_at": rfc3339(expires_at) if expires_at else None,
                 "reason": reason,
+                **({"stages": scoped_stages} if scoped_stages is not None else {}),
             },
             at=now,
         )
         return row
 
     return ctx.run_action(action)
+
+
+def _check_stages(by: Principal | None, stages: list[str] | None) -> list[str] | None:
+    """The stage scope of a new grant, sorted. An administrator limited to some stages grants
+    within them only: never wider than its own reach."""
+    scoped = sorted(set(stages)) if stages is not None else None
+    if scoped is not None and not scoped:
+        raise ValidationProblem("a stage scope names at least one stage (omit it for every stage)")
+    if by is None or not by.stage_scoped(Permission.USER_ADMIN):
+        return scoped
+    reach = by.stage_reach(Permission.USER_ADMIN)
+    if scoped is None or not set(scoped) <= reach:
+        raise Forbidden("an administrator limited to some stages grants within them only")
+    return scoped
 
 
 def revoke_grant(

@@ -57,6 +57,8 @@ def request_refresh(
 ) -> RefreshRequest:
     if not principal.can_for(Permission.REFRESH_REQUEST, command.tenant):
         raise OutOfScope(f"tenant {command.tenant!r} is outside the caller's scope")
+    if not principal.can_at(Permission.REFRESH_REQUEST, command.tenant, command.target_stage):
+        raise OutOfScope(f"stage {command.target_stage!r} is outside the caller's scope")
 
     def action(session: Session) -> RefreshRequest:
         policy = ctx.policies.active(session)
@@ -150,7 +152,7 @@ def decide_refresh(
             policy.promotion.refresh_approver_role if policy.promotion else DEFAULT_REFRESH_APPROVER
         )
         role = Role(role_name)
-        if not principal.holds(role, row.tenant):
+        if not principal.holds(role, row.tenant, row.target_stage):
             raise RefreshRefused(
                 f"approving a data refresh for {row.tenant} needs the {role.value} role "
                 "for that tenant",

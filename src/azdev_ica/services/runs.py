@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,14 +22,18 @@ from azdev_ica.domain.runs import (
     RunStatus,
     deploy_target,
     event_refusal,
+    event_target,
     normalise_finish_status,
     run_key,
 )
 from azdev_ica.errors import (
     Conflict,
+    IcaError,
     NotFound,
     OutOfScope,
     RunFinished,
+    RunKeyTaken,
+    TargetOutOfScope,
     UnknownStage,
     UnknownTenant,
     ValidationProblem,
@@ -39,6 +44,8 @@ from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
 from azdev_ica.services.locks import release_for_run
 from azdev_ica.services.unauthorised import check_deploy
+
+T = TypeVar("T")
 
 # A reported commit time may run this far ahead of ICA's clock (the agent's clock, or the
 # committer's, may be a little fast); further ahead it is refused as impossible.
@@ -119,6 +126,8 @@ def start_run(
             if command.tenant is None
             else f"tenant {command.tenant!r} is outside the caller's scope"
         )
+    if not principal.can_on_run(Permission.RUN_WRITE, command.tenant, command.stage):
+        raise OutOfScope(f"stage {command.stage!r} is outside the caller's scope")
 
     def action(session: Session) -> RunOutcome:
         prior = find_prior(session, idempotency)
@@ -143,6 +152,24 @@ def start_run(
                 code="commit_time_in_future",
             )
         run = _find_run(session, key)
+        if run is not None and not _reaches(principal, run):
+            # The key is another tenant's (or stage's) run. Absent means "create" here, so
+            # the answer cannot look like absent: a 409 that tells nothing of that run, and
+            # nothing reopened. Run keys are guessable; isolation never rests on them.
+            raise _Refused(
+                RunKeyTaken(
+                    f"run key {key!r} is taken by a run outside the caller's scope; "
+                    "a run key names one run of one provider project"
+                ),
+                audit=_refusal_audit(
+                    principal,
+                    action="run.start_refused",
+                    run_key=key,
+                    tenant=command.tenant,
+                    data={"code": "run_key_taken", "attempt": command.attempt},
+                    at=now,
+                ),
+            )
         if run is not None:
             if command.attempt > run.attempt:
                 _reopen(session, run, attempt=command.attempt, at=now, principal=principal)
@@ -207,7 +234,7 @@ def start_run(
         remember(session, idempotency, status_code=201, reference={"run_key": key}, at=now)
         return RunOutcome(run=run, created=True)
 
-    return ctx.run_action(action)
+    return _run_refusable(ctx, action)
 
 
 def record_event(
@@ -241,6 +268,7 @@ def record_event(
         if existing is not None:
             return EventOutcome(run=run, event=existing, created=False)
         now = ctx.clock.now()
+        _check_event_target(ctx, session, principal, run, command, event_id, now)
         state = _attempt_state(session, run, command.attempt)
         refusal = event_refusal(
             phase=command.phase,
@@ -316,7 +344,7 @@ def record_event(
         )
         return EventOutcome(run=run, event=event, created=True)
 
-    return ctx.run_action(action)
+    return _run_refusable(ctx, action)
 
 
 def finish_run(
@@ -395,6 +423,135 @@ def finish_run(
     return ctx.run_action(action)
 
 
+@dataclass(frozen=True)
+class _RefusalAudit:
+    actor: Any
+    action: str
+    run_key: str
+    tenant: str | None
+    data: dict[str, Any]
+    at: datetime
+
+
+class _Refused(Exception):
+    """A refusal that leaves a trace: the action rolls back, then its audit entry is written
+    in a transaction of its own and the problem is answered."""
+
+    def __init__(self, problem: IcaError, *, audit: _RefusalAudit) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+        self.audit = audit
+
+
+def _refusal_audit(
+    principal: Principal,
+    *,
+    action: str,
+    run_key: str,
+    tenant: str | None,
+    data: dict[str, Any],
+    at: datetime,
+) -> _RefusalAudit:
+    return _RefusalAudit(principal.actor, action, run_key, tenant, data, at)
+
+
+def _run_refusable(ctx: ServiceContext, action: Callable[[Session], T]) -> T:
+    try:
+        return ctx.run_action(action)
+    except _Refused as refused:
+        trace = refused.audit
+
+        def record(session: Session) -> None:
+            append_audit(
+                session,
+                actor=trace.actor,
+                action=trace.action,
+                subject_type="run",
+                subject_id=trace.run_key,
+                tenant=trace.tenant,
+                data=trace.data,
+                at=trace.at,
+            )
+
+        ctx.run_action(record)
+        raise refused.problem from None
+
+
+def _check_event_target(
+    ctx: ServiceContext,
+    session: Session,
+    principal: Principal,
+    run: PipelineRun,
+    command: RecordEvent,
+    event_id: str,
+    now: datetime,
+) -> None:
+    """The gate's target check for an event that names a target (deploy, verify, monitor,
+    rollback_*): the run's tenant when the run has one, otherwise a tenant in the caller's
+    scope; a stage in the caller's scope; both known to the active policy. One run may
+    deploy several stages, so the stage is checked, not compared with the run's."""
+    for name in ("tenant", "stage"):
+        value = command.data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValidationProblem(f"data.{name} must be a string naming the target's {name}")
+    target = event_target(command.phase, command.data, run_tenant=run.tenant, run_stage=run.stage)
+    if target is None:
+        return
+    tenant, stage = target
+    problem: IcaError | None = None
+    code = "out_of_scope"
+    if run.tenant is not None and tenant != run.tenant:
+        code = "other_tenant"
+        problem = TargetOutOfScope(
+            f"{run.run_key} is a run of tenant {run.tenant!r}; its {command.phase.value} "
+            f"events cannot name tenant {tenant!r}"
+        )
+    elif not principal.can_at(Permission.RUN_WRITE, tenant, stage):
+        problem = TargetOutOfScope(
+            f"the target {tenant or '-'}/{stage or '-'} is outside the caller's scope"
+        )
+    else:
+        policy = ctx.policies.active(session)
+        if tenant is not None and tenant not in policy.tenants:
+            code, problem = (
+                "unknown_tenant",
+                UnknownTenant(f"tenant {tenant!r} is not in the active policy"),
+            )
+        elif stage is not None and policy.stage(stage) is None:
+            code, problem = (
+                "unknown_stage",
+                UnknownStage(f"stage {stage!r} is not in the active policy"),
+            )
+    if problem is None:
+        return
+    raise _Refused(
+        problem,
+        audit=_refusal_audit(
+            principal,
+            action="run.event_refused",
+            run_key=run.run_key,
+            tenant=run.tenant,
+            data={
+                "code": code,
+                "event_id": event_id,
+                "attempt": command.attempt,
+                "phase": command.phase.value,
+                "target_tenant": tenant,
+                "target_stage": stage,
+            },
+            at=now,
+        ),
+    )
+
+
+def _reaches(principal: Principal, run: PipelineRun) -> bool:
+    """Whether the caller may write to `run`: its tenant and stage scope, and a GitHub token's
+    own repository."""
+    return principal.can_on_run(Permission.RUN_WRITE, run.tenant, run.stage) and _token_reaches(
+        principal, run.provider, run.project_id
+    )
+
+
 def _reopen(
     session: Session, run: PipelineRun, *, attempt: int, at: datetime, principal: Principal
 ) -> None:
@@ -431,11 +588,7 @@ def _run_by_key(session: Session, key: str) -> PipelineRun:
 def _scoped_run(session: Session, key: str, principal: Principal) -> PipelineRun:
     run = _find_run(session, key)
     # Out of scope answers exactly like absent: a scoped caller learns nothing of other tenants.
-    if (
-        run is None
-        or not principal.can_for(Permission.RUN_WRITE, run.tenant)
-        or not _token_reaches(principal, run.provider, run.project_id)
-    ):
+    if run is None or not _reaches(principal, run):
         raise NotFound(f"no run {key!r}")
     return run
 

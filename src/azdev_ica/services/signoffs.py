@@ -93,7 +93,7 @@ def give_signoff(
         ).one_or_none()
         if existing is not None:
             return SignoffOutcome(existing, _login(session, existing.person_id), created=False)
-        if not principal.holds(role, command.tenant):
+        if not principal.holds(role, command.tenant, command.stage):
             raise SignoffRefused(
                 f"a {kind.value} sign-off for tenant {command.tenant} needs the "
                 f"{role.value} role for that tenant",

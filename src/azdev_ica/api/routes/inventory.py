@@ -34,6 +34,10 @@ class DeployedOut(BaseModel):
     run_key: str
     pipeline_name: str
     deployed_at: str = Field(description="Since when (the successful deploy event)")
+    authorised: bool = Field(
+        description="False: the gate never allowed this deploy (an unauthorised change); it "
+        "runs there but is never the target's good version"
+    )
     approval_id: int | None
     approved_by: list[SignerOut]
 
@@ -61,6 +65,7 @@ def inventory_listing(
             run_key=item.run_key,
             pipeline_name=item.pipeline_name,
             deployed_at=rfc3339(item.deployed_at),
+            authorised=item.authorised,
             approval_id=item.approval_id,
             approved_by=[SignerOut(**signer) for signer in item.approved_by],
         )

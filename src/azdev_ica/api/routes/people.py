@@ -41,6 +41,7 @@ Login = Annotated[str, Path(min_length=1, max_length=200, description="The perso
 class GrantOut(BaseModel):
     role: str
     tenant: str | None = Field(description="null: every tenant")
+    stages: list[str] | None = Field(default=None, description="null: every stage")
     until: str | None = None
 
 
@@ -73,6 +74,9 @@ class PersonRequest(Strict):
 class GrantRequest(Strict):
     role: Role
     tenant: Code | None = Field(description="A tenant code, or null for every tenant")
+    stages: Annotated[list[Code], Field(min_length=1, max_length=20)] | None = Field(
+        default=None, description="Stage names the grant reaches; null (default): every stage"
+    )
     until: Instant | None = None
     reason: ShortText | None = None
 
@@ -106,6 +110,7 @@ def _grant_out(row: RoleGrant) -> GrantOut:
     return GrantOut(
         role=row.role,
         tenant=row.tenant,
+        stages=row.stages,
         until=rfc3339(row.expires_at) if row.expires_at else None,
     )
 
@@ -134,7 +139,14 @@ def me(principal: Self) -> MeOut:
         id=principal.id,
         name=principal.name,
         person_id=principal.person_id,
-        grants=[GrantOut(role=g.role.value, tenant=g.tenant) for g in principal.grants],
+        grants=[
+            GrantOut(
+                role=g.role.value,
+                tenant=g.tenant,
+                stages=None if g.stages is None else sorted(g.stages),
+            )
+            for g in principal.grants
+        ],
         permissions=sorted(
             permission.value for permission in Permission if principal.can(permission)
         ),
@@ -190,8 +202,11 @@ def list_people_route(ctx: Ctx, principal: UserAdmin) -> list[PersonOut]:
     scope = principal.scope(Permission.USER_ADMIN)
     out = []
     for view in list_people(ctx, include_disabled=True):
-        # A tenant administrator sees the grants of its own tenants only.
+        # A tenant administrator sees the people holding grants in its tenants, and those
+        # grants only: nobody else's name or e-mail.
         grants = [g for g in view.grants if scope is None or g.tenant in scope]
+        if scope is not None and not grants:
+            continue
         links = [{"provider": link.provider, "id": link.provider_user_id} for link in view.links]
         out.append(_person_out(view.person, grants, links if scope is None else []))
     return out
@@ -231,6 +246,7 @@ def add_grant(ctx: Ctx, principal: UserAdmin, login: Login, body: GrantRequest) 
         expires_at=body.until,
         reason=body.reason,
         by=principal,
+        stages=body.stages,
     )
     return _grant_out(row)
 
