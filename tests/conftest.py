@@ -279,6 +279,7 @@ def make_person(ctx: Any) -> Callable[..., PersonHandle]:
         grant_role,
         issue_personal_token,
         link_person,
+        person_actor,
     )
 
     operator = Actor(kind="operator", id="test")
@@ -303,12 +304,44 @@ def make_person(ctx: Any) -> Callable[..., PersonHandle]:
                 provider=provider,
                 provider_user_id=provider_user_id,
             )
+        # A personal token is minted only by its person (no one signs as someone else).
         issued = issue_personal_token(
-            ctx, actor=operator, login=login, name="test", ttl=timedelta(days=30)
+            ctx, actor=person_actor(person.id), login=login, name="test", ttl=timedelta(days=30)
         )
         return PersonHandle(person.id, person.login, issued.secret)
 
     return make
+
+
+def enrol_with_link(ctx: Any, login: str, password: str, *, totp: bool = True) -> bytes | None:
+    """Enrol a person the only way there is: an operator issues an enrolment link and the
+    person follows it (through the service, as the console's page does), setting their own
+    password and, with `totp`, an authenticator. Returns the TOTP secret (None without).
+
+    The confirming code is the previous time step's (within the accepted skew), so the
+    current step's code still signs in at the test's frozen clock."""
+    from azdev_ica.auth import totp as totp_codes
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.services.enrolment import (
+        complete_enrolment,
+        issue_enrolment_link,
+        new_pending_totp,
+    )
+
+    issued = issue_enrolment_link(ctx, actor=Actor(kind="operator", id="test"), login=login)
+    secret, pending, code = None, None, None
+    if totp:
+        secret, pending = new_pending_totp(ctx, issued.person_id)
+        code = totp_codes.code_at_step(secret, totp_codes.time_step(ctx.clock.now()) - 1)
+    complete_enrolment(
+        ctx,
+        token=issued.token,
+        password=password,
+        pending_totp=pending,
+        code=code,
+        hash_profile="cheapest",
+    )
+    return secret
 
 
 @pytest.fixture

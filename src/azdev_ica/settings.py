@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # Browser sessions end after this long without a request, and this long after sign-in.
     session_idle_minutes: float = Field(default=30, gt=0, le=24 * 60)
     session_lifetime_hours: float = Field(default=12, gt=0, le=24 * 30)
+    # Enrolment links (a new person, or after a reset) are good once, for this long.
+    enrolment_link_hours: float = Field(default=72, gt=0, le=14 * 24)
+    # Signing an approval or an override in the console needs a TOTP code this recent.
+    step_up_minutes: float = Field(default=5, gt=0, le=60)
     # OpenID Connect sign-in for people, as JSON in ICA_OIDC_LOGIN (None: local users only).
     oidc_login: OidcLoginConfig | None = None
     # Background jobs (outbox delivery, approval SLA and expiry, override reviews): run the

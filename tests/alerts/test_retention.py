@@ -16,11 +16,11 @@ from azdev_ica.errors import PolicyError, SignInFailed
 from azdev_ica.jobs.delivery import deliver_due
 from azdev_ica.jobs.scheduler import tick
 from azdev_ica.policy import parse_policy
-from azdev_ica.services.credentials import SignInRules, set_password, sign_in_with_password
+from azdev_ica.services.credentials import SignInRules, sign_in_with_password
 from azdev_ica.services.policies import apply_policy
 from azdev_ica.services.retention import purge
 from azdev_ica.services.sessions import SessionRules, end_session
-from tests.conftest import T0, example_policy
+from tests.conftest import T0, enrol_with_link, example_policy
 from tests.notify.conftest import queue, with_notify
 from tests.notify.listeners import HttpRecorder
 
@@ -150,7 +150,7 @@ def test_large_backlogs_go_in_bounded_batches(ctx, clock, settings):
 def test_ended_sessions_go_after_30_days_and_throttle_rows_after_a_day(ctx, clock,
                                                                        make_person):  # fmt: skip
     make_person("ana")
-    set_password(ctx, actor=OPERATOR, login="ana", password=PASSWORD, rules=RULES)
+    enrol_with_link(ctx, "ana", PASSWORD, totp=False)
     rules = SessionRules()  # 12 h lifetime
 
     def sign_in() -> str:

@@ -21,7 +21,8 @@ SHA256 = "sha256:" + "0" * 64
 PUBLIC_PATHS = {"/health", "/ready"}
 # The web UI's sign-in pages (docs/identity.md, "People"): public by nature, each refusing on
 # its own terms (the sign-in form's CSRF token, no configured identity provider), never 5xx.
-SIGN_IN_PATHS = {"/ui/login", "/ui/login/oidc", "/ui/auth/callback"}
+# The enrolment link's page: the link's secret is the key (single use, short-lived).
+SIGN_IN_PATHS = {"/ui/login", "/ui/login/oidc", "/ui/auth/callback", "/ui/enrol/{token}"}
 # The console's front door (a redirect to the home page, which asks for sign-in) and the API's
 # interactive documentation (docs/console.md): both show nothing but what the OpenAPI file says.
 CONSOLE_PUBLIC_PATHS = {"/", "/docs"}

@@ -145,11 +145,12 @@ def test_people_grants_links_and_tokens_replay_exactly(ctx, clock, database):
         grant_role,
         issue_personal_token,
         link_person,
+        person_actor,
         revoke_grant,
     )
 
     create_person(ctx, actor=OPERATOR, login="ana@example.org", display_name="Ana", email="a@x.to")
-    create_person(ctx, actor=OPERATOR, login="ben@example.org", display_name="Ben")
+    ben = create_person(ctx, actor=OPERATOR, login="ben@example.org", display_name="Ben")
     grant_role(ctx, actor=OPERATOR, login="ana@example.org", role=Role.APPROVER_TECH, tenant="to")
     grant_role(
         ctx,
@@ -162,7 +163,7 @@ def test_people_grants_links_and_tokens_replay_exactly(ctx, clock, database):
     link_person(
         ctx, actor=OPERATOR, login="ana@example.org", provider="ado", provider_user_id="u-1"
     )
-    issue_personal_token(ctx, actor=OPERATOR, login="ben@example.org", name="cli")
+    issue_personal_token(ctx, actor=person_actor(ben.id), login="ben@example.org", name="cli")
     seal_now(ctx)
     clock.advance(timedelta(minutes=1))
     revoke_grant(

@@ -73,22 +73,13 @@ def post_login(
 def local_user(ctx: Any, make_person: Callable[..., Any]) -> Callable[..., Any]:
     """A person with a local password (and, with `totp=True`, an enrolled authenticator:
     the handle's `.totp` is the secret)."""
-    from azdev_ica.services.credentials import SignInRules, enrol_totp, set_password
+    from tests.conftest import enrol_with_link
 
     def make(
         login: str, grants: list[tuple[str, str | None]] | None = None, *, totp: bool = False
     ) -> Any:
         handle = make_person(login, grants or [])
-        set_password(
-            ctx,
-            actor=OPERATOR,
-            login=login,
-            password=PASSWORD,
-            rules=SignInRules(hash_profile="cheapest"),
-        )
-        handle.totp = None
-        if totp:
-            handle.totp = totp_secret(enrol_totp(ctx, actor=OPERATOR, login=login, issuer="ICA"))
+        handle.totp = enrol_with_link(ctx, login, PASSWORD, totp=totp)
         return handle
 
     return make

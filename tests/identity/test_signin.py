@@ -187,8 +187,10 @@ class TestLockout:
 
 
 class TestCommandLine:
-    def test_ica_user_password_and_totp(self, monkeypatch, capsys, settings, ctx, make_person):
-        import io
+    def test_no_command_sets_or_shows_someone_elses_credentials(
+        self, monkeypatch, capsys, settings, ctx, make_person, browser
+    ):
+        import re
 
         from azdev_ica.cli.main import main
 
@@ -196,17 +198,29 @@ class TestCommandLine:
         monkeypatch.setenv("ICA_SECRET_KEY", settings.secret_key.get_secret_value())
         monkeypatch.setenv("ICA_DATA_DIR", str(settings.data_dir))
         make_person("pat@example.org", [("admin", None)])
-        monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
-        assert main(["user", "password", "pat@example.org", "--password-stdin"]) == 0
-        assert main(["user", "totp", "pat@example.org"]) == 0
+        # The commands that let an operator set a password or TOTP or mint a token are gone.
+        for command in ("password", "totp", "token"):
+            with pytest.raises(SystemExit) as exited:
+                main(["user", command, "pat@example.org"])
+            assert exited.value.code == 64
+        capsys.readouterr()
+        assert main(["user", "add", "quinn@example.org", "--name", "Quinn"]) == 0
         out = capsys.readouterr().out
-        assert "otpauth://totp/" in out
-        assert "secret=" in out
-        monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-        assert main(["user", "password", "pat@example.org", "--password-stdin"]) == 3
-        assert actions(ctx)[-2:] == ["credential.password", "credential.totp"]
-        assert b"otpauth" not in audit_bodies(ctx)
-        assert b"a long enough password" not in audit_bodies(ctx)
+        [link] = re.findall(r"https://\S+/ui/enrol/[A-Za-z0-9_-]{43}", out)
+        assert "otpauth" not in out
+        token = link.rsplit("/", 1)[1]
+        assert browser.get(f"/ui/enrol/{token}", headers=HTML).status_code == 200
+        assert main(["user", "reset", "pat@example.org", "--reason", "lost phone"]) == 0
+        [reset_link] = re.findall(r"/ui/enrol/([A-Za-z0-9_-]{43})", capsys.readouterr().out)
+        assert browser.get(f"/ui/enrol/{reset_link}", headers=HTML).status_code == 200
+        assert actions(ctx)[-4:] == [
+            "person.create",
+            "enrolment.link",
+            "credential.reset",
+            "enrolment.link",
+        ]
+        assert token.encode() not in audit_bodies(ctx)
+        assert reset_link.encode() not in audit_bodies(ctx)
 
 
 def test_the_login_form_is_accessible(browser):

@@ -20,6 +20,7 @@ from azdev_ica.services.people import (
     grant_role,
     issue_personal_token,
     link_person,
+    person_actor,
     person_for_provider_id,
     revoke_grant,
     revoke_personal_token,
@@ -105,10 +106,11 @@ class TestPersonalTokens:
         self, ctx, clock, client, make_person
     ):
         frank = make_person("frank@example.org", [("azdev_auditor", None)])
+        frank_self = person_actor(frank.person_id)
         short = issue_personal_token(
-            ctx, actor=OPERATOR, login=frank.login, name="short", ttl=timedelta(minutes=5)
+            ctx, actor=frank_self, login=frank.login, name="short", ttl=timedelta(minutes=5)
         )
-        revoked = issue_personal_token(ctx, actor=OPERATOR, login=frank.login, name="revoked")
+        revoked = issue_personal_token(ctx, actor=frank_self, login=frank.login, name="revoked")
         revoke_personal_token(ctx, actor=OPERATOR, prefix=revoked.token.prefix)
         assert client.get(RUNS, headers=bearer(short.secret)).status_code == 200
         clock.advance(timedelta(minutes=5))
@@ -226,16 +228,27 @@ class TestAdministration:
             )
 
     def test_a_token_lives_at_most_thirty_days(self, ctx, make_person):
-        make_person("nina@example.org")
+        nina = make_person("nina@example.org")
         with pytest.raises(ValidationProblem):
             issue_personal_token(
-                ctx, actor=OPERATOR, login="nina@example.org", name="long", ttl=timedelta(days=31)
+                ctx,
+                actor=person_actor(nina.person_id),
+                login="nina@example.org",
+                name="long",
+                ttl=timedelta(days=31),
             )
+
+    def test_no_one_mints_a_personal_token_for_someone_else(self, ctx, make_person):
+        make_person("pia@example.org", [("azdev_approver_biz", "to")])
+        quin = make_person("quin@example.org", [("admin", None)])
+        for actor in (OPERATOR, person_actor(quin.person_id)):
+            with pytest.raises(Forbidden, match="only by the person"):
+                issue_personal_token(ctx, actor=actor, login="pia@example.org", name="theirs")
 
 
 class TestAuditTrail:
     def test_every_change_is_an_entry_and_personal_values_are_hashed(self, ctx):
-        create_person(
+        olga = create_person(
             ctx,
             actor=OPERATOR,
             login="olga@example.org",
@@ -250,7 +263,9 @@ class TestAuditTrail:
             provider="ado",
             provider_user_id="4f1e-olga",
         )
-        issued = issue_personal_token(ctx, actor=OPERATOR, login="olga@example.org", name="laptop")
+        issued = issue_personal_token(
+            ctx, actor=person_actor(olga.id), login="olga@example.org", name="laptop"
+        )
         revoke_personal_token(ctx, actor=OPERATOR, prefix=issued.token.prefix)
         revoke_grant(
             ctx,

@@ -254,6 +254,7 @@ def stack(
         grant_role,
         issue_personal_token,
         link_person,
+        person_actor,
     )
     from azdev_ica.services.policies import apply_policy
     from azdev_ica.settings import Settings
@@ -312,7 +313,7 @@ def stack(
             "bob": ([("azdev_approver_biz", "to")], []),
         }  # fmt: skip
         for login, (grants, links) in people.items():
-            create_person(ctx, actor=operator, login=login, display_name=login, email=None)
+            person = create_person(ctx, actor=operator, login=login, display_name=login, email=None)
             for role, tenant in grants:
                 grant_role(ctx, actor=operator, login=login, role=Role(role), tenant=tenant)
             for provider, provider_user_id in links:
@@ -324,7 +325,7 @@ def stack(
                     provider_user_id=provider_user_id,
                 )
             issued = issue_personal_token(
-                ctx, actor=operator, login=login, name="e2e", ttl=timedelta(days=1)
+                ctx, actor=person_actor(person.id), login=login, name="e2e", ttl=timedelta(days=1)
             )
             stack.people[login] = Handle(issued.secret)
         try:

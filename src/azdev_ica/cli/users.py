@@ -1,4 +1,4 @@
-"""`ica user ...`: people, their role grants per tenant, provider-id links, personal tokens.
+"""`ica user ...`: people, their role grants per tenant, provider-id links, enrolment links.
 
 Operator commands: they run on the ICA host against its database, through services, and
 each change is an audit entry with the operator as actor.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import timedelta
 from typing import Any
 
 from azdev_ica.cli.admin import (
@@ -29,11 +28,13 @@ ALL_TENANTS = "*"
 def register(sub: Any) -> None:
     user = sub.add_parser(
         "user",
-        help="people: add, list, disable, grant, revoke, link, token",
+        help="people: add, enrol, reset, list, disable, grant, revoke, link",
         description=(
             "People who sign in, approve and request. Roles are granted per tenant "
             "(--tenant CODE) or for every tenant (--tenant '*'). Provider links make "
-            "'the requester' and 'the signer' compare as people."
+            "'the requester' and 'the signer' compare as people. Nobody sets another person's "
+            "password, authenticator or personal token: 'add', 'enrol' and 'reset' print a "
+            "single-use enrolment link with which the person sets their own."
         ),
     ).add_subparsers(dest="user_command", metavar="ACTION", required=True)
 
@@ -41,6 +42,7 @@ def register(sub: Any) -> None:
     add.add_argument("login", help="sign-in name, usually the e-mail or UPN (lower-cased)")
     add.add_argument("--name", required=True, help="display name")
     add.add_argument("--email")
+    add.add_argument("--output", choices=("text", "json"), default="text")
     add.set_defaults(func=_add)
 
     listing = user.add_parser("list", help="list people with their grants and links")
@@ -93,36 +95,31 @@ def register(sub: Any) -> None:
     link.add_argument("provider_user_id")
     link.set_defaults(func=_link)
 
-    token = user.add_parser("token", help="issue a personal API token for a person (shown once)")
-    token.add_argument("login")
-    token.add_argument("--name", required=True)
-    token.add_argument(
-        "--hours", type=float, default=12.0, help="lifetime in hours (default 12, at most 720)"
-    )
-    token.add_argument("--output", choices=("text", "json"), default="text")
-    token.set_defaults(func=_token)
-
-    password = user.add_parser(
-        "password",
-        help="set a person's local password (web sign-in without an identity provider)",
-        description="Prompts twice unless --password-stdin; the password is never echoed.",
-    )
-    password.add_argument("login")
-    password.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
-    password.set_defaults(func=_password)
-
-    totp_cmd = user.add_parser(
-        "totp",
-        help="enrol a person's authenticator app (prints the otpauth:// URI once)",
+    enrol = user.add_parser(
+        "enrol",
+        help="issue a new enrolment link for a person (single use; revokes earlier links)",
         description=(
-            "Gives the person a new TOTP secret (RFC 6238, SHA-1, 30 s, 6 digits), replacing "
-            "any earlier one. Required for admin, tenant_admin and every approver or signer."
+            "Prints a link with which the person sets their own password and authenticator in "
+            "the console. Nobody else ever learns their credentials. The link is good once, "
+            "for ICA_ENROLMENT_LINK_HOURS (default 72 hours)."
         ),
     )
-    totp_cmd.add_argument("login")
-    totp_cmd.set_defaults(func=_totp)
+    enrol.add_argument("login")
+    enrol.add_argument("--output", choices=("text", "json"), default="text")
+    enrol.set_defaults(func=_enrol)
+
+    reset = user.add_parser(
+        "reset",
+        help="reset a person's credentials and issue a new enrolment link",
+        description=(
+            "Ends the person's password, authenticator, recovery codes, personal tokens and "
+            "open sessions at once, and prints a new enrolment link for them."
+        ),
+    )
+    reset.add_argument("login")
+    reset.add_argument("--reason", required=True)
+    reset.add_argument("--output", choices=("text", "json"), default="text")
+    reset.set_defaults(func=_reset)
 
 
 def _tenant(value: str) -> str | None:
@@ -132,16 +129,22 @@ def _tenant(value: str) -> str | None:
 @_guarded
 def _add(args: argparse.Namespace) -> int:
     from azdev_ica.errors import IcaError
+    from azdev_ica.services.enrolment import issue_enrolment_link, link_ttl
     from azdev_ica.services.people import create_person
 
+    settings = _settings()
     try:
-        with _context(_settings()) as ctx:
+        with _context(settings) as ctx:
             person = create_person(
                 ctx, actor=_operator(), login=args.login, display_name=args.name, email=args.email
             )
+            issued = issue_enrolment_link(
+                ctx, actor=_operator(), login=person.login, ttl=link_ttl(settings)
+            )
     except IcaError as exc:
         return _fail(exc.detail)
-    print(f"added {person.login} (person {person.id})")
+    url = issued.url(settings.resolved_public_url())
+    _print_link(args, issued, url, f"added {person.login} (person {person.id})")
     return EXIT_OK
 
 
@@ -270,87 +273,60 @@ def _link(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_guarded
-def _token(args: argparse.Namespace) -> int:
-    from azdev_ica.errors import IcaError
-    from azdev_ica.services.people import issue_personal_token
-
-    try:
-        with _context(_settings()) as ctx:
-            issued = issue_personal_token(
-                ctx,
-                actor=_operator(),
-                login=args.login,
-                name=args.name,
-                ttl=timedelta(hours=args.hours),
-            )
-    except IcaError as exc:
-        return _fail(exc.detail)
-    if args.output == "json":
+def _print_link(args: argparse.Namespace, issued: Any, url: str, what: str) -> None:
+    if getattr(args, "output", "text") == "json":
         print(
             json.dumps(
                 {
-                    "prefix": issued.token.prefix,
-                    "token": issued.secret,
-                    "expires_at": issued.token.expires_at.isoformat(),
+                    "login": issued.login,
+                    "enrolment_url": url,
+                    "expires_at": issued.expires_at.isoformat(),
                 }
             )
         )
-    else:
-        print(
-            f"personal token {issued.token.prefix} for {args.login.strip().lower()}, "
-            f"expires {issued.token.expires_at.isoformat()}; shown only this once:"
-        )
-        print(issued.secret)
+        return
+    print(f"{what}; {issued.login} sets their own password and authenticator with this link")
+    print(f"(single use, expires {issued.expires_at.isoformat()}; send it to them only):")
+    print(url)
+
+
+@_guarded
+def _enrol(args: argparse.Namespace) -> int:
+    from azdev_ica.errors import IcaError
+    from azdev_ica.services.enrolment import issue_enrolment_link, link_ttl
+
+    settings = _settings()
+    try:
+        with _context(settings) as ctx:
+            issued = issue_enrolment_link(
+                ctx, actor=_operator(), login=args.login, ttl=link_ttl(settings)
+            )
+    except IcaError as exc:
+        return _fail(exc.detail)
+    url = issued.url(settings.resolved_public_url())
+    _print_link(args, issued, url, "new enrolment link (earlier links no longer work)")
     return EXIT_OK
 
 
 @_guarded
-def _password(args: argparse.Namespace) -> int:
-    import getpass
-    import sys
-
+def _reset(args: argparse.Namespace) -> int:
     from azdev_ica.errors import IcaError
-    from azdev_ica.services.credentials import SignInRules, set_password
+    from azdev_ica.services.enrolment import link_ttl, reset_credentials
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("New password: ")
-        if getpass.getpass("Again: ") != password:
-            return _fail("the two passwords differ")
     settings = _settings()
     try:
         with _context(settings) as ctx:
-            set_password(
+            issued = reset_credentials(
                 ctx,
                 actor=_operator(),
                 login=args.login,
-                password=password,
-                rules=SignInRules.from_settings(settings),
+                reason=args.reason,
+                ttl=link_ttl(settings),
             )
     except IcaError as exc:
         return _fail(exc.detail)
-    print(f"password set for {args.login.strip().lower()}")
-    return EXIT_OK
-
-
-@_guarded
-def _totp(args: argparse.Namespace) -> int:
-    from azdev_ica.errors import IcaError
-    from azdev_ica.services.credentials import enrol_totp
-
-    settings = _settings()
-    try:
-        with _context(settings) as ctx:
-            uri = enrol_totp(
-                ctx, actor=_operator(), login=args.login, issuer=f"ICA {settings.public_host}"
-            )
-    except IcaError as exc:
-        return _fail(exc.detail)
-    print(
-        f"authenticator enrolled for {args.login.strip().lower()}; add this to the app "
-        "(shown only this once, keep it secret):"
+    url = issued.url(settings.resolved_public_url())
+    _print_link(
+        args, issued, url, "credentials reset: password, authenticator, tokens and sessions ended"
     )
-    print(uri)
     return EXIT_OK

@@ -566,6 +566,9 @@ class WebSession(Base):
     extra_grants: Mapped[list[list[str | None]] | None] = mapped_column(PortableJSON)
     ended_at: Mapped[datetime | None]
     ended_reason: Mapped[str | None] = mapped_column(String(32))
+    # The last fresh second factor in this session (a TOTP code at sign-in or at step-up):
+    # signing an approval or an override asks for one within a few minutes.
+    stepped_up_at: Mapped[datetime | None]
 
 
 class Approval(Base):
@@ -1012,6 +1015,35 @@ class WitnessRefusal(Base):
 
 
 # --- Accounts (migration 0021) ---
+
+
+class EnrolmentLink(Base):
+    """A single-use, short-lived link with which a person sets their own password and TOTP
+    (a new person, or after an administrator's reset). Only a keyed hash of the link's
+    secret is stored; a newer link revokes the older ones."""
+
+    __tablename__ = "azdev_enrolment_link"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # enrol | reset
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class RecoveryCode(Base):
+    """A one-time recovery code (instead of a TOTP code at sign-in), stored as a keyed hash."""
+
+    __tablename__ = "azdev_recovery_code"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("azdev_person.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
 
 
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).

@@ -29,18 +29,22 @@ from azdev_ica.auth.principal import Actor, Grant
 from azdev_ica.auth.roles import Role
 from azdev_ica.db.tables import Credential, Person, PersonToken, SignInThrottle
 from azdev_ica.errors import (
-    Conflict,
     SignInFailed,
     SignInLocked,
     ValidationProblem,
 )
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.enrolment import (
+    consume_recovery_code,
+    has_recovery_code,
+    looks_like_recovery_code,
+    requires_totp,
+)
 from azdev_ica.services.people import (
     active_grants,
     create_person,
     find_person,
-    get_person,
     link_person,
     normalise_login,
     person_actor,
@@ -52,21 +56,6 @@ if TYPE_CHECKING:
     from azdev_ica.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Who must give a one-time code: administrators and everyone who signs or approves.
-TOTP_ROLES = frozenset(
-    {
-        Role.ADMIN,
-        Role.TENANT_ADMIN,
-        Role.APPROVER_TECH,
-        Role.APPROVER_BIZ,
-        Role.APPROVER_MAJOR,
-        Role.OVERRIDE_SIGNER,
-        Role.SIGNOFF_QA,
-        Role.SIGNOFF_UAT,
-        Role.SIGNOFF_DATA,
-    }
-)
 
 ANONYMOUS = Actor(kind="anonymous", id="sign-in")
 FAILED = "the sign-in name, password or one-time code is not valid"
@@ -98,87 +87,9 @@ class SignInRules:
         return min(self.lockout * (1 << doublings), self.lockout_max)
 
 
-def requires_totp(grants: list[Grant] | tuple[Grant, ...]) -> bool:
-    return any(grant.role in TOTP_ROLES for grant in grants)
-
-
 def login_key(pepper: bytes, login: str) -> str:
     """The throttle's key for a login: keyed, so the table names no login in clear."""
     return hmac.new(pepper, b"ica sign-in\x00" + login.encode(), hashlib.sha256).hexdigest()
-
-
-# --- enrolment (operator commands) ----------------------------------------------------------
-
-
-def _credential(session: Session, person_id: int, now: datetime) -> Credential:
-    row = session.get(Credential, person_id, with_for_update=True)
-    if row is None:
-        row = Credential(person_id=person_id, updated_at=now)
-        session.add(row)
-    return row
-
-
-def set_password(
-    ctx: ServiceContext, *, actor: Actor, login: str, password: str, rules: SignInRules
-) -> None:
-    """Set a person's local password (argon2id). The password never reaches the trail."""
-    problem = passwords.password_problem(password)
-    if problem:
-        raise ValidationProblem(problem)
-    hashed = passwords.hash_password(password, rules.hash_profile)
-
-    def action(session: Session) -> None:
-        person = get_person(session, login)
-        if person.disabled_at is not None:
-            raise Conflict(f"{person.login!r} is disabled")
-        now = ctx.clock.now()
-        row = _credential(session, person.id, now)
-        row.password_hash = hashed
-        row.password_set_at = now
-        row.updated_at = now
-        append_audit(
-            session,
-            actor=actor,
-            action="credential.password",
-            subject_type="person",
-            subject_id=str(person.id),
-            tenant=None,
-            data={},
-            at=now,
-        )
-
-    ctx.run_action(action)
-
-
-def enrol_totp(ctx: ServiceContext, *, actor: Actor, login: str, issuer: str) -> str:
-    """Give a person a new TOTP secret (replacing any earlier one); return the otpauth://
-    URI, to be shown once. The secret is stored encrypted and never enters the trail."""
-    secret = totp.new_secret()
-
-    def action(session: Session) -> str:
-        person = get_person(session, login)
-        if person.disabled_at is not None:
-            raise Conflict(f"{person.login!r} is disabled")
-        now = ctx.clock.now()
-        row = _credential(session, person.id, now)
-        row.totp_secret = totp.seal_secret(secret, pepper=ctx.pepper, person_id=person.id)
-        row.totp_enrolled_at = now
-        # A new secret starts a new sequence; codes of the old secret are dead anyway.
-        row.totp_last_step = None
-        row.updated_at = now
-        append_audit(
-            session,
-            actor=actor,
-            action="credential.totp",
-            subject_type="person",
-            subject_id=str(person.id),
-            tenant=None,
-            data={},
-            at=now,
-        )
-        return totp.provisioning_uri(secret, account=person.login, issuer=issuer)
-
-    return ctx.run_action(action)
 
 
 # --- signing in -----------------------------------------------------------------------------
@@ -244,7 +155,7 @@ def sign_in_with_password(
         if person.disabled_at is not None:
             raise _Refused("disabled", person.id)
         assert credential is not None
-        step = _check_code(ctx, person.id, credential, grants, code, now)
+        step, recovery = _check_code(ctx, person.id, credential, grants, code, now)
     except _Refused as refused:
         locked = _record_failure(
             ctx, key=key, person=person, reason=refused.reason, rules=rules, count=True
@@ -255,6 +166,10 @@ def sign_in_with_password(
     person_id = person.id
 
     def action(session: Session) -> NewSession:
+        if recovery is not None and not consume_recovery_code(
+            session, ctx.pepper, person_id, recovery, now
+        ):
+            raise _Refused("recovery_code_used", person_id)
         if step is not None:
             # Consume the step: of two requests racing with one code, one wins.
             consumed = session.execute(
@@ -275,7 +190,13 @@ def sign_in_with_password(
             method="password",
             now=now,
             rules=session_rules,
+            # A fresh TOTP code counts as a step-up for the next few minutes; a recovery
+            # code signs in but does not (signing asks for the authenticator).
+            stepped_up_at=now if step is not None else None,
         )
+        data: dict[str, object] = {"method": "password", "second_factor": step is not None}
+        if recovery is not None:
+            data["recovery_code"] = True
         append_audit(
             session,
             actor=person_actor(person_id),
@@ -283,7 +204,7 @@ def sign_in_with_password(
             subject_type="person",
             subject_id=str(person_id),
             tenant=None,
-            data={"method": "password", "second_factor": step is not None},
+            data=data,
             at=now,
         )
         return NewSession(token=token, person_id=person_id)
@@ -305,14 +226,20 @@ def _check_code(
     grants: list[Grant],
     code: str | None,
     now: datetime,
-) -> int | None:
-    """The TOTP step to consume, or None when no code is needed; _Refused otherwise."""
+) -> tuple[int | None, str | None]:
+    """The TOTP step to consume (or the recovery code to spend), None when no code is
+    needed; _Refused otherwise."""
     if credential.totp_secret is None:
         if requires_totp(grants):
             raise _Refused("totp_not_enrolled", person_id)
-        return None
+        return None, None
     if not code:
         raise _Refused("totp_missing", person_id)
+    if looks_like_recovery_code(code):
+        with ctx.read() as session:
+            if not has_recovery_code(session, ctx.pepper, person_id, code):
+                raise _Refused("recovery_code_wrong", person_id)
+        return None, code
     try:
         secret = totp.open_secret(credential.totp_secret, pepper=ctx.pepper, person_id=person_id)
     except ValueError:
@@ -322,7 +249,7 @@ def _check_code(
         raise _Refused("totp_wrong", person_id)
     if credential.totp_last_step is not None and step <= credential.totp_last_step:
         raise _Refused("totp_replayed", person_id)
-    return step
+    return step, None
 
 
 def _record_failure(

@@ -481,6 +481,9 @@ def issue_personal_token(
 
     def action(session: Session) -> IssuedToken:
         person = get_person(session, login)
+        if (actor.kind, actor.id) != (PERSON, f"person:{person.id}"):
+            # No one signs as someone else: a personal token is minted only by its person.
+            raise Forbidden("a personal token is issued only by the person it belongs to")
         if person.disabled_at is not None:
             raise Conflict(f"{person.login!r} is disabled")
         now = ctx.clock.now()

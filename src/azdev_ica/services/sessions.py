@@ -91,6 +91,7 @@ def open_session(
     now: datetime,
     rules: SessionRules,
     extra_grants: tuple[Grant, ...] = (),
+    stepped_up_at: datetime | None = None,
 ) -> str:
     """Add a new session to the caller's transaction; return the cookie value (shown once).
 
@@ -106,6 +107,7 @@ def open_session(
             last_seen_at=now,
             expires_at=now + rules.lifetime,
             extra_grants=[[grant.role.value, grant.tenant] for grant in extra_grants] or None,
+            stepped_up_at=stepped_up_at,
         )
     )
     session.flush()

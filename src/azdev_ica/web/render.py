@@ -16,6 +16,8 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from azdev_ica.auth.roles import Permission
+
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
 STATIC_PREFIX = "/static"
@@ -96,8 +98,11 @@ def page(
     """A console page: the template `name` with `context`, the signed-in person's context
     (`principal`, `csrf_token`) when there is one, and the page headers."""
     signed_in = getattr(request.state, "web_session", None)
+    principal = getattr(request.state, "principal", None)
     base: dict[str, Any] = {
-        "principal": getattr(request.state, "principal", None),
+        "principal": principal,
+        # The nav's Administration link (accounts): shown to whoever may administer people.
+        "nav_admin": principal is not None and principal.can(Permission.USER_ADMIN),
         "csrf_token": signed_in.csrf_token if signed_in is not None else None,
         "csrf_field": "csrf_token",
         "path": request.url.path,

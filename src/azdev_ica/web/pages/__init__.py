@@ -7,13 +7,15 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from azdev_ica.web.pages import core, home
+from azdev_ica.web.pages import account, admin, core, home
 from azdev_ica.web.render import STATIC_DIR, STATIC_PREFIX, PageHeadersMiddleware
+from azdev_ica.web.stepup import install_step_up
 
 
 def install(app: FastAPI) -> None:
     """Mount the console's pages, its static files and the page headers on `app`."""
     app.add_middleware(PageHeadersMiddleware)
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (core, home):
+    install_step_up(app)
+    for module in (core, home, account, admin):
         app.include_router(module.router)
