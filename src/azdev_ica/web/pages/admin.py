@@ -58,6 +58,8 @@ def _people_page(
     rows = []
     for view in list_people(ctx, include_disabled=True):
         grants = [g for g in view.grants if scope is None or g.tenant in scope]
+        if scope is not None and not grants:
+            continue  # as the API: a tenant administrator sees its tenants' people only
         rows.append(
             {
                 "person": view.person,
@@ -159,6 +161,12 @@ def disable(request: Request, ctx: Ctx, principal: UserAdmin, login: str) -> Res
     return _people_page(request, ctx, principal, notice=f"{person.login} is disabled.")
 
 
+def _stages(value: str) -> list[str] | None:
+    """A grant's stage scope from the form: comma-separated names, empty for every stage."""
+    names = [name.strip() for name in value[:500].split(",") if name.strip()]
+    return names or None
+
+
 def _role(value: str) -> Role:
     try:
         return Role(value)
@@ -179,6 +187,7 @@ def grant(request: Request, ctx: Ctx, principal: UserAdmin, login: str) -> Respo
             login=login,
             role=_role(form.get("role", "")),
             tenant=None if tenant in ("", "*") else tenant,
+            stages=_stages(form.get("stages", "")),
             reason=form.get("reason", "").strip()[:1000] or None,
             by=principal,
         )
