@@ -56,9 +56,20 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # WAL with synchronous=NORMAL may lose the last commits on a power loss (never corrupts).
+    # That is fine for an action, whose caller retries, but not for the sealer's transactions:
+    # the checkpoints it publishes are fsynced to the outside store, and a database that lost
+    # the commit behind a published checkpoint is behind its own log (the sealer then refuses
+    # for ever). Durable transactions (`Database.write(durable=True)`) run with
+    # synchronous=FULL: their commit is fsynced before they return.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("ica_write", False)
+        options = conn.get_execution_options()
+        durable = "FULL" if options.get("ica_durable", False) else "NORMAL"
+        if conn.info.get("ica_synchronous") != durable:  # outside a transaction: allowed
+            conn.exec_driver_sql(f"PRAGMA synchronous={durable}")
+            conn.info["ica_synchronous"] = durable
+        immediate = options.get("ica_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -69,6 +80,10 @@ class Database:
         self.engine = engine
         self._write = sessionmaker(
             bind=engine.execution_options(ica_write=True), expire_on_commit=False
+        )
+        self._durable = sessionmaker(
+            bind=engine.execution_options(ica_write=True, ica_durable=True),
+            expire_on_commit=False,
         )
         self._read = sessionmaker(bind=engine, expire_on_commit=False)
 
@@ -81,9 +96,13 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One write transaction: commits when the block ends, rolls back on error."""
-        with self._write() as session, session.begin():
+    def write(self, *, durable: bool = False) -> Iterator[Session]:
+        """One write transaction: commits when the block ends, rolls back on error.
+
+        ``durable``: on SQLite, the commit is fsynced (synchronous=FULL) before it returns,
+        for the sealer's transactions (PostgreSQL's commits are durable already)."""
+        factory = self._durable if durable else self._write
+        with factory() as session, session.begin():
             yield session
 
     @contextmanager

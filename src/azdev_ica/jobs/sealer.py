@@ -620,7 +620,7 @@ def _seal_batch(
 ) -> int:
     """Seal up to one batch of inbox rows in one transaction; return how many."""
     config = ctx.ledger
-    with ctx.db.write() as session:
+    with ctx.db.write(durable=True) as session:
         xmin = 0
         if _is_postgresql(session):
             # First statement: every transaction older than this has ended, so the rows it
@@ -676,7 +676,7 @@ def _sign_if_new(
     ctx: ServiceContext, signers: Sequence[Signer], holder: str, result: SealResult
 ) -> PublishedCheckpoint | None:
     """Sign a checkpoint of the current shard when its tree grew since the last one."""
-    with ctx.db.write() as session:
+    with ctx.db.write(durable=True) as session:
         now = ctx.clock.now()
         if not _holds(session, holder, now):
             raise LedgerUnavailable("the sealer lost its lease")
