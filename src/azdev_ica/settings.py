@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     witnesses: list[WitnessSetting] = Field(default_factory=list)
     witness_alert_minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60)
     witness_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # The ledger counts as stalled (`/ready`'s body, `ica audit verify`'s exit code 4) once
+    # the oldest unsealed audit record is older than this.
+    ledger_stall_after_seconds: float = Field(default=60.0, gt=0, le=86_400)
     # Bearer JWTs from pipelines (Entra ID, GitHub Actions OIDC): issuers, audiences and the
     # identities each vouches for, as JSON in ICA_OIDC_TRUST. See docs/identity.md.
     oidc_trust: OidcTrust = Field(default_factory=OidcTrust)

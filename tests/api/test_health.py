@@ -58,7 +58,15 @@ def test_ready_when_migrated_with_a_policy(client, ctx):
     assert body["status"] == "ready"
     with ctx.read() as session:
         active = ctx.policies.active(session).sha256
-    assert body["checks"] == {"database": "ok", "migrations": "ok", "policy": active}
+    assert body["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "policy": active,
+        "ledger": "ok",
+    }
+    # The policy's own record waits to be sealed (no sealer runs here), for less than a minute.
+    assert body["ledger"]["state"] == "ok"
+    assert body["ledger"]["backlog"]["count"] == 1
 
 
 def not_ready(response: Any) -> dict[str, Any]:

@@ -242,3 +242,27 @@ def test_a_database_rewound_to_an_earlier_copy(rewound, tmp_path):
     start(ctx, 3000)
     with pytest.raises(LedgerUnavailable, match="restored from an older copy"):
         seal_now(ctx)
+
+
+def test_an_edited_sealed_inbox_row(ledger, database):
+    """The inbox keeps a second copy of every sealed record (receipts and the monthly report
+    read it); editing it leaves the tree intact, but `ica audit verify` compares the two."""
+    with database.engine.connect() as conn:
+        inbox_id, body = conn.execute(
+            text(
+                "SELECT inbox_id, i.body FROM azdev_audit_entry e JOIN azdev_audit_inbox i "
+                "ON i.id = e.inbox_id WHERE e.year = 2026 AND e.idx = :i"
+            ),
+            {"i": K},
+        ).one()
+    edited = bytes(body).replace(b'"time":"2026', b'"time":"2025')
+    assert edited != bytes(body)
+    with unguarded(database, "azdev_audit_inbox") as conn:
+        conn.execute(
+            text("UPDATE azdev_audit_inbox SET body = :b WHERE id = :i"),
+            {"b": edited, "i": inbox_id},
+        )
+    report = verify_ledger(ledger.db, checkpoint_store(ledger.ledger))
+    assert not report.ok
+    assert first_bad(report) == (K, None)
+    assert "differs from its inbox row" in report.text()

@@ -113,6 +113,27 @@ class TestKeys:
 
 
 class TestAudit:
+    def test_verify_reports_the_backlog_and_exits_4_when_it_is_stale(self, node, monkeypatch):
+        instance, key, _ = node
+        run_activity(instance, key)
+        code, out, _ = instance.run("audit", "verify")
+        assert code == 0, out  # records wait, but for less than a minute
+        assert re.search(r"sealing: ok: [1-9]\d* record\(s\) not sealed yet, the oldest", out)
+        monkeypatch.setenv("ICA_LEDGER_STALL_AFTER_SECONDS", "0.001")
+        code, out, _ = instance.run("audit", "verify")
+        assert code == 4, out
+        assert "sealing: stalled" in out
+        assert "backlog: the oldest unsealed record is" in out
+        code, out, _ = instance.run("audit", "verify", "--json")
+        assert code == 4
+        sealing = json.loads(out)["sealing"]
+        assert sealing["state"] == "stalled"
+        assert sealing["backlog"]["count"] > 0
+        assert instance.run("audit", "seal")[0] == 0
+        code, out, _ = instance.run("audit", "verify")
+        assert code == 0, out
+        assert "sealing: ok: 0 record(s) not sealed yet" in out
+
     def test_seal_verify_export_replay(self, node, tmp_path):
         instance, key, _ = node
         run_activity(instance, key)

@@ -10,7 +10,9 @@ import uvicorn
 
 
 class LiveServer:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+        """``lifespan="on"`` runs the app's lifespan too (its sealer and scheduler, when the
+        settings enable them)."""
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -18,7 +20,7 @@ class LiveServer:
             log_level="warning",
             access_log=False,
             ws="none",
-            lifespan="off",
+            lifespan=lifespan,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="live-server", daemon=True)

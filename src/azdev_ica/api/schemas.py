@@ -333,6 +333,29 @@ class HealthOut(BaseModel):
     status: Literal["ok"]
 
 
+class LedgerBacklogOut(BaseModel):
+    count: int = Field(description="audit records not sealed yet")
+    oldest_at: datetime | None = Field(description="when the oldest of them was written")
+    oldest_age_seconds: float | None
+
+
+class LedgerStallOut(BaseModel):
+    source: str = Field(description="who stopped the ledger: sealer, backlog, witness, ...")
+    reason: str
+    since: datetime
+
+
+class LedgerStatusOut(BaseModel):
+    """Whether the audit ledger seals. While it is `stalled`, writes are still accepted (the
+    inbox is durable) and `/ready` still answers 200."""
+
+    state: Literal["ok", "stalled", "unknown"]
+    reason: str | None = None
+    reasons: list[LedgerStallOut] = []
+    backlog: LedgerBacklogOut | None = None
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
+    ledger: LedgerStatusOut

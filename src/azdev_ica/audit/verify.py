@@ -12,7 +12,9 @@ rebuilt: O(log n) memory per shard, plus the lists of checkpoints. What tamperin
 - the tail cut off, or the whole database rewound to an earlier copy: the outside store holds
   checkpoints of sizes, or shards, the database no longer reaches (the first missing index);
 - a checkpoint replaced: its signature fails, or it differs from the published one and from
-  the rebuilt tree.
+  the rebuilt tree;
+- a sealed inbox row edited (the second copy of each record, which receipts and reports
+  read): it no longer is the body inside its entry (the exact index).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from azdev_ica.db.engine import Database
 from azdev_ica.db.tables import (
     AuditCheckpoint,
     AuditEntry,
+    AuditInbox,
     AuditKey,
     AuditNode,
     AuditShard,
@@ -41,7 +44,7 @@ from azdev_ica.db.tables import (
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.jobs.sealer import STORED_LEVEL
-from azdev_ica.ledger.entry import EntryError, parse_entry
+from azdev_ica.ledger.entry import EntryError, compose_entry, parse_entry
 from azdev_ica.ledger.merkle import CompactRange, leaf_hash, stored_hash_index
 from azdev_ica.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 
@@ -96,6 +99,9 @@ class LedgerReport:
     shards: list[ShardReport] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # not tied to one shard
     store: str | None = None
+    # Whether the ledger seals (`ica audit verify` fills it from services/ledger_status.py):
+    # state, reasons, and the backlog of unsealed records (count, oldest).
+    sealing: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,9 +133,27 @@ class LedgerReport:
             out.extend(f"  - {f}" for f in s.findings[:_LISTED])
             if len(s.findings) > _LISTED:
                 out.append(f"  ... and {len(s.findings) - _LISTED} more (see --json)")
+        out.extend(_sealing_lines(self.sealing))
         problems = len(self.findings) + sum(len(s.findings) for s in self.shards)
         out.append("RESULT: OK" if self.ok else f"RESULT: FAILED: {problems} problem(s)")
         return "\n".join(out)
+
+
+def _sealing_lines(sealing: dict[str, Any] | None) -> list[str]:
+    """The sealing state, the reasons of a stall, and the backlog of unsealed records."""
+    if sealing is None:
+        return []
+    backlog = sealing.get("backlog") or {}
+    count = backlog.get("count", 0)
+    waiting = f"{count} record(s) not sealed yet"
+    if count and backlog.get("oldest_at") is not None:
+        waiting += (
+            f", the oldest written {backlog['oldest_at']} "
+            f"({backlog.get('oldest_age_seconds', 0):.0f} s ago)"
+        )
+    out = [f"sealing: {sealing.get('state')}: {waiting}"]
+    out.extend(f"  - {r['source']}: {r['reason']}" for r in sealing.get("reasons", []))
+    return out
 
 
 @dataclass(frozen=True)
@@ -299,9 +323,12 @@ class _ShardCheck:
             .where(AuditTree.year == self.year)
             .order_by(AuditTree.size),
         )
+        # Each entry with its inbox row's body: the sealed inbox rows stay as a second copy of
+        # every record (receipts and reports read them), checked here against the entries.
         entries = _stream(
             self.conn,
-            select(AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf)
+            select(AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf, AuditInbox.body)
+            .outerjoin(AuditInbox, AuditInbox.id == AuditEntry.inbox_id)
             .where(AuditEntry.year == self.year)
             .order_by(AuditEntry.idx),
         )
@@ -328,8 +355,10 @@ class _ShardCheck:
         position = 0
         good = 0  # the largest size up to which every signed root matched
         failed = False
-        for index, raw, stored_leaf in entries:
+        for index, raw, stored_leaf, inbox_body in entries:
             data = stored_bytes(raw)
+            if inbox_body is not None:
+                self._check_inbox_copy(position, data, stored_bytes(inbox_body))
             if index != position:
                 self.once(
                     "gap",
@@ -406,6 +435,21 @@ class _ShardCheck:
             "after sealing",
             index,
         )
+
+    def _check_inbox_copy(self, position: int, data: bytes, body: bytes) -> None:
+        """The sealed inbox row is, byte for byte, the body inside its entry."""
+        try:
+            same = compose_entry(body, position, self.origin) == data
+        except EntryError:
+            same = False
+        if not same:
+            self.once(
+                "inbox",
+                f"entry {position}",
+                "differs from its inbox row (the second copy of the record): the inbox row "
+                "was edited after sealing",
+                position,
+            )
 
     def _check_envelope(self, position: int, data: bytes) -> None:
         try:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from azdev_ica.settings import Settings
 
 EXIT_FAILED = 1  # the ledger failed verification or replay (as `verify.py` exits)
+# `ica audit verify`: everything verifies, but the oldest record not sealed yet is older than
+# ICA_LEDGER_STALL_AFTER_SECONDS: the ledger is stalled (the report says why).
+EXIT_STALLED = 4
 
 
 def register(sub: Any) -> None:
@@ -57,7 +60,10 @@ def register(sub: Any) -> None:
         "verify",
         help="rebuild the tree from the database and check every checkpoint, inside and out",
         description="Exit 0 when everything verifies, 1 when something does not (the report "
-        "names the first bad entry index), 3 when the check could not run.",
+        "names the first bad entry index), 3 when the check could not run, 4 when everything "
+        "verifies but the ledger is stalled: the oldest record not sealed yet is older than "
+        "ICA_LEDGER_STALL_AFTER_SECONDS (default 60). The report gives the backlog (count, "
+        "oldest) and why sealing stopped.",
     )
     _trust_options(verify)
     verify.add_argument(
@@ -277,12 +283,15 @@ def _progress(stream: Any) -> Callable[[int, int], None]:
 
 @_guarded
 def _audit_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from azdev_ica.audit.verify import verify_ledger
     from azdev_ica.audit.witnessed import check_known_checkpoints, check_witnessed
     from azdev_ica.jobs.sealer import checkpoint_store
     from azdev_ica.ledger.cosignature import CosignatureVerifier
     from azdev_ica.ledger.note import NoteError
     from azdev_ica.services.context import LedgerConfig
+    from azdev_ica.services.ledger_status import ledger_status
 
     settings = _settings()
     try:
@@ -305,13 +314,18 @@ def _audit_verify(args: argparse.Namespace) -> int:
         if args.known_checkpoints is not None:
             known, findings = check_known_checkpoints(ctx.db, args.known_checkpoints)
             report.findings += findings
+        status = ledger_status(ctx)
+    report.sealing = asdict(status)
     assurance = _assurance(bool(trusted), len(witnesses), args.witness_threshold, known)
     if args.json:
         print(json.dumps({**report.as_dict(), "assurance": assurance}, indent=2, default=str))
     else:
         print(report.text())
         print(f"assurance: {assurance}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if not report.ok:
+        return EXIT_FAILED
+    age = status.backlog.oldest_age_seconds
+    return EXIT_STALLED if age is not None and age > ctx.ledger.stall_after else EXIT_OK
 
 
 def _assurance(pinned: bool, witnesses: int, threshold: int | None, known: int) -> str:
@@ -387,4 +401,4 @@ def _audit_erase(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["EXIT_FAILED", "EXIT_INVALID", "ensure_signing_key", "register"]
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_STALLED", "ensure_signing_key", "register"]

@@ -955,6 +955,20 @@ class DrillOverdueWarning(Base):
 # --- Ledger trust (migration 0016) ---
 
 
+class LedgerStall(Base):
+    """Why the ledger stopped sealing, one row per source (`sealer`, `witness`, ...), set and
+    cleared by `services/ledger_status.py`. Mutable: a row exists exactly while its source
+    refuses; `alerted_at` marks the critical alert raised (once per stall)."""
+
+    __tablename__ = "azdev_ledger_stall"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    alerted_at: Mapped[datetime | None]
+
+
 # --- Hardening (migration 0017) ---
 
 

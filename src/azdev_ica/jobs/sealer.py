@@ -33,6 +33,22 @@ composes the entries itself from the inbox rows (one INSERT ... SELECT; the same
 `compose_entry`) with their leaf hashes (`sha256()`), and only the 32-byte leaf hashes come
 back to extend the tree: the bodies never travel. SQLite composes them here.
 
+What the sealer signs
+---------------------
+Only a tree it computed itself. Every row it reads back (tree heads, nodes, entries, shards,
+checkpoints) could have been inserted by someone holding no more than the application's
+INSERT right, so before extending or signing a shard's tree the sealer checks it
+(`TreeTrust`): a tree head is taken as is only when it is the one this process wrote last;
+any other is rebuilt from the latest checkpoint whose signature verifies with the key file's
+keys: the stored nodes must give that checkpoint's root, and every entry since must carry its
+own leaf hash and be, byte for byte, the entry of an inbox row (entry 0 of a shard: its
+`ledger.open`, linking the previous shard's last checkpoint), up to a head whose root and
+right edge are those of the rebuilt tree. Nothing may lie beyond that head (an entry or node
+the sealer did not write). Before signing, a consistency proof from the last signed checkpoint
+to the new tree must verify: a log never signs two inconsistent checkpoints. Any failure is a
+refusal (`SealRefused`): the sealer stops, and `services/ledger_status.py` makes the stall
+loud (a critical alert once, `/ready`'s body, `ica audit verify`).
+
 Yearly shards
 -------------
 Entries go to the shard of the year the sealer seals them in (UTC); the entry's body keeps the
@@ -73,28 +89,45 @@ from azdev_ica.db.tables import (
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import LedgerUnavailable
 from azdev_ica.jobs import lease
-from azdev_ica.ledger.entry import MAX_INDEX, EntryError, compose_entry, entry_affixes
+from azdev_ica.ledger.entry import (
+    MAX_INDEX,
+    EntryError,
+    compose_entry,
+    entry_affixes,
+    parse_entry,
+)
 from azdev_ica.ledger.keyfile import KeyFileError, read_signers
 from azdev_ica.ledger.merkle import (
     CompactRange,
     GetNodes,
+    ProofError,
+    consistency_proof,
     leaf_hash,
     node_hash,
     root_from_nodes,
     stored_hash_index,
+    verify_consistency,
 )
 from azdev_ica.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
 from azdev_ica.ledger.note import sign_checkpoint as sign_note_checkpoint
 from azdev_ica.services.audit import record_body
 from azdev_ica.services.context import LedgerConfig, ServiceContext
 from azdev_ica.services.ledger import SEALER_ACTOR, add_signing_key
+from azdev_ica.services.ledger_status import (
+    SEALER_SOURCE,
+    blocking_reasons,
+    clear_stall,
+    set_stall,
+)
 
 __all__ = [
     "SEALER_LEASE",
     "STORED_LEVEL",
     "EntryRef",
+    "SealRefused",
     "SealResult",
     "Sealer",
+    "TreeTrust",
     "acquire_lease",
     "checkpoint_store",
     "load_signers",
@@ -134,6 +167,18 @@ class PublishedCheckpoint:
 class SealResult:
     sealed: int = 0
     checkpoints: list[PublishedCheckpoint] = field(default_factory=list)
+
+
+class SealRefused(LedgerUnavailable):
+    """The sealer refuses to seal or sign: what it reads is not what it computed and signed."""
+
+
+class _LeaseLost(LedgerUnavailable):
+    """Another process took the sealer's lease (not a stall: that process seals)."""
+
+
+class _Stopped(LedgerUnavailable):
+    """Another source (a witness) stopped the ledger: see services/ledger_status.py."""
 
 
 # --- leases ----------------------------------------------------------------------------------
@@ -212,7 +257,9 @@ def _refuse_after_witness_refusal(session: Session) -> None:
 
     refusal = unresolved_refusal(session)
     if refusal is not None:
-        raise LedgerUnavailable(
+        # Its own critical alert (`witness.refused`) went out already: not a sealer stall too;
+        # `services/ledger_status.py` reports it as the witness's reason.
+        raise _Stopped(
             f"the sealer refuses to seal: witness {refusal.witness} refused {refusal.origin} at "
             f"size {refusal.size} ({refusal.reason}); history was rewritten. Restore the "
             "genuine history, then `ica witness resolve`"
@@ -307,6 +354,202 @@ def _latest_checkpoint(session: Session, year: int) -> AuditCheckpoint | None:
         .order_by(AuditCheckpoint.size.desc())
         .limit(1)
     ).first()
+
+
+# --- trusting the tree ----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _verifier(signer: Signer) -> Verifier:
+    return signer.verifier()
+
+
+def _refuse(origin: str, what: str) -> SealRefused:
+    return SealRefused(
+        f"the sealer refuses to sign {origin}: {what}; rows were written outside the sealer "
+        "(run `ica audit verify`)"
+    )
+
+
+class TreeTrust:
+    """What the sealer knows of each shard's tree because it computed it: the right edge
+    (size and hashes) of the last tree it wrote or verified. See the module docstring."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, bytes] = {}
+
+    def forget(self) -> None:
+        self._known.clear()
+
+    def remember(self, year: int, edge: CompactRange) -> None:
+        self._known[year] = edge.to_bytes()
+
+    def tree(
+        self,
+        session: Session,
+        shard: AuditShard,
+        signers: Sequence[Signer],
+        config: LedgerConfig,
+    ) -> tuple[CompactRange, AuditTree]:
+        """The shard's current tree as the sealer computed it, and its head row; refuses
+        (`SealRefused`) when the rows are not a tree the sealer computed."""
+        origin = config.origin(shard.year)
+        if shard.origin != origin:
+            raise _refuse(shard.origin, f"shard {shard.year} is not this log's ({origin})")
+        head = _head(session, shard.year)
+        if head is None:
+            raise _refuse(origin, "the shard has no tree head")
+        edge = stored_bytes(head.edge)
+        if self._known.get(shard.year) == edge:
+            tree = CompactRange.from_bytes(edge)
+        else:
+            tree = _rebuild_from_checkpoint(session, shard, head, signers)
+            if tree.to_bytes() != edge or tree.root() != stored_bytes(head.root):
+                raise _refuse(origin, f"tree head {head.size} is not the tree of its entries")
+        _nothing_beyond(session, shard.year, origin, tree.size)
+        self.remember(shard.year, tree)
+        return tree, head
+
+
+def _signed_checkpoint(
+    session: Session, year: int, origin: str, signers: Sequence[Signer]
+) -> Checkpoint | None:
+    """The shard's latest checkpoint row, which must be signed by a key of the key file."""
+    row = _latest_checkpoint(session, year)
+    if row is None:
+        return None
+    try:
+        checkpoint, _ = open_checkpoint(row.note, [_verifier(s) for s in signers], origin)
+    except NoteError as exc:
+        raise _refuse(origin, f"checkpoint {row.size} is not signed by this log ({exc})") from None
+    if checkpoint.size != row.size:
+        raise _refuse(origin, f"checkpoint row {row.size} holds the note of {checkpoint.size}")
+    return checkpoint
+
+
+def _rebuild_from_checkpoint(
+    session: Session, shard: AuditShard, head: AuditTree, signers: Sequence[Signer]
+) -> CompactRange:
+    """The tree up to ``head``, rebuilt from the latest signed checkpoint and the entries
+    since, each checked against the inbox row it was made from."""
+    year, origin = shard.year, shard.origin
+    anchor = _signed_checkpoint(session, year, origin, signers)
+    start = anchor.size if anchor is not None else 0
+    if start > head.size:
+        raise _refuse(origin, f"tree head {head.size} is behind checkpoint {start}")
+    if anchor is not None:
+        try:
+            tree = CompactRange.from_nodes(start, node_reader(session, year))
+        except LedgerUnavailable as exc:
+            raise _refuse(origin, exc.detail) from None
+        if tree.root() != anchor.root_hash:
+            raise _refuse(origin, f"the stored tree does not give the root of checkpoint {start}")
+    else:
+        tree = CompactRange()
+    rows = session.execute(
+        select(
+            AuditEntry.idx,
+            AuditEntry.inbox_id,
+            AuditEntry.entry,
+            AuditEntry.leaf,
+            AuditInbox.body,
+        )
+        .outerjoin(AuditInbox, AuditInbox.id == AuditEntry.inbox_id)
+        .where(AuditEntry.year == year, AuditEntry.idx >= start, AuditEntry.idx < head.size)
+        .order_by(AuditEntry.idx)
+    )
+    computed: dict[int, bytes] = {}
+    for idx, inbox_id, raw, stored_leaf, body in rows:
+        if idx != tree.size:
+            raise _refuse(origin, f"entry {tree.size} is missing")
+        entry = stored_bytes(raw)
+        leaf = leaf_hash(entry)
+        if stored_leaf is not None and stored_bytes(stored_leaf) != leaf:
+            raise _refuse(origin, f"entry {idx} does not have its stored leaf hash")
+        if inbox_id is None:
+            _check_open_entry(session, shard, idx, entry)
+        elif body is None:
+            raise _refuse(origin, f"entry {idx} names inbox row {inbox_id}, which does not exist")
+        elif compose_entry(stored_bytes(body), idx, origin) != entry:
+            raise _refuse(origin, f"entry {idx} was not made from inbox row {inbox_id}")
+        seq = 2 * idx - idx.bit_count()
+        for level, h in tree.append_upper(leaf, STORED_LEVEL):
+            computed[seq + level] = h
+    if tree.size != head.size:
+        raise _refuse(origin, f"tree head {head.size} names entries up to {tree.size} only")
+    if computed:
+        stored = {
+            seq: stored_bytes(h)
+            for seq, h in session.execute(
+                select(AuditNode.seq, AuditNode.hash).where(
+                    AuditNode.year == year, AuditNode.seq.in_(list(computed))
+                )
+            )
+        }
+        if stored != computed:
+            raise _refuse(origin, "stored nodes differ from the tree of the entries")
+    return tree
+
+
+def _check_open_entry(session: Session, shard: AuditShard, idx: int, entry: bytes) -> None:
+    """An entry made from no inbox row: only entry 0, the shard's `ledger.open`, linking the
+    previous shard's last checkpoint."""
+    try:
+        body = parse_entry(entry).body
+    except EntryError as exc:
+        raise _refuse(shard.origin, f"entry {idx} is not a ledger entry ({exc})") from None
+    if (
+        idx != 0
+        or body.get("action") != "ledger.open"
+        or body.get("actor") != (SEALER_ACTOR.as_record())
+    ):
+        raise _refuse(shard.origin, f"entry {idx} was not made from an inbox row")
+    previous = session.scalars(
+        select(AuditShard)
+        .where(AuditShard.year < shard.year)
+        .order_by(AuditShard.year.desc())
+        .limit(1)
+    ).first()
+    last = _latest_checkpoint(session, previous.year) if previous is not None else None
+    data = body.get("data")
+    linked = data.get("previous_checkpoint") if isinstance(data, dict) else None
+    if linked != (last.note if last is not None else None) or linked != (shard.previous_checkpoint):
+        raise _refuse(shard.origin, "entry 0 does not link the previous shard's last checkpoint")
+
+
+def _nothing_beyond(session: Session, year: int, origin: str, size: int) -> None:
+    """No entry or stored node lies past the tree of ``size``: the sealer wrote neither."""
+    entry = session.scalar(
+        select(AuditEntry.idx).where(AuditEntry.year == year, AuditEntry.idx >= size).limit(1)
+    )
+    if entry is not None:
+        raise _refuse(origin, f"entry {entry} lies beyond its tree of {size} entries")
+    node = session.scalar(
+        select(AuditNode.seq)
+        .where(AuditNode.year == year, AuditNode.seq >= 2 * size - size.bit_count())
+        .limit(1)
+    )
+    if node is not None:
+        raise _refuse(origin, f"stored node {node} lies beyond its tree of {size} entries")
+
+
+def _check_consistent(
+    session: Session, shard: AuditShard, tree: CompactRange, signers: Sequence[Signer]
+) -> None:
+    """The tree extends the shard's last signed checkpoint (a consistency proof from the
+    stored nodes verifies): the sealer never signs two inconsistent checkpoints."""
+    last = _signed_checkpoint(session, shard.year, shard.origin, signers)
+    if last is None or last.size == 0:
+        return
+    try:
+        proof = consistency_proof(last.size, tree.size, node_reader(session, shard.year))
+        verify_consistency(last.size, tree.size, proof, last.root_hash, tree.root())
+    except (ProofError, LedgerUnavailable, ValueError) as exc:
+        raise _refuse(
+            shard.origin,
+            f"the tree of {tree.size} entries is not consistent with checkpoint {last.size} "
+            f"({exc})",
+        ) from None
 
 
 # --- sealing ---------------------------------------------------------------------------------
@@ -545,21 +788,23 @@ def _copy(
 
 
 def _sign(
-    session: Session, year: int, origin: str, head: AuditTree, signer: Signer, now: datetime
+    session: Session, year: int, origin: str, tree: CompactRange, signer: Signer, now: datetime
 ) -> PublishedCheckpoint:
-    note = sign_note_checkpoint(Checkpoint(origin, head.size, head.root), [signer])
+    """Sign ``tree`` (one the sealer computed, never a root read back from a row)."""
+    root = tree.root()
+    note = sign_note_checkpoint(Checkpoint(origin, tree.size, root), [signer])
     session.execute(
         insert(AuditCheckpoint).values(
             year=year,
-            size=head.size,
-            root=head.root,
+            size=tree.size,
+            root=root,
             note=note,
             key_name=signer.name,
             key_id=f"{signer.key_id:08x}",
             signed_at=now,
         )
     )
-    return PublishedCheckpoint(origin, year, head.size, note, now)
+    return PublishedCheckpoint(origin, year, tree.size, note, now)
 
 
 def _open_shard(
@@ -568,16 +813,18 @@ def _open_shard(
     year: int,
     previous: AuditShard | None,
     previous_head: AuditTree | None,
+    previous_tree: CompactRange | None,
     signer: Signer,
     now: datetime,
     result: SealResult,
 ) -> _Tree:
-    """Close the previous shard with a final checkpoint and start ``year`` with `ledger.open`."""
+    """Close the previous shard with a final checkpoint and start ``year`` with `ledger.open`
+    (``previous_tree``: the previous shard's tree, as `TreeTrust` verified it)."""
     previous_note = None
-    if previous is not None and previous_head is not None:
+    if previous is not None and previous_head is not None and previous_tree is not None:
         last = _latest_checkpoint(session, previous.year)
-        if last is None or last.size < previous_head.size:
-            final = _sign(session, previous.year, previous.origin, previous_head, signer, now)
+        if last is None or last.size < previous_tree.size:
+            final = _sign(session, previous.year, previous.origin, previous_tree, signer, now)
             result.checkpoints.append(final)
             previous_note = final.note
         else:
@@ -616,7 +863,11 @@ def _open_shard(
 
 
 def _seal_batch(
-    ctx: ServiceContext, signers: Sequence[Signer], holder: str, result: SealResult
+    ctx: ServiceContext,
+    signers: Sequence[Signer],
+    holder: str,
+    result: SealResult,
+    trust: TreeTrust,
 ) -> int:
     """Seal up to one batch of inbox rows in one transaction; return how many."""
     config = ctx.ledger
@@ -628,23 +879,29 @@ def _seal_batch(
             xmin = int(session.scalar(text(_XMIN)) or 0)
         now = ctx.clock.now()
         if not _holds(session, holder, now):
-            raise LedgerUnavailable("the sealer lost its lease")
+            raise _LeaseLost("the sealer lost its lease")
         _refuse_after_witness_refusal(session)
         shard = _latest_shard(session)
-        head = _head(session, shard.year) if shard is not None else None
+        if shard is not None and shard.year > now.year:
+            raise _refuse(shard.origin, f"shard {shard.year} lies in the future")
+        computed, head = (
+            trust.tree(session, shard, signers, config) if shard is not None else (None, None)
+        )
         postgresql = _is_postgresql(session)
         rows = [] if postgresql else _pending_rows(session, head, config.batch_size)
         ids = _pending_ids(session, head, config.batch_size) if postgresql else [r.id for r in rows]
         if not ids:
             return 0
         signer = _current_signer(session, signers, now, config)
-        if shard is None or head is None or now.year > shard.year:
-            tree = _open_shard(session, config, now.year, shard, head, signer, now, result)
+        if shard is None or head is None or computed is None or now.year > shard.year:
+            tree = _open_shard(
+                session, config, now.year, shard, head, computed, signer, now, result
+            )
         else:
             tree = _Tree(
                 year=shard.year,
                 origin=shard.origin,
-                range=CompactRange.from_bytes(head.edge),
+                range=computed,
                 floor=head.inbox_floor,
                 cursor=head.inbox_cursor,
             )
@@ -668,28 +925,35 @@ def _seal_batch(
                 row.id,
             )
         tree.write(session, now)
+    trust.remember(tree.year, tree.range)
     result.sealed += len(ids)
     return len(ids)
 
 
 def _sign_if_new(
-    ctx: ServiceContext, signers: Sequence[Signer], holder: str, result: SealResult
+    ctx: ServiceContext,
+    signers: Sequence[Signer],
+    holder: str,
+    result: SealResult,
+    trust: TreeTrust,
 ) -> PublishedCheckpoint | None:
-    """Sign a checkpoint of the current shard when its tree grew since the last one."""
+    """Sign a checkpoint of the current shard when its tree grew since the last one: the
+    tree the sealer computed, once it is shown consistent with the last checkpoint."""
     with ctx.db.write(durable=True) as session:
         now = ctx.clock.now()
         if not _holds(session, holder, now):
-            raise LedgerUnavailable("the sealer lost its lease")
+            raise _LeaseLost("the sealer lost its lease")
         _refuse_after_witness_refusal(session)
         shard = _latest_shard(session)
         if shard is None:
             return None
-        head = _head(session, shard.year)
+        tree, _ = trust.tree(session, shard, signers, ctx.ledger)
         last = _latest_checkpoint(session, shard.year)
-        if head is None or (last is not None and last.size >= head.size):
+        if last is not None and last.size >= tree.size:
             return None
+        _check_consistent(session, shard, tree, signers)
         signer = _current_signer(session, signers, now, ctx.ledger)
-        published = _sign(session, shard.year, shard.origin, head, signer, now)
+        published = _sign(session, shard.year, shard.origin, tree, signer, now)
     result.checkpoints.append(published)
     return published
 
@@ -772,6 +1036,18 @@ def check_against_store(ctx: ServiceContext) -> None:
             )
 
 
+def _check_not_stopped(ctx: ServiceContext) -> None:
+    """Refuse while another source (a witness) has stopped the ledger."""
+    with ctx.read() as session:
+        reasons = blocking_reasons(session)
+    if reasons:
+        raise _Stopped(
+            "sealing is stopped: "
+            + "; ".join(f"{r.source}: {r.reason}" for r in reasons)
+            + " (services/ledger_status.py: clear_stall)"
+        )
+
+
 def _notify_sealed() -> None:
     with _SEALED:
         _SEALED.notify_all()
@@ -792,13 +1068,15 @@ def seal_now(ctx: ServiceContext, *, checkpoint: bool = True) -> SealResult:
         who = f"{held[0]} until {held[1]:%H:%M:%S} UTC" if held else "another process"
         raise LedgerUnavailable(f"the sealer's lease is held by {who}")
     result = SealResult()
+    trust = TreeTrust()
     try:
         check_against_store(ctx)
+        _check_not_stopped(ctx)
         # Until nothing is left: sealing may itself queue a record (the first key's).
-        while _seal_batch(ctx, signers, holder, result):
+        while _seal_batch(ctx, signers, holder, result, trust):
             pass
         if checkpoint:
-            _sign_if_new(ctx, signers, holder, result)
+            _sign_if_new(ctx, signers, holder, result, trust)
     finally:
         release_lease(ctx, SEALER_LEASE, holder)
         _notify_sealed()
@@ -842,13 +1120,18 @@ class Sealer:
         self._wake = threading.Event()
         self._checkpoint_wanted = threading.Event()
         self._thread: threading.Thread | None = None
-        self._signers: tuple[float, list[Signer]] | None = None
+        self._signers: tuple[tuple[float, int], list[Signer]] | None = None
         self._checked_store = False
         self._last_checkpoint = 0.0
         self._lease_until = 0.0
         self._standby_until = 0.0
         self._unpublished = False
         self._logged: str | None = None
+        self._trust = TreeTrust()
+        self.passes = 0  # passes run so far (tests wait for some; metrics may export it)
+        # The reason this process recorded as the sealer's stall; "?" until the first pass
+        # that seals (a stall left by an earlier process is cleared then).
+        self._stalled: str | None = "?"
 
     def start(self) -> Sealer:
         self._thread = threading.Thread(target=self._run, name="ica-sealer", daemon=True)
@@ -876,12 +1159,17 @@ class Sealer:
             try:
                 self.tick()
             except LedgerUnavailable as exc:
-                # Take nothing for granted at the next pass: the lease, the store check.
+                # Take nothing for granted at the next pass: the lease, the store check, the
+                # tree it computed.
                 self._lease_until = 0.0
                 self._checked_store = False
+                self._trust.forget()
                 self._report(exc.detail)
+                if not isinstance(exc, _LeaseLost | _Stopped):
+                    self._stall(exc.detail)
             except Exception as exc:  # a database hiccup must not kill the job
                 self._report(f"sealing failed: {type(exc).__name__}: {exc}", error=exc)
+            self.passes += 1
             self._wake.wait(self.ctx.ledger.seal_interval)
             self._wake.clear()
 
@@ -891,14 +1179,26 @@ class Sealer:
             self._logged = status
             log.error("audit ledger: %s", status, exc_info=error)
 
+    def _stall(self, reason: str) -> None:
+        """Record the refusal where every replica and `/ready` see it (an alert, once)."""
+        if reason == self._stalled:
+            return
+        try:
+            set_stall(self.ctx, source=SEALER_SOURCE, reason=reason)
+            self._stalled = reason
+        except Exception:  # the database may be what fails: say so, try again next pass
+            log.exception("could not record the ledger's stall")
+
     def _load_signers(self) -> list[Signer]:
         path = self.ctx.ledger.key_file
         try:
-            mtime = path.stat().st_mtime if isinstance(path, Path) else 0.0
+            # Its mode too: a key file made readable by others is refused at the next pass.
+            found = path.stat() if isinstance(path, Path) else None
+            version = (found.st_mtime, found.st_mode) if found is not None else (0.0, 0)
         except OSError:
-            mtime = -1.0
-        if self._signers is None or self._signers[0] != mtime:
-            self._signers = (mtime, load_signers(self.ctx.ledger))
+            version = (-1.0, 0)
+        if self._signers is None or self._signers[0] != version:
+            self._signers = (version, load_signers(self.ctx.ledger))
         return self._signers[1]
 
     def _renew(self) -> bool:
@@ -936,13 +1236,15 @@ class Sealer:
         if not self._checked_store:
             check_against_store(self.ctx)
             self._checked_store = True
+        _check_not_stopped(self.ctx)
         result = SealResult()
+        batch = self.ctx.ledger.batch_size
         try:
-            while _seal_batch(self.ctx, signers, self.holder, result) == self.ctx.ledger.batch_size:
+            while _seal_batch(self.ctx, signers, self.holder, result, self._trust) == batch:
                 pass
             if wanted or due:
                 self._checkpoint_wanted.clear()
-                _sign_if_new(self.ctx, signers, self.holder, result)
+                _sign_if_new(self.ctx, signers, self.holder, result, self._trust)
         finally:
             if result.sealed or result.checkpoints:
                 _notify_sealed()
@@ -961,6 +1263,12 @@ class Sealer:
             log.info("audit ledger: sealing again")
         self.status = "ok"
         self._logged = None
+        if self._stalled is not None:
+            try:
+                clear_stall(self.ctx, source=SEALER_SOURCE)
+                self._stalled = None
+            except Exception:  # retried at the next healthy pass
+                log.exception("could not clear the ledger's stall")
 
     def _maybe_unsigned(self) -> bool:
         with self.ctx.read() as session:

@@ -362,3 +362,38 @@ def check_queue(
         queue=list(queue),
     )
     return True
+
+
+# --- a stalled ledger ----------------------------------------------------------------------------
+
+TOPIC_LEDGER_STALLED = "ledger.stalled"
+
+
+def ledger_stalled(
+    ctx: ServiceContext,
+    session: Session,
+    *,
+    actor: Actor,
+    source: str,
+    reason: str,
+    backlog: int,
+    at: datetime,
+) -> None:
+    """`ledger.stalled` (critical): a source (the sealer, a witness) stopped the ledger from
+    sealing. Raised once per stall by `services/ledger_status.py`, which marks its stall row."""
+    _raise(
+        session,
+        actor=actor,
+        topic=TOPIC_LEDGER_STALLED,
+        severity=CRITICAL,
+        subject_type="ledger",
+        subject_id=source,
+        tenant=None,
+        summary=f"The audit ledger stopped sealing ({source}): {reason}",
+        roles=["admin", "azdev_auditor"],
+        at=at,
+        link=f"{_base(ctx)}/ready",
+        source=source,
+        reason=reason,
+        backlog=backlog,
+    )

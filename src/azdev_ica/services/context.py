@@ -36,6 +36,8 @@ class LedgerConfig:
     seal_interval: float = 0.25
     checkpoint_interval: float = 5.0
     lease_seconds: float = 30.0
+    # Stalled once the oldest unsealed record is older than this (services/ledger_status.py).
+    stall_after: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LedgerConfig:
@@ -47,6 +49,7 @@ class LedgerConfig:
             seal_interval=settings.ledger_seal_interval_seconds,
             checkpoint_interval=settings.ledger_checkpoint_interval_seconds,
             lease_seconds=settings.ledger_lease_seconds,
+            stall_after=settings.ledger_stall_after_seconds,
         )
 
     @property

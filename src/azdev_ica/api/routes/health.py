@@ -9,9 +9,18 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from azdev_ica.api.deps import Ctx, public
-from azdev_ica.api.schemas import HealthOut, Problem, ReadyOut
+from azdev_ica.api.schemas import (
+    HealthOut,
+    LedgerBacklogOut,
+    LedgerStallOut,
+    LedgerStatusOut,
+    Problem,
+    ReadyOut,
+)
 from azdev_ica.db import migrate
 from azdev_ica.errors import IcaError, NotReady
+from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.ledger_status import ledger_status
 
 router = APIRouter(tags=["health"])
 Public = Annotated[None, Depends(public())]
@@ -29,7 +38,12 @@ def health(_: Public) -> HealthOut:
     responses={503: {"model": Problem, "description": "Not ready; `checks` says why"}},
 )
 def ready(ctx: Ctx, _: Public) -> ReadyOut:
-    """The database answers, its schema is current and a policy is loaded."""
+    """The database answers, its schema is current and a policy is loaded.
+
+    `ledger` says whether the audit ledger seals: a stalled ledger (the sealer refuses, a
+    witness refused, or the oldest unsealed record is older than
+    ICA_LEDGER_STALL_AFTER_SECONDS) does not make the replica unready, since writes still
+    land in the durable inbox; it is reported here with the reason and the backlog."""
     checks: dict[str, str] = {}
     try:
         with ctx.read() as session:
@@ -50,4 +64,25 @@ def ready(ctx: Ctx, _: Public) -> ReadyOut:
         checks["policy"] = f"unreadable: {type(exc).__name__}"
     if checks["migrations"] != "ok" or "policy" not in checks or len(checks["policy"]) != 64:
         raise NotReady("not ready", checks=checks)
-    return ReadyOut(status="ready", checks=checks)
+    ledger = _ledger(ctx)
+    checks["ledger"] = ledger.state
+    return ReadyOut(status="ready", checks=checks, ledger=ledger)
+
+
+def _ledger(ctx: ServiceContext) -> LedgerStatusOut:
+    try:
+        status = ledger_status(ctx)
+    except SQLAlchemyError as exc:
+        return LedgerStatusOut(state="unknown", reason=f"unreadable: {type(exc).__name__}")
+    return LedgerStatusOut(
+        state="stalled" if status.state == "stalled" else "ok",
+        reason=status.reason,
+        reasons=[
+            LedgerStallOut(source=r.source, reason=r.reason, since=r.since) for r in status.reasons
+        ],
+        backlog=LedgerBacklogOut(
+            count=status.backlog.count,
+            oldest_at=status.backlog.oldest_at,
+            oldest_age_seconds=status.backlog.oldest_age_seconds,
+        ),
+    )
