@@ -133,7 +133,7 @@ def test_erasing_a_person_keeps_the_ledger_verifiable_and_replayable(ctx, clock)
     assert verify_ledger(ctx.db, checkpoint_store(ctx.ledger)).ok
     report = replay_ledger(ctx.db)
     assert report.ok, report.text()
-    assert report.other_actions["personal.erase"] == 1
+    assert "personal.erase" not in report.other_actions  # replayed: it clears people too
     with pytest.raises(NotFound):
         erase_personal_data(ctx, actor=OPERATOR, kind="email", value="ana@example.org")
 

@@ -207,6 +207,24 @@ class TestAudit:
         assert code == 3
         assert "no email with that value" in err
 
+    def test_erase_an_email_from_the_people_table_too(self, node):
+        instance, _, _ = node
+        email = "jane.roe@example.org"
+        code, _, err = instance.run("user", "add", email, "--name", "Jane Roe", "--email", email)
+        assert code == 0, err
+        code, erased, err = instance.run("audit", "erase", "--kind", "email", "--value", email)
+        assert code == 0, err
+        code, out, _ = instance.run("user", "list", "--all", "--output", "json")
+        assert code == 0
+        assert email not in out
+        assert "Jane Roe" not in out
+        assert "1 people" in erased
+        assert instance.run("audit", "seal")[0] == 0
+        code, out, _ = instance.run("audit", "verify")
+        assert code == 0, out
+        code, out, _ = instance.run("audit", "replay")
+        assert code == 0, out
+
     def test_without_a_key_sealing_is_refused_with_the_reason(self, node):
         instance, _, _ = node
         (instance.data_dir / "ledger.key").unlink()

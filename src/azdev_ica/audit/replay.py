@@ -11,7 +11,7 @@ Projections rebuilt (each from the actions listed):
   `azdev_policy_signature`: see audit/replay_policy.py;
 - `azdev_api_key` (all but the secret's digest and the last-use time, which are not actions):
   apikey.create, apikey.revoke;
-- `azdev_person`: person.create, person.disable; `azdev_role_grant`: grant.create,
+- `azdev_person`: person.create, person.disable, personal.erase; `azdev_role_grant`: grant.create,
   grant.revoke; `azdev_person_link`: person.link; `azdev_person_token` (all but the digest
   and the last-use time): token.create, token.revoke, person.disable;
 - `azdev_incident`, `azdev_incident_note`, `azdev_incident_task`: incident.open,
@@ -24,7 +24,8 @@ Projections rebuilt (each from the actions listed):
   grant (`azdev_role_grant`): grant.delegate.
 
 Personal values are in the ledger only as salted hashes; replay opens them with the erasable
-openings table, so an erased person is absent from the rebuilt rows, as from the live ones.
+openings table, so an erased person is absent from the rebuilt rows, as from the live ones
+(a `personal.erase` record names the people and approvals whose fields it cleared).
 Entries not sealed yet (still in the inbox) are replayed after the sealed ones. Actions of
 other kinds are counted and listed; they do not feed these projections.
 """
@@ -71,6 +72,7 @@ from azdev_ica.db.types import stored_bytes
 from azdev_ica.domain.incidents import Severity, restore_due
 from azdev_ica.domain.runs import deploy_target
 from azdev_ica.ledger.entry import EntryError, parse_entry
+from azdev_ica.services.ledger import ERASED, erased_login
 
 __all__ = ["Difference", "ReplayReport", "replay_ledger"]
 
@@ -191,6 +193,7 @@ class _Projector:
             "apikey.create": self.apikey_create,
             "apikey.revoke": self.apikey_revoke,
             "person.create": self.person_create,
+            "personal.erase": self.personal_erase,
             "person.disable": self.person_disable,
             "grant.create": self.grant_create,
             "grant.revoke": self.grant_revoke,
@@ -360,6 +363,20 @@ class _Projector:
             "disabled_at": None,
             "disabled_reason": None,
         }
+
+    def personal_erase(self, body: dict[str, Any], at: datetime) -> None:
+        """The erasure cleared these people's e-mail and display name (and login, when it was
+        the e-mail) and these approvals' requester provider id, as `erase_personal_data` did
+        in the live tables; the values it erased elsewhere no longer open (their openings are
+        gone), so they rebuild as NULL on their own."""
+        data = body["data"]
+        for cleared in data.get("people", []):
+            person = self.people[int(cleared["id"])]
+            person.update(email=None, display_name=ERASED)
+            if cleared["login"]:
+                person["login"] = erased_login(int(cleared["id"]))
+        for approval_id in data.get("approvals", []):
+            self.approvals[int(approval_id)]["requester_provider_id"] = None
 
     def person_disable(self, body: dict[str, Any], at: datetime) -> None:
         person_id = int(body["subject"]["id"])

@@ -107,6 +107,11 @@ def register(sub: Any) -> None:
     erase = audit.add_parser(
         "erase",
         help="erase a person's value (GDPR): the ledger keeps only an unopenable hash",
+        description="Deletes the value's opening (the ledger keeps an unopenable salted hash "
+        "and still verifies) and clears every live copy: runs' requester columns; for an "
+        "e-mail, the people holding it (e-mail, display name, a login that is the e-mail) and "
+        "their approval requests' requester provider id; outbox payloads naming any of these. "
+        "`ica audit replay` rebuilds the same erased rows.",
     )
     erase.add_argument("--kind", required=True, choices=("email", "provider_user"))
     erase.add_argument("--value", required=True)
@@ -397,7 +402,11 @@ def _audit_erase(args: argparse.Namespace) -> int:
             erased = erase_personal_data(ctx, actor=_operator(), kind=args.kind, value=args.value)
     except IcaError as exc:
         return _fail(exc.detail)
-    print(f"erased {erased.commitment} ({erased.runs_cleared} runs cleared)")
+    print(
+        f"erased {erased.commitment} ({erased.runs_cleared} runs, {erased.people_cleared} "
+        f"people, {erased.approvals_cleared} approval requests cleared; "
+        f"{erased.outbox_scrubbed} outbox messages scrubbed)"
+    )
     return EXIT_OK
 
 
