@@ -225,3 +225,30 @@ def test_my_password_change_needs_the_current_one(page, ctx, clock, make_person,
     clock.advance(timedelta(seconds=30))
     sign_in_with(page, "lea@example.org", NEW_PASSWORD, code_for(secret, ctx))
     assert page.url.endswith("/ui/")
+
+
+def test_an_admin_creates_an_api_key_and_sees_it_once(page, ctx, local_user, server):
+    import httpx2
+
+    admin = local_user("max@example.org", [("admin", None)], totp=True)
+    sign_in(page, ctx, admin, start="/ui/admin/people")
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("tonga-dev")
+    page.get_by_label("Role").select_option("azdev_devops")
+    page.get_by_label("Tenants (comma-separated, or * for every tenant)").fill("to")
+    page.get_by_role("button", name="Create the key").click()
+    secret = page.locator("#new-key").inner_text()
+    assert re.fullmatch(r"ica_[a-z2-7]{10}_[A-Za-z0-9_-]{43}", secret)
+    runs = httpx2.get(
+        server.url + "/api/v1/azdev/runs", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert runs.status_code == 200
+    page.goto("/ui/admin/api-keys")
+    assert page.get_by_role("cell", name="tonga-dev", exact=True).is_visible()
+    assert secret not in page.content()  # shown once
+    page.get_by_role("button", name="Revoke the key tonga-dev").click()
+    assert page.get_by_text("is revoked").is_visible()
+    again = httpx2.get(
+        server.url + "/api/v1/azdev/runs", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert again.status_code == 401

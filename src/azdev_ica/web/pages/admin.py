@@ -216,3 +216,101 @@ def revoke(request: Request, ctx: Ctx, principal: UserAdmin, login: str) -> Resp
     except IcaError as exc:
         return _refusal(request, ctx, principal, exc)
     return _people_page(request, ctx, principal, notice=f"{login}: role revoked.")
+
+
+# --- API keys (administrators: `ica apikey` in the browser) ---------------------------------
+
+# No API route manages keys (`ica apikey` does): the page takes the people administrators'
+# permission, for every tenant only (like linking and disabling people).
+Admin = UserAdmin
+KEYS = "/ui/admin/api-keys"
+
+
+def _keys_page(
+    request: Request,
+    ctx: Any,
+    *,
+    created: Any = None,
+    error: str | None = None,
+    notice: str | None = None,
+    status: int = 200,
+) -> Response:
+    from sqlalchemy import select
+
+    from azdev_ica.db.tables import ApiKey
+
+    with ctx.read() as session:
+        keys = list(session.scalars(select(ApiKey).order_by(ApiKey.id.desc()).limit(200)))
+    return page(
+        request,
+        "admin_keys.html",
+        {
+            "keys": keys,
+            "roles": [role.value for role in Role],
+            "created": created,
+            "error": error,
+            "notice": notice,
+            "now": ctx.clock.now(),
+        },
+        status=status,
+    )
+
+
+def _all_tenants(principal: Principal) -> None:
+    from azdev_ica.errors import Forbidden
+
+    if not principal.can_for(Permission.USER_ADMIN, None):
+        raise Forbidden("only an administrator for every tenant manages API keys")
+
+
+@router.get(KEYS, dependencies=[Depends(login_redirect)])
+def api_keys(request: Request, ctx: Ctx, principal: Admin) -> Response:
+    _all_tenants(principal)
+    return _keys_page(request, ctx)
+
+
+@router.post(KEYS, dependencies=[Depends(read_form), Depends(login_redirect)])
+def create_key(request: Request, ctx: Ctx, principal: Admin) -> Response:
+    from datetime import timedelta
+
+    from azdev_ica.errors import ValidationProblem
+    from azdev_ica.services.apikeys import create_api_key
+
+    _all_tenants(principal)
+    form = _form(request)
+    tenants_text = form.get("tenants", "").strip()
+    try:
+        if not tenants_text:
+            raise ValidationProblem("name the tenants (comma-separated), or * for every tenant")
+        days_text = form.get("days", "").strip()
+        try:
+            days = float(days_text) if days_text else None
+        except ValueError:
+            raise ValidationProblem("the lifetime is a number of days") from None
+        created = create_api_key(
+            ctx,
+            actor=principal.actor,
+            name=form.get("name", "")[:200],
+            role=_role(form.get("role", "")),
+            tenants=None
+            if tenants_text == "*"
+            else [code.strip() for code in tenants_text[:500].split(",") if code.strip()],
+            expires_at=ctx.clock.now() + timedelta(days=days) if days is not None else None,
+            stages=_stages(form.get("stages", "")),
+        )
+    except IcaError as exc:
+        return _keys_page(request, ctx, error=exc.detail, status=exc.status)
+    return _keys_page(request, ctx, created=created)
+
+
+@router.post(KEYS + "/{prefix}/revoke", dependencies=[Depends(read_form), Depends(login_redirect)])
+def revoke_key(request: Request, ctx: Ctx, principal: Admin, prefix: str) -> Response:
+    from azdev_ica.services.apikeys import revoke_api_key
+
+    _all_tenants(principal)
+    reason = _form(request).get("reason", "").strip()[:1000] or "revoked in the console"
+    try:
+        row = revoke_api_key(ctx, actor=principal.actor, prefix=prefix[:40], reason=reason)
+    except IcaError as exc:
+        return _keys_page(request, ctx, error=exc.detail, status=exc.status)
+    return _keys_page(request, ctx, notice=f"Key {row.prefix} ({row.name}) is revoked.")
