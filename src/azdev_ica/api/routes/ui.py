@@ -70,7 +70,17 @@ Self = Annotated[Principal, Depends(require(Permission.SELF))]
 _NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 
 # Where `next` may lead after sign-in: the console's own pages (docs/console.md).
-CONSOLE_PREFIXES = ("/ui", "/approvals", "/runs", "/overrides")
+CONSOLE_PREFIXES = (
+    "/ui",
+    "/approvals",
+    "/runs",
+    "/overrides",
+    "/inventory",
+    "/dashboards",
+    "/audit",
+    "/incidents",
+    "/dr",
+)
 
 
 def safe_next(value: str | None) -> str:

@@ -7,8 +7,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from azdev_ica.web.pages import account, admin, core, home
-from azdev_ica.web.render import STATIC_DIR, STATIC_PREFIX, PageHeadersMiddleware
+from azdev_ica.web.nav import console_nav
+from azdev_ica.web.pages import (
+    account,
+    admin,
+    audit,
+    core,
+    dashboards,
+    home,
+    incidents,
+    inventory,
+    runs,
+)
+from azdev_ica.web.render import STATIC_DIR, STATIC_PREFIX, PageHeadersMiddleware, templates
 from azdev_ica.web.stepup import install_step_up
 
 
@@ -17,5 +28,6 @@ def install(app: FastAPI) -> None:
     app.add_middleware(PageHeadersMiddleware)
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
     install_step_up(app)
-    for module in (core, home, account, admin):
+    templates.env.globals["console_nav"] = console_nav
+    for module in (core, home, account, admin, runs, inventory, dashboards, audit, incidents):
         app.include_router(module.router)
