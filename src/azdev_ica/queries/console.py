@@ -1,10 +1,9 @@
-"""Reads the console's list pages need that the API answers in other shapes: the unauthorised
-deploys among what the inventory shows, and the overrides of the caller's tenants. Scoped
-like the API: a tenant outside the caller's permission is left out."""
+"""Reads the console's list pages need that the API answers in other shapes: the overrides
+of the caller's tenants, the ledger's checkpoints with their cosignatures, recent DR drills.
+Scoped like the API: a tenant outside the caller's permission is left out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -17,30 +16,8 @@ from azdev_ica.db.tables import (
     AuditShard,
     DrDrill,
     Override,
-    UnauthorisedChange,
     WitnessCosignature,
 )
-
-
-def unauthorised_targets(
-    session: Session, run_keys: Iterable[str]
-) -> frozenset[tuple[str, str | None, str | None]]:
-    """(run key, tenant, stage) of every deploy the gate never allowed, for these runs
-    (`services/unauthorised.py` records them as the deploy events arrive)."""
-    keys = sorted(set(run_keys))
-    if not keys:
-        return frozenset()
-    found: set[tuple[str, str | None, str | None]] = set()
-    for start in range(0, len(keys), 500):
-        found.update(
-            (row.run_key, row.tenant, row.stage)
-            for row in session.execute(
-                select(
-                    UnauthorisedChange.run_key, UnauthorisedChange.tenant, UnauthorisedChange.stage
-                ).where(UnauthorisedChange.run_key.in_(keys[start : start + 500]))
-            )
-        )
-    return frozenset(found)
 
 
 def list_overrides(

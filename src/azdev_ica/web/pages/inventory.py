@@ -1,7 +1,8 @@
 """Inventory: tenants x stages, what runs in each (version, short digest, age, who approved
-it), unauthorised deploys marked; a cell opens that target's deployment history. Read with
-`queries.inventory` and `queries.deployments` and the caller's principal (`run:read`, as
-`GET /inventory`); a target outside the caller's tenants is a 404 like an absent one."""
+it), unauthorised deploys marked (as `queries/deployments.py` flags them); a cell opens that
+target's deployment history. Read with `queries.inventory` and `queries.deployments` and the
+caller's principal (`run:read`, as `GET /inventory`); a target outside the caller's
+tenants is a 404 like an absent one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from azdev_ica.api.routes.ui import login_redirect
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.errors import NoPolicy, NotFound
-from azdev_ica.queries.console import unauthorised_targets
 from azdev_ica.queries.deployments import DeploymentRecord, deployment_history
 from azdev_ica.queries.inventory import Deployed, inventory
 from azdev_ica.web.render import page
@@ -80,7 +80,6 @@ def inventory_page(request: Request, ctx: Ctx, principal: Reader) -> Response:
     now = ctx.clock.now()
     with ctx.read() as session:
         items = inventory(session, principal=principal)
-        marked = unauthorised_targets(session, (item.run_key for item in items))
         grid = _axes(ctx, session, principal, items)
     by_target = {(item.tenant, item.stage): item for item in items}
     for tenant in grid.tenants:
@@ -95,7 +94,7 @@ def inventory_page(request: Request, ctx: Ctx, principal: Reader) -> Response:
                     age_seconds=(now - item.deployed_at).total_seconds() if item else None,
                     digest=short_digest(item.artifact_digest) if item else "",
                     approvers=", ".join(s["login"] for s in item.approved_by) if item else "",
-                    unauthorised=item is not None and (item.run_key, tenant, stage) in marked,
+                    unauthorised=item is not None and not item.authorised,
                 )
             )
         grid.rows.append(row)
@@ -123,12 +122,11 @@ def target_history(
         raise NotFound(f"no deployments of {tenant}/{stage}")
     with ctx.read() as session:
         history = deployment_history(session, tenant=tenant, stage=stage)
-        marked = unauthorised_targets(session, (record.run_key for record in history))
     rows = [
         HistoryRow(
             record=record,
             digest=short_digest(record.artifact_digest),
-            unauthorised=(record.run_key, tenant, stage) in marked,
+            unauthorised=not record.authorised,
         )
         for record in reversed(history)
     ]
