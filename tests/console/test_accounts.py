@@ -78,8 +78,10 @@ def sign_in_with(page: Any, login: str, password: str, code: str) -> None:
     page.get_by_label("Sign-in name").fill(login)
     page.get_by_label("Password").fill(password)
     page.get_by_label("One-time code").fill(code)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+    # Settled (the favicon too): navigating on at once would abort its request.
+    page.wait_for_load_state("networkidle")
 
 
 def test_a_new_person_enrols_through_the_admins_link_and_signs_in(
