@@ -291,3 +291,95 @@ def test_samoa_reads_and_writes_nothing_of_tonga(app, client, ctx, make_key, mak
     }
     assert changed == {}
     assert ledger_of_tonga(ctx) == ledger_before
+
+
+def production_rows(ctx: Any) -> dict[str, set[str]]:
+    """Every row of Tonga's production stage: a tenant and stage column naming it, or a link
+    to one of Tonga's production runs."""
+    with ctx.read() as session:
+        runs = list(
+            session.scalars(
+                select(PipelineRun.id).where(
+                    PipelineRun.tenant == "to", PipelineRun.stage == "production"
+                )
+            )
+        )
+    found: dict[str, set[str]] = {}
+    with ctx.read() as session:
+        for table in Base.metadata.sorted_tables:
+            if table.name in OWN_BOOKKEEPING or table.name.startswith("azdev_audit"):
+                continue
+            columns = table.c
+            conditions = []
+            for tenant_column, stage_column in (
+                ("tenant", "stage"),
+                ("tenant", "target_stage"),
+                ("target_tenant", "target_stage"),
+            ):
+                if tenant_column in columns and stage_column in columns:
+                    conditions.append(
+                        (columns[tenant_column] == "to") & (columns[stage_column] == "production")
+                    )
+            if "run_pk" in columns:
+                conditions.append(columns["run_pk"].in_(runs))
+            if not conditions:
+                continue
+            clause = conditions[0]
+            for condition in conditions[1:]:
+                clause = clause | condition
+            found[table.name] = {
+                repr(tuple(row)) for row in session.execute(select(table).where(clause))
+            }
+    return found
+
+
+def test_tongas_development_credentials_change_nothing_of_its_production(
+    app, client, ctx, make_person, tonga
+):
+    """Stage scope: Tonga's own credentials limited to `development` (a key of every role,
+    and a person holding every role there) walk every route against Tonga's production
+    objects and change none of them."""
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.services.apikeys import create_api_key
+    from azdev_ica.services.people import grant_role
+
+    operator = Actor(kind="operator", id="test")
+    callers = {
+        f"key:{role.value}": bearer(
+            create_api_key(
+                ctx,
+                actor=operator,
+                name=f"dev-{role.value}",
+                role=role,
+                tenants=["to"],
+                expires_at=None,
+                stages=["development"],
+            ).secret
+        )
+        for role in Role
+    }
+    person = make_person("dev-walker@example.to")
+    for role in Role:
+        grant_role(
+            ctx, actor=operator, login=person.login, role=role, tenant="to", stages=["development"]
+        )
+    callers["person:all-roles"] = person.headers
+    before = production_rows(ctx)
+    assert before["azdev_pipeline_run"], "Tonga has no production run to walk"
+    walked = 0
+    for route in api_routes(app):
+        if route.path in PUBLIC_PATHS | SIGN_IN_PATHS | SIGNED_PATHS:
+            continue
+        for method, path, body in requests_for(route, tonga, tonga["run_key"]):
+            for who, headers in callers.items():
+                response = client.request(method, path, json=body, headers=headers)
+                walked += 1
+                assert response.status_code < 500, f"{who} {method} {path}: {response.text}"
+    assert walked > 1000, "the walk walked almost nothing"
+    after = production_rows(ctx)
+    changed = {
+        table: sorted(before.get(table, set()) ^ rows)
+        for table, rows in after.items()
+        if rows != before.get(table, set())
+    }
+    assert changed == {}

@@ -193,3 +193,36 @@ def test_people_grants_links_and_tokens_replay_exactly(ctx, clock, database):
         )
     report = replay_ledger(ctx.db)
     assert [(d.table, d.column) for d in report.differences] == [("azdev_role_grant", "(row)")]
+
+
+def test_stage_scopes_of_keys_and_grants_replay_exactly(ctx, clock, database):
+    from azdev_ica.services.people import create_person, grant_role
+
+    create_api_key(
+        ctx,
+        actor=OPERATOR,
+        name="tonga-dev",
+        role=Role.DEVOPS,
+        tenants=["to"],
+        expires_at=None,
+        stages=["test", "development"],
+    )
+    create_person(ctx, actor=OPERATOR, login="ana@example.org", display_name="Ana")
+    grant_role(
+        ctx,
+        actor=OPERATOR,
+        login="ana@example.org",
+        role=Role.APPROVER_TECH,
+        tenant="to",
+        stages=["staging"],
+    )
+    seal_now(ctx)
+    report = replay_ledger(ctx.db)
+    assert report.ok, report.text()
+    assert report.rows["azdev_api_key"] == (1, 1)
+    assert report.rows["azdev_role_grant"] == (1, 1)
+    # Widening a scope behind the services' back is a gap.
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE azdev_role_grant SET stages = NULL"))
+    report = replay_ledger(ctx.db)
+    assert [(d.table, d.column) for d in report.differences] == [("azdev_role_grant", "stages")]

@@ -130,7 +130,7 @@ def record_drill(ctx: ServiceContext, *, principal: Principal, command: RecordDr
 
     def action(session: Session) -> DrDrill:
         backup = session.get(BackupRecord, command.backup_id)
-        if backup is None or not principal.can_for(Permission.DR_WRITE, backup.tenant):
+        if backup is None or not principal.can_at(Permission.DR_WRITE, backup.tenant, backup.stage):
             raise NotFound(f"no backup {command.backup_id}")
         _check_target(ctx, session, principal, backup.tenant, command.stage)
         try:

@@ -58,7 +58,9 @@ class Opened:
 def _scoped(session: Session, principal: Principal, incident_id: int) -> Incident:
     incident = session.get(Incident, incident_id)
     # Out of scope answers like absent: a scoped caller learns nothing of other tenants.
-    if incident is None or not principal.can_for(Permission.INCIDENT_WRITE, incident.tenant):
+    if incident is None or not principal.can_on_run(
+        Permission.INCIDENT_WRITE, incident.tenant, incident.stage
+    ):
         raise NotFound(f"no incident {incident_id}")
     return incident
 
@@ -94,7 +96,9 @@ def open_incident(
             run = session.scalars(
                 select(PipelineRun).where(PipelineRun.run_key == command.run_key)
             ).one_or_none()
-            if run is None or not principal.can_for(Permission.INCIDENT_WRITE, run.tenant):
+            if run is None or not principal.can_on_run(
+                Permission.INCIDENT_WRITE, run.tenant, run.stage
+            ):
                 raise NotFound(f"no run {command.run_key!r}")
             if tenant is not None and tenant != run.tenant:
                 raise ValidationProblem(f"run {run.run_key} belongs to tenant {run.tenant!r}")
@@ -110,6 +114,8 @@ def open_incident(
             raise ValidationProblem("name the tenant (or the run) the incident is about")
         if not principal.can_for(Permission.INCIDENT_WRITE, tenant):
             raise OutOfScope(f"tenant {tenant!r} is outside the caller's scope")
+        if not principal.can_on_run(Permission.INCIDENT_WRITE, tenant, stage):
+            raise OutOfScope(f"stage {stage!r} is outside the caller's scope")
         policy = ctx.policies.active(session)
         if tenant not in policy.tenants:
             raise UnknownTenant(f"tenant {tenant!r} is not in the active policy")

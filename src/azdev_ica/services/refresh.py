@@ -196,7 +196,7 @@ def complete_refresh(
 
     def action(session: Session) -> RefreshRequest:
         row = _visible(session, principal, request_id, lock=True)
-        if not principal.can_for(Permission.REFRESH_REQUEST, row.tenant):
+        if not principal.can_at(Permission.REFRESH_REQUEST, row.tenant, row.target_stage):
             raise NotFound(f"no refresh request {request_id}")
         if row.status == RefreshStatus.COMPLETED.value:
             return row
