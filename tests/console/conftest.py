@@ -48,12 +48,7 @@ class Watched:
     def _watch_page(self, page: Any) -> None:
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on(
-            "requestfailed",
-            lambda request: self.problems.append(
-                f"request failed: {request.method} {request.url} ({request.failure})"
-            ),
-        )
+        page.on("requestfailed", self._failed)
         page.on("response", self._response)
 
     def _console(self, message: Any) -> None:
@@ -61,6 +56,14 @@ class Watched:
         # judged with their URL in `_response`.
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
             self.problems.append(f"console error: {message.text}")
+
+    def _failed(self, request: Any) -> None:
+        # A navigation cancels the requests still loading on the page it leaves (the icon,
+        # a poll): ERR_ABORTED is that, not a failure.
+        if request.failure != "net::ERR_ABORTED":
+            self.problems.append(
+                f"request failed: {request.method} {request.url} ({request.failure})"
+            )
 
     def _response(self, response: Any) -> None:
         status = response.status
@@ -108,7 +111,8 @@ def new_context(
 
     def open_context(**options: Any) -> Any:
         context = chromium.new_context(base_url=server.url, **options)
-        context.set_default_timeout(15_000)
+        # Generous: the machine is shared and sometimes very busy (waits end as soon as met).
+        context.set_default_timeout(60_000)
         watched.attach(context)
         opened.append(context)
         return context

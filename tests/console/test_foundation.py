@@ -99,7 +99,9 @@ class TestPages:
         )
 
     def test_api_clients_still_get_problem_json(self, server):
-        answer = httpx2.get(f"{server.url}/no/such/page", headers={"Accept": "application/json"})
+        answer = httpx2.get(
+            f"{server.url}/no/such/page", headers={"Accept": "application/json"}, timeout=60
+        )
         assert answer.status_code == 404
         assert answer.headers["content-type"] == "application/problem+json"
 
@@ -113,4 +115,4 @@ class TestPages:
     ],
 )
 def test_the_vendored_licences_are_served(server, path):
-    assert httpx2.get(server.url + path).status_code == 200
+    assert httpx2.get(server.url + path, timeout=60).status_code == 200
