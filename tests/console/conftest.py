@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.approvals.conftest import run_key  # noqa: F401  (a production run of Tonga)
 from tests.identity.conftest import local_user, settings  # noqa: F401  (cheap hashes, people)
 from tests.support.liveserver import LiveServer
 

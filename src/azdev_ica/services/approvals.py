@@ -825,25 +825,51 @@ def _record_refusal(
     ctx.run_action(action)
 
 
-def halves_open_to(
+@dataclass(frozen=True)
+class SignOptions:
+    """What a person may sign on a request now, or the rule that stops them, in words."""
+
+    halves: list[Half]
+    refusal: str | None
+
+
+_REFUSAL_ORDER = (
+    rules.RefusalCode.EXPIRED,
+    rules.RefusalCode.DECIDED,
+    rules.RefusalCode.REQUESTER_SIGNS,
+    rules.RefusalCode.SAME_PERSON_BOTH_HALVES,
+    rules.RefusalCode.TECHNICAL_FIRST,
+    rules.RefusalCode.HALF_ALREADY_SIGNED,
+    rules.RefusalCode.ROLE_NOT_HELD,
+    rules.RefusalCode.NOT_A_PERSON,
+)
+
+
+def sign_options(
     session: Session, *, row: Approval, principal: Principal, now: datetime
-) -> list[Half]:
+) -> SignOptions:
     """The halves `principal` may sign now (approve or reject), by the same rules signing
-    applies; read-only (the console's "waiting for me" and its sign form)."""
+    applies, else the refusal that signing would answer; read-only (the console's "waiting
+    for me" and its sign form)."""
     if not principal.is_person or not principal.can_for(Permission.APPROVAL_SIGN, row.tenant):
-        return []
+        return SignOptions([], None)
     state = _state(session, row)
     signer = rules.Signer(
         person_id=principal.id,
         roles=frozenset(r.value for r in APPROVER_ROLES if principal.holds(r, row.tenant)),
     )
-    open_halves = []
+    open_halves: list[Half] = []
+    refusals: list[rules.Refused] = []
     for half in Half:
         for decision in (Decision.APPROVE, Decision.REJECT):
             try:
                 rules.sign(state, signer, half, decision, now)
-            except rules.Refused:
+            except rules.Refused as refused:
+                refusals.append(refused)
                 continue
             open_halves.append(half)
             break
-    return open_halves
+    if open_halves:
+        return SignOptions(open_halves, None)
+    refusals.sort(key=lambda r: _REFUSAL_ORDER.index(r.code) if r.code in _REFUSAL_ORDER else 99)
+    return SignOptions([], refusals[0].message if refusals else None)

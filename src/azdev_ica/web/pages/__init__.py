@@ -11,12 +11,14 @@ from azdev_ica.web.nav import console_nav
 from azdev_ica.web.pages import (
     account,
     admin,
+    approvals,
     audit,
     core,
     dashboards,
     home,
     incidents,
     inventory,
+    run_detail,
     runs,
 )
 from azdev_ica.web.render import STATIC_DIR, STATIC_PREFIX, PageHeadersMiddleware, templates
@@ -29,5 +31,17 @@ def install(app: FastAPI) -> None:
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
     install_step_up(app)
     templates.env.globals["console_nav"] = console_nav
-    for module in (core, home, account, admin, runs, inventory, dashboards, audit, incidents):
+    for module in (
+        core,
+        home,
+        account,
+        admin,
+        approvals,
+        runs,
+        run_detail,  # /runs/{key} and /overrides/{id}
+        inventory,
+        dashboards,
+        audit,
+        incidents,
+    ):
         app.include_router(module.router)

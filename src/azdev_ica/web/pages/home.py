@@ -17,7 +17,7 @@ from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import Approval
 from azdev_ica.queries.approvals import ApprovalFilter, list_approvals
-from azdev_ica.services.approvals import halves_open_to
+from azdev_ica.services.approvals import sign_options
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.web.render import page
 
@@ -55,7 +55,7 @@ def waiting_for(ctx: ServiceContext, principal: Principal, now: datetime) -> lis
         )
         found = []
         for row, _status in reversed(rows):
-            halves = halves_open_to(session, row=row, principal=principal, now=now)
+            halves = sign_options(session, row=row, principal=principal, now=now).halves
             if halves:
                 found.append(
                     Waiting(
