@@ -6,21 +6,30 @@ through the same scoped queries as the API."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.db.tables import GateEvaluation, Override, Person, PipelineEvent, Signoff
+from azdev_ica.db.tables import (
+    GateEvaluation,
+    OutboxMessage,
+    Override,
+    Person,
+    PipelineEvent,
+    Signoff,
+)
 from azdev_ica.domain.promotion import is_major_bump
 from azdev_ica.errors import NotFound
 from azdev_ica.policy.model import Policy
 from azdev_ica.queries.approvals import ApprovalView, get_approval
 from azdev_ica.queries.deployments import deployment_history
 from azdev_ica.queries.runs import RunDetail, get_run
+from azdev_ica.services.locks import LockState, lock_state
 from azdev_ica.services.signoffs import list_signoffs
 
 
@@ -188,3 +197,87 @@ def approval_page(
         session, policy, tenant=row.tenant, digest=row.artifact_digest, run_facts=facts
     )
     return ApprovalPage(view, facts, release, signoffs, requester)
+
+
+# --- the home page --------------------------------------------------------------------------
+
+RECENT = timedelta(days=7)
+RECENT_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class Alert:
+    at: datetime
+    topic: str
+    severity: str
+    tenant: str | None
+    summary: str
+    link_path: str | None
+
+
+@dataclass(frozen=True)
+class HomeOverview:
+    queues: list[LockState]
+    denials: list[GateEvaluation]
+    alerts: list[Alert]
+
+
+def _path_of(link: Any) -> str | None:
+    """A notification's link as a path of this console (links carry the public URL)."""
+    if not isinstance(link, str):
+        return None
+    path = urlsplit(link).path
+    return path if path.startswith("/") and not path.startswith("//") else None
+
+
+def home_overview(
+    session: Session, *, principal: Principal, policy: Policy, now: datetime
+) -> HomeOverview:
+    """The deployment queue of each target in the person's scope (held or waited for), the
+    gate's recent denials and the recent alerts of their tenants; newest first."""
+    scope = principal.scope(Permission.RUN_READ) if principal.can(Permission.RUN_READ) else None
+    if not principal.can(Permission.RUN_READ):
+        return HomeOverview([], [], [])
+    tenants = sorted(t for t in policy.tenants if scope is None or t in scope)
+    queues = []
+    for tenant in tenants:
+        for stage in policy.stages:
+            state = lock_state(session, tenant=tenant, stage=stage.name, now=now)
+            if state.holder_run_key is not None or state.queue:
+                queues.append(state)
+    since = now - RECENT
+    denials_query = select(GateEvaluation).where(
+        GateEvaluation.status == "deny", GateEvaluation.decided_at >= since
+    )
+    if scope is not None:
+        denials_query = denials_query.where(GateEvaluation.tenant.in_(sorted(scope)))
+    denials = list(
+        session.scalars(
+            denials_query.order_by(
+                GateEvaluation.decided_at.desc(), GateEvaluation.id.desc()
+            ).limit(RECENT_LIMIT)
+        )
+    )
+    alerts_query = select(OutboxMessage).where(OutboxMessage.created_at >= since)
+    if scope is not None:
+        alerts_query = alerts_query.where(OutboxMessage.tenant.in_(sorted(scope)))
+    alerts = []
+    for row in session.scalars(
+        alerts_query.order_by(OutboxMessage.created_at.desc(), OutboxMessage.id.desc()).limit(500)
+    ):
+        payload = row.payload or {}
+        if not payload.get("severity") or not principal.can_for(Permission.RUN_READ, row.tenant):
+            continue
+        alerts.append(
+            Alert(
+                at=row.created_at,
+                topic=row.topic,
+                severity=str(payload["severity"]),
+                tenant=row.tenant,
+                summary=str(payload.get("summary") or row.topic),
+                link_path=_path_of(payload.get("link")),
+            )
+        )
+        if len(alerts) >= RECENT_LIMIT:
+            break
+    return HomeOverview(queues, denials, alerts)

@@ -17,6 +17,7 @@ from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import Approval
 from azdev_ica.queries.approvals import ApprovalFilter, list_approvals
+from azdev_ica.queries.pages import home_overview
 from azdev_ica.services.approvals import sign_options
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.web.render import page
@@ -70,8 +71,12 @@ def waiting_for(ctx: ServiceContext, principal: Principal, now: datetime) -> lis
 @router.get("/ui/", dependencies=[Depends(login_redirect)])
 def home(request: Request, ctx: Ctx, principal: Self) -> Response:
     now = ctx.clock.now()
+    with ctx.read() as session:
+        overview = home_overview(
+            session, principal=principal, policy=ctx.policies.active(session), now=now
+        )
     return page(
         request,
         "home.html",
-        {"waiting": waiting_for(ctx, principal, now), "now": now},
+        {"waiting": waiting_for(ctx, principal, now), "overview": overview, "now": now},
     )
