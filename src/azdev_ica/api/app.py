@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 import azdev_ica
 from azdev_ica.api.audit_refs import AuditRefMiddleware
-from azdev_ica.api.limits import BodyLimitMiddleware
+from azdev_ica.api.limits import BodyLimitMiddleware, DuplicateSlashMiddleware
 from azdev_ica.api.problems import install_problem_handlers
 from azdev_ica.api.routes import (
     approvals,
@@ -129,6 +129,7 @@ def create_app(
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(AuditRefMiddleware)  # the ICA-Audit-Ref header of writes
+    app.add_middleware(DuplicateSlashMiddleware)  # `//api/...` from a check's URL + suffix
 
     api = APIRouter(responses=COMMON_RESPONSES)
     api.include_router(runs.router)

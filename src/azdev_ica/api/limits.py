@@ -1,8 +1,10 @@
-"""A hard cap on request bodies, enforced while reading (Content-Length can lie or be absent)."""
+"""A hard cap on request bodies, enforced while reading (Content-Length can lie or be absent),
+and request paths with repeated slashes collapsed."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,3 +61,22 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class DuplicateSlashMiddleware:
+    """Collapses repeated slashes in the request path before routing.
+
+    An Azure DevOps Invoke REST API check joins its service connection's URL and the URL
+    suffix as they are: a connection URL ending in `/` and the suffix `/api/v1/...` make
+    `//api/v1/...`, which would answer 404 at every evaluation until the check times out."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope.get("path", ""):
+            path = re.sub(r"/{2,}", "/", scope["path"])
+            scope = {**scope, "path": path}
+            if scope.get("raw_path") is not None:
+                scope["raw_path"] = re.sub(rb"/{2,}", b"/", scope["raw_path"])
+        await self.app(scope, receive, send)

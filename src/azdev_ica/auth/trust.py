@@ -135,6 +135,48 @@ class _IssuerBase(_Strict):
             raise ValueError("an issuer name is 1-63 letters, digits, '.', '_' or '-'")
         return value
 
+    @model_validator(mode="after")
+    def _no_identity_shadows_another(self) -> _IssuerBase:
+        """Refuse a looser identity that accepts every token a stricter one accepts, with
+        the same role and (at least) its tenants: the stricter one's pins (ref, environment,
+        job_workflow_ref) would then mean nothing, since either identity lets the token in."""
+        for strict in self.identities:
+            for loose in self.identities:
+                if loose is strict or loose.role != strict.role:
+                    continue
+                if not _tenants_cover(loose, strict) or not accepts_all_of(loose, strict):
+                    continue
+                if strict.claims == loose.claims and loose.tenants == strict.tenants:
+                    problem = "pin the same claims with the same role and tenants"
+                else:
+                    problem = (
+                        f"{loose.name!r} (pins {', '.join(sorted(loose.claims))}) accepts "
+                        f"every token {strict.name!r} (pins {', '.join(sorted(strict.claims))}) "
+                        "accepts, with the same role and tenants, so the stricter pins mean "
+                        "nothing"
+                    )
+                raise ValueError(
+                    f"issuer {self.name!r}: identities {strict.name!r} and {loose.name!r} "
+                    f"collide: {problem}; pin the looser one as strictly (or to other values), "
+                    "or give it another role or other tenants"
+                )
+        return self
+
+
+def _tenants_cover(loose: TrustedIdentity, strict: TrustedIdentity) -> bool:
+    if loose.tenants == "*":
+        return True
+    return strict.tenants != "*" and set(strict.tenants) <= set(loose.tenants)
+
+
+def accepts_all_of(loose: TrustedIdentity, strict: TrustedIdentity) -> bool:
+    """Whether every token whose claims satisfy `strict` also satisfies `loose` (each claim
+    `loose` pins, `strict` pins too, to values `loose` allows)."""
+    return all(
+        claim in strict.claims and strict.allowed(claim) <= loose.allowed(claim)
+        for claim in loose.claims
+    )
+
 
 class EntraIssuer(_IssuerBase):
     """One Microsoft Entra ID tenant: its v1 and/or v2 issuer, app-only tokens."""

@@ -1,11 +1,12 @@
 """Dual approval over HTTP (seed 000 §1.4, issue 5): ask, read, sign, withdraw, list, delegate.
 
 Every business outcome is a 200 with a flat `status`, so an Azure DevOps Invoke REST API check
-can decide with `eq(root['status'], 'approved')` on the body alone.
+can decide on the body alone: `eq(root['approved'], true)` (both halves signed).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -25,7 +26,6 @@ from azdev_ica.api.schemas import (
     ShortText,
     Str,
     Strict,
-    Url,
 )
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission, Role
@@ -58,7 +58,6 @@ Delegator = Annotated[Principal, Depends(require(Permission.APPROVAL_DELEGATE))]
 ApprovalId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 Minor = Annotated[JsonInt, Field(ge=0, le=10**15)]
-AdoId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 Currency = Annotated[Str, Field(pattern=r"^[A-Z]{3}$")]
 Status = Literal[
     "pending",
@@ -128,6 +127,11 @@ class SignatureOut(BaseModel):
 class ApprovalOut(BaseModel):
     id: int
     status: Status = Field(description="Flat status: approved is the only one that deploys")
+    approved: bool = Field(
+        description="True only when both halves are signed (status approved): the field for "
+        "an Invoke REST API check's success criteria, eq(root['approved'], true); a "
+        "contains() or endsWith() on status would pass on technical_approved"
+    )
     run_key: str
     tenant: str
     stage: str
@@ -188,6 +192,7 @@ def _out(ctx: ServiceContext, view: ApprovalView) -> ApprovalOut:
     return ApprovalOut(
         id=row.id,
         status=view.status.value,
+        approved=view.status.value == "approved",
         run_key=row.run_key,
         tenant=row.tenant,
         stage=row.stage,
@@ -245,13 +250,16 @@ def approval_request(
     ctx: Ctx,
     principal: Requester,
     idempotency_key: IdempotencyKey,
-    plan_url: Annotated[Url | None, Header(alias="PlanUrl")] = None,
-    project_id: Annotated[AdoId | None, Header(alias="ProjectId")] = None,
-    hub_name: Annotated[AdoId | None, Header(alias="HubName")] = None,
-    plan_id: Annotated[AdoId | None, Header(alias="PlanId")] = None,
-    job_id: Annotated[AdoId | None, Header(alias="JobId")] = None,
-    timeline_id: Annotated[AdoId | None, Header(alias="TimelineId")] = None,
-    task_instance_id: Annotated[AdoId | None, Header(alias="TaskInstanceId")] = None,
+    # Plain strings here, checked below only in callback mode: a polling check sends the same
+    # headers template (values ICA does not use, some `$(...)` left unexpanded), and refusing
+    # them would be a 422 that no re-evaluation can ever pass.
+    plan_url: Annotated[str | None, Header(alias="PlanUrl", max_length=2000)] = None,
+    project_id: Annotated[str | None, Header(alias="ProjectId", max_length=200)] = None,
+    hub_name: Annotated[str | None, Header(alias="HubName", max_length=200)] = None,
+    plan_id: Annotated[str | None, Header(alias="PlanId", max_length=200)] = None,
+    job_id: Annotated[str | None, Header(alias="JobId", max_length=200)] = None,
+    timeline_id: Annotated[str | None, Header(alias="TimelineId", max_length=200)] = None,
+    task_instance_id: Annotated[str | None, Header(alias="TaskInstanceId", max_length=200)] = None,
     auth_token: Annotated[
         str | None, Header(alias="AuthToken", max_length=8000, include_in_schema=False)
     ] = None,
@@ -272,6 +280,18 @@ def approval_request(
         missing = [name for name in headers if name not in given]
         if missing:
             raise ValidationProblem(f"callback mode needs the headers {', '.join(missing)}")
+        malformed = [
+            name
+            for name, value in given.items()
+            if name != "AuthToken" and not (_URL if name == "PlanUrl" else _ADO_ID).fullmatch(value)
+        ]
+        if timeline_id and not _ADO_ID.fullmatch(timeline_id):
+            timeline_id = None  # not used to call back: ignored rather than refused
+        if malformed:
+            raise ValidationProblem(
+                f"callback mode: malformed headers {', '.join(malformed)} (an Azure DevOps "
+                "variable left unexpanded in the check's headers?)"
+            )
         _check_plan_url(given["PlanUrl"], request.app.state.settings.ado_callback_hosts)
         callback = AdoCallback(
             plan_url=given["PlanUrl"],
@@ -293,6 +313,10 @@ def approval_request(
     )
     response.status_code = 201 if outcome.created else 200
     return _view(ctx, outcome.approval.id, principal)
+
+
+_ADO_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_URL = re.compile(r"https?://[^\s\x00]+")
 
 
 def _check_plan_url(plan_url: str, allowed: list[str]) -> None:
