@@ -18,7 +18,14 @@ RUN_KEY = "ado:6c3f0e1a-1111-4c2b-9d1e-0123456789ab:4711"
 SHA256 = "sha256:" + "0" * 64
 
 # Routes anyone may call. Adding one here is a decision, not a convenience.
-PUBLIC_PATHS = {"/health", "/ready"}
+# The pipeline client's zipapp and its hash: the published client's code, no secret, fetched
+# by agents before they hold a credential (docs: README "Install the pipeline client").
+PUBLIC_PATHS = {
+    "/health",
+    "/ready",
+    "/client/ica-{version}.pyz",
+    "/client/ica-{version}.pyz.sha256",
+}
 # The web UI's sign-in pages (docs/identity.md, "People"): public by nature, each refusing on
 # its own terms (the sign-in form's CSRF token, no configured identity provider), never 5xx.
 # The enrolment link's page: the link's secret is the key (single use, short-lived).

@@ -189,12 +189,16 @@ class Agent:
     path: str
     predefined: dict[str, str]
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
-    connections: dict[str, dict[str, str]] = field(default_factory=dict)
+    # A value may be a callable: Azure DevOps issues the step's idToken when the step starts.
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # System.AccessToken: a secret, reaching a step's environment only where it is mapped.
+    access_token: str = ""
     checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     cancel_before: str | None = None
     on_step: Callable[[StepRun], None] | None = None
     log: list[StepRun] = field(default_factory=list)
     canceled: bool = False
+    added_path: list[str] = field(default_factory=list)
 
     def run(self, pipeline: Mapping[str, Any]) -> dict[str, str]:
         """Run every stage; return each stage's result.
@@ -254,6 +258,10 @@ class Agent:
         else:
             steps = job["steps"]
         status = "Canceled" if self.canceled else "Succeeded"
+        temp = self.workdir.parent / "agent-temp"
+        temp.mkdir(exist_ok=True)
+        variables["Agent.TempDirectory"] = str(temp)
+        self.added_path = []  # ##vso[task.prependpath] lasts for the rest of the job
         for step in steps:
             label = step.get("displayName") or step.get("script") or step.get("bash") or str(step)
             if (
@@ -290,13 +298,18 @@ class Agent:
         secrets: dict[str, str],
         status: str,
     ) -> tuple[int, str, str]:
-        macros = {**variables, **secrets, "Agent.JobStatus": status}
+        macros = {
+            **variables,
+            **secrets,
+            "Agent.JobStatus": status,
+            "System.AccessToken": self.access_token,
+        }
 
         def macro(text: str) -> str:
             return _MACRO.sub(lambda m: macros.get(m.group(1), m.group(0)), text)
 
         env = {
-            "PATH": self.path,
+            "PATH": os.pathsep.join([*reversed(self.added_path), self.path]),
             "HOME": str(self.workdir),
             "LANG": "C.UTF-8",
             "TF_BUILD": "True",
@@ -315,7 +328,8 @@ class Agent:
                 raise Unsupported(f"AzureCLI@2 inputs {inputs}")
             if inputs.get("addSpnToEnvironment") is not True:
                 raise Unsupported("AzureCLI@2 without addSpnToEnvironment")
-            env.update(self.connections[inputs["azureSubscription"]])
+            connection = self.connections[inputs["azureSubscription"]]
+            env.update({k: v() if callable(v) else v for k, v in connection.items()})
             script = inputs["inlineScript"]
         else:
             raise Unsupported(f"step {step}")
@@ -332,6 +346,9 @@ class Agent:
             timeout=120,
             check=False,
         )
+        for line in done.stdout.splitlines():
+            if line.startswith("##vso[task.prependpath]"):
+                self.added_path.append(line.split("]", 1)[1].strip())
         return done.returncode, done.stdout, done.stderr
 
 
@@ -427,8 +444,6 @@ class _Condition:
 
 
 def agent_path(tools: Path) -> str:
-    """PATH for the agent: the test's tools first (a pip that checks its arguments), then the
-    project's virtualenv (`ica`), then the system."""
-    import sys
-
-    return os.pathsep.join([str(tools), str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    """PATH for the agent: the test's tools first (a python3 whose pip checks its arguments),
+    then the system. `ica` is not on it: the pipeline's own install step must put it there."""
+    return os.pathsep.join([str(tools), "/usr/bin", "/bin"])

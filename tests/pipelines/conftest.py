@@ -97,16 +97,20 @@ class Stack:
         assert status == 200, data
         return dict(data)
 
-    def sign_when_asked(self, run_key: str, decisions: list[tuple[str, str]]) -> threading.Thread:
-        """People signing in the web UI while a job waits: as soon as the request exists."""
+    def sign_when_asked(
+        self, run_key: str, decisions: list[tuple[str, str]], *, after: float = 0.0
+    ) -> threading.Thread:
+        """People signing in the web UI while a job waits: as soon as the request exists
+        (`after` seconds later)."""
 
         def sign() -> None:
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + 40 + after
             while time.monotonic() < deadline:
                 status, page = self.call(
                     "GET", f"/api/v1/azdev/approvals?run_key={quote(run_key)}", self.keys["admin"]
                 )
                 if status == 200 and page["items"]:
+                    time.sleep(after)
                     for person, decision in decisions:
                         self.sign(page["items"][0]["id"], person, decision)
                     return
@@ -198,6 +202,8 @@ class Stack:
 
 def trust_document(oidc: OidcServer) -> dict[str, Any]:
     return {
+        # Scaled-down token lifetimes (tests/pipelines/fakes.py) need a small clock skew.
+        "leeway_seconds": 1,
         "issuers": [
             {
                 "kind": "entra",
@@ -232,7 +238,7 @@ def trust_document(oidc: OidcServer) -> dict[str, Any]:
                     }
                 ],
             },
-        ]
+        ],
     }
 
 

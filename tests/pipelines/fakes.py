@@ -5,6 +5,13 @@
   credential (signed by Azure DevOps's issuer, subject `sc://org/project/connection`, audience
   `api://AzureADTokenExchange`) and answers with an access token for ICA's app, signed with a
   key ICA trusts (served by tests/support/oidc.py's discovery and key-set documents).
+- Azure DevOps's OIDC token endpoint (`POST $(System.OidcRequestUri)?api-version=7.1-preview.1
+  &serviceConnectionId=...` with `Authorization: Bearer $(System.AccessToken)`): a fresh
+  federation assertion, `{"oidcToken": ...}`; without a valid access token Azure DevOps
+  answers 203 with a sign-in page (HTML), as it does for anonymous calls.
+- Token lifetimes as the services document them (an `idToken` lives about 10 minutes, an
+  Entra access token about an hour), scaled down by a test through `id_token_seconds` and
+  `access_token_seconds`.
 - GitHub Actions' ID-token service (`GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=...` with the
   runner's request token): a signed OIDC token for the requested audience.
 - A TCP relay in front of ICA that can be switched off (ICA "briefly unreachable").
@@ -33,6 +40,8 @@ EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 CLIENT_ID = "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"  # the service connection's app registration
 CONNECTION_SUBJECT = "sc://fabrikam/registry/ica-deploy-wif"
 RUNNER_REQUEST_TOKEN = "runner-request-token-not-a-jwt"
+SERVICE_CONNECTION_ID = "5b1d2e3f-6666-4c2b-9d1e-000connection"
+JOB_ACCESS_TOKEN = "system-access-token-of-the-job"
 
 
 class TokenService:
@@ -44,12 +53,27 @@ class TokenService:
         self.github_claims: dict[str, Any] = {}
         self.hits: Counter[str] = Counter()
         self.seen_forms: list[dict[str, str]] = []
+        self.id_token_seconds = 600  # Azure DevOps: about 10 minutes
+        self.access_token_seconds = 3599  # Entra ID: about an hour
         service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                raw = self.rfile.read(length)
+                if "/oidctoken" in self.path:
+                    status, page = service._ado_oidc(self.path, self.headers)
+                    if isinstance(page, str):  # Azure DevOps's sign-in page
+                        data = page.encode()
+                        self.send_response(status)
+                        self.send_header("Content-Type", "text/html; charset=utf-8")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                    self._send(status, page)
+                    return
+                form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
                 status, body = service._token(self.path, form, self.headers)
                 self._send(status, body)
 
@@ -92,9 +116,27 @@ class TokenService:
             "aud": EXCHANGE_AUDIENCE,
             "iat": now,
             "nbf": now,
-            "exp": now + 600,
+            "exp": now + self.id_token_seconds,
         }
         return self.ado_key.sign(claims)
+
+    def oidc_request_uri(self) -> str:
+        """System.OidcRequestUri of a job (the plan's job-level oidctoken resource)."""
+        return (
+            f"{self.url}/fabrikam/registry/_apis/distributedtask/hubs/build/plans/plan-1/jobs/"
+            "job-1/oidctoken"
+        )
+
+    def _ado_oidc(self, path: str, headers: Any) -> tuple[int, dict[str, Any] | str]:
+        self.hits["ado_oidc"] += 1
+        query = parse_qs(urlsplit(path).query)
+        if headers.get("Authorization") != f"Bearer {JOB_ACCESS_TOKEN}":
+            return 203, "<html><head><title>Azure DevOps Services | Sign In</title></head></html>"
+        if query.get("api-version") != ["7.1-preview.1"]:
+            return 400, {"message": "api-version 7.1-preview.1 expected"}
+        if query.get("serviceConnectionId") != [SERVICE_CONNECTION_ID]:
+            return 404, {"message": "service connection not found"}
+        return 200, {"oidcToken": self.ado_assertion()}
 
     def github_request_url(self) -> str:
         # The runner's URL already has a query string; the audience is appended with '&'.
@@ -124,6 +166,12 @@ class TokenService:
                 audience=EXCHANGE_AUDIENCE,
                 issuer=ADO_ISSUER,
             )
+        except jwt.ExpiredSignatureError:
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "AADSTS700024: Client assertion is not within its valid "
+                "time range.",
+            }
         except jwt.PyJWTError:
             return 401, {
                 "error": "invalid_client",
@@ -131,8 +179,21 @@ class TokenService:
             }
         if claims.get("sub") != CONNECTION_SUBJECT:
             return 401, {"error": "invalid_client", "error_description": "AADSTS700213: subject"}
-        access = self.entra_key.sign(entra_claims(datetime.now(UTC), azp=CLIENT_ID))
-        return 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": access}
+        now = datetime.now(UTC)
+        access = self.entra_key.sign(
+            entra_claims(
+                now,
+                azp=CLIENT_ID,
+                iat=int(now.timestamp()),
+                nbf=int(now.timestamp()),
+                exp=int(now.timestamp()) + self.access_token_seconds,
+            )
+        )
+        return 200, {
+            "token_type": "Bearer",
+            "expires_in": self.access_token_seconds,
+            "access_token": access,
+        }
 
     def _github(self, path: str, headers: Any) -> tuple[int, dict[str, Any]]:
         self.hits["github"] += 1

@@ -6,6 +6,7 @@ expressions the kit uses (`inputs`, `env`, `steps`, `job`, `||`, `==`, status fu
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
@@ -160,6 +161,8 @@ class Runner:
     cancel_before: str | None = None
     on_step: Callable[[StepRun], None] | None = None
     log: list[StepRun] = field(default_factory=list)
+    # Directories steps added with GITHUB_PATH: prepended to PATH for the job's later steps.
+    added_path: list[str] = field(default_factory=list)
 
     def run(self, workflow: Mapping[str, Any], job: str) -> str:
         spec = workflow["jobs"][job]
@@ -170,6 +173,7 @@ class Runner:
             "HOME": str(self.workdir),
             "LANG": "C.UTF-8",
             "GITHUB_ACTIONS": "true",
+            "RUNNER_TEMP": str(self._runner_temp()),
             **self.github,
         }
         if permissions.get("id-token") == "write":
@@ -211,12 +215,20 @@ class Runner:
     ) -> tuple[str, dict[str, str]]:
         output = self.workdir / f".output-{number}"
         output.write_text("")
+        github_path = self._runner_temp() / f".path-{number}"
+        github_path.write_text("")
         path = self.workdir / f".step-{number}.sh"
         path.write_text(script)
+        search = os.pathsep.join([*reversed(self.added_path), env["PATH"]])
         done = subprocess.run(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(path)],
             cwd=self.workdir,
-            env={**env, "GITHUB_OUTPUT": str(output)},
+            env={
+                **env,
+                "PATH": search,
+                "GITHUB_OUTPUT": str(output),
+                "GITHUB_PATH": str(github_path),
+            },
             capture_output=True,
             text=True,
             timeout=120,
@@ -224,7 +236,13 @@ class Runner:
         )
         outcome = "success" if done.returncode == 0 else "failure"
         self._record(StepRun(label, outcome, done.returncode, done.stdout, done.stderr))
+        self.added_path += [line for line in github_path.read_text().splitlines() if line]
         return outcome, _outputs(output.read_text())
+
+    def _runner_temp(self) -> Path:
+        temp = self.workdir.parent / "runner-temp"
+        temp.mkdir(exist_ok=True)
+        return temp
 
     def _composite(
         self,

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from azdev_ica import client_zipapp
 from tests.pipelines.ado import Agent, StepRun, agent_path, compile_pipeline
 from tests.pipelines.conftest import RITA_ADO_ID, Stack
-from tests.pipelines.fakes import CLIENT_ID
+from tests.pipelines.fakes import CLIENT_ID, JOB_ACCESS_TOKEN, SERVICE_CONNECTION_ID
 from tests.pipelines.scripts import AZURE_EXAMPLE, AZURE_TEMPLATE
 from tests.pipelines.workdir import make_workdir
 from tests.support.oidc import ENTRA_TENANT
@@ -45,6 +46,7 @@ class AzureRun:
         self.work, tools = make_workdir(tmp_path, failing_tests=failing_tests)
         parameters = yaml.safe_load(AZURE_EXAMPLE.read_text())["extends"]["parameters"]
         parameters["icaUrl"] = stack.url
+        parameters["icaClientSha256"] = client_zipapp.sha256()  # pinned by the pipeline
         parameters.update(overrides)
         self.parameters = parameters
         self.pipeline = compile_pipeline(AZURE_TEMPLATE, parameters)
@@ -66,11 +68,14 @@ class AzureRun:
                 "System.HostType": "build",
                 # A pipeline variable only the test sets: where "Entra ID" is.
                 "ICA_ENTRA_AUTHORITY": stack.tokens.url,
+                "System.OidcRequestUri": stack.tokens.oidc_request_uri(),
             },
+            access_token=JOB_ACCESS_TOKEN,
             secrets={"ica-secrets": {"ICA_API_KEY": stack.keys["ci"]}},
             connections={
                 "ica-deploy-wif": {
-                    "idToken": stack.tokens.ado_assertion(),
+                    "idToken": stack.tokens.ado_assertion,  # issued when the step starts
+                    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID": SERVICE_CONNECTION_ID,
                     "servicePrincipalId": CLIENT_ID,
                     "tenantId": ENTRA_TENANT,
                 }
@@ -339,6 +344,57 @@ def test_in_wait_mode_the_deploy_job_asks_and_waits_for_the_approval(stack, tmp_
     assert stack.lock()["status"] == "free"
 
 
+def test_a_wait_longer_than_every_token_lifetime_keeps_its_workload_identity(stack, tmp_path):
+    """Scaled down: the step's idToken lives 2 s (Azure DevOps: about 10 minutes) and the
+    Entra token 3 s (about an hour); the approval arrives after both expired, twice over."""
+    run = AzureRun(
+        stack, tmp_path, approvalMode="wait", approvalPollSeconds=0.5, approvalPollMaxSeconds=0.5
+    )
+    tokens = stack.tokens
+    tokens.id_token_seconds, tokens.access_token_seconds = 2, 3
+    fetched = tokens.hits["ado_oidc"]
+    try:
+        signer = stack.sign_when_asked(
+            run.run_key, [("alice", "approve"), ("bob", "approve")], after=8
+        )
+        results = run.run()
+        signer.join(timeout=5)
+    finally:
+        tokens.id_token_seconds, tokens.access_token_seconds = 600, 3599
+    assert results["ica_deploy"] == "Succeeded", run.show()
+    waited = run.step("ICA approval (ask and wait)")
+    assert json.loads(waited.stdout)["status"] == "approved"
+    assert tokens.hits["ado_oidc"] - fetched >= 2  # fresh assertions, asked the documented way
+    assert JOB_ACCESS_TOKEN not in run.output()
+    assert stack.run(run.run_key)["status"] == "success"
+
+
+def test_a_client_that_does_not_match_the_pinned_sha256_never_runs(stack, tmp_path):
+    run = AzureRun(stack, tmp_path, icaClientSha256="0" * 64, variableGroup="ica-secrets")
+    run.agent.checks["ica_deploy"] = lambda: pytest.fail("the deploy stage must not start")
+    results = run.run()
+    assert results["ica_build"] == "Failed", run.show()
+    install = [s for s in run.agent.log if s.name.startswith("Install ica")]
+    assert install[0].code == 1
+    assert "does not match icaClientSha256" in install[0].stdout
+    assert run.step("ICA run start").code is None  # nothing after it ran
+    assert not (tmp_path / "agent-temp" / "ica-client" / "ica.pyz").exists()
+
+
+def test_the_client_can_come_from_your_own_index_into_a_virtual_environment(stack, tmp_path):
+    run = AzureRun(
+        stack, tmp_path, icaClient="index", serviceConnection="", variableGroup="ica-secrets"
+    )
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    assert run.run()["ica_deploy"] == "Succeeded", run.show()
+    installs = [s for s in run.agent.log if s.name.startswith("Install ica")]
+    assert all("azdev-ica is installed (hash checked)" in s.stdout for s in installs)
+    assert (tmp_path / "agent-temp" / "ica-venv" / "bin" / "ica").exists()
+    assert stack.run(run.run_key)["status"] == "success"
+
+
 def test_ica_briefly_unreachable_is_retried(stack, tmp_path):
     run = AzureRun(stack, tmp_path, icaUrl=stack.relay.url)
     run.agent.checks["ica_deploy"] = run.environment_check(
@@ -347,7 +403,7 @@ def test_ica_briefly_unreachable_is_retried(stack, tmp_path):
     refused = stack.relay.refused
 
     def before_gate(step: StepRun) -> None:
-        if step.stage == "ica_deploy" and step.name == "Install ica (pinned, hashed)":
+        if step.stage == "ica_deploy" and step.name == "Install ica (from ICA, SHA-256 pinned)":
             stack.relay.down = True  # ICA restarts while the gate is asked
             threading.Timer(1.5, lambda: setattr(stack.relay, "down", False)).start()
 
@@ -365,7 +421,7 @@ def test_ica_unreachable_for_too_long_fails_closed(stack, tmp_path):
     )
 
     def around_gate(step: StepRun) -> None:
-        if step.stage == "ica_deploy" and step.name == "Install ica (pinned, hashed)":
+        if step.stage == "ica_deploy" and step.name == "Install ica (from ICA, SHA-256 pinned)":
             stack.relay.down = True
         if step.name == "ICA gate":
             stack.relay.down = False  # back for the finish

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from azdev_ica import client_zipapp
 from tests.pipelines.ado import agent_path
 from tests.pipelines.conftest import GITHUB_REPO_ID, RITA_GITHUB_ID, Stack
 from tests.pipelines.fakes import RUNNER_REQUEST_TOKEN
@@ -32,6 +33,7 @@ class GitHubRun:
         self.work, tools = make_workdir(tmp_path, failing_tests=failing_tests)
         self.workflow = yaml.safe_load(GITHUB_EXAMPLE.read_text())
         self.workflow["jobs"]["deploy"]["env"]["ICA_URL"] = stack.url
+        self.workflow["jobs"]["deploy"]["env"]["ICA_CLIENT_SHA256"] = client_zipapp.sha256()
         stack.tokens.github_claims = {"run_id": self.run_id}
         self.runner = Runner(
             workdir=self.work,

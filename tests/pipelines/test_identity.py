@@ -134,3 +134,48 @@ def test_the_cli_exits_4_with_the_reason_and_no_token(tokens, monkeypatch, capsy
     assert code == EXIT_AUTH
     assert "Entra ID refused the token request (401)" in err
     assert env["idToken"] not in out + err
+
+
+def test_an_expired_assertion_is_fetched_again_from_azure_devops(tokens):
+    from tests.pipelines.fakes import JOB_ACCESS_TOKEN, SERVICE_CONNECTION_ID
+
+    tokens.id_token_seconds = -5  # the step's idToken has expired (and every one issued now)
+    try:
+        env = azure_env(
+            tokens,
+            SYSTEM_OIDCREQUESTURI=tokens.oidc_request_uri(),
+            SYSTEM_ACCESSTOKEN=JOB_ACCESS_TOKEN,
+            AZURESUBSCRIPTION_SERVICE_CONNECTION_ID=SERVICE_CONNECTION_ID,
+        )
+        with pytest.raises(identity.IdentityError, match="AADSTS700024"):
+            identity.resolve(env, timeout=2)  # the fresh one is expired too: refused
+        tokens.id_token_seconds = 600
+        fetched = tokens.hits["ado_oidc"]
+        assert identity.resolve(env, timeout=2).token is not None  # renewed once, by itself
+        assert tokens.hits["ado_oidc"] == fetched + 1
+        credential = identity.resolve(env, timeout=2, fresh=True)  # after a 401 from ICA
+        assert credential.token is not None
+        assert tokens.hits["ado_oidc"] == fetched + 2
+        without = {k: v for k, v in env.items() if k != "SYSTEM_OIDCREQUESTURI"}
+        with pytest.raises(identity.IdentityError, match="AADSTS700024"):
+            identity.resolve(without, timeout=2)  # no way to renew: the refusal as it is
+    finally:
+        tokens.id_token_seconds = 600
+
+
+def test_a_missing_access_token_gets_the_sign_in_page_and_says_so(tokens):
+    from tests.pipelines.fakes import SERVICE_CONNECTION_ID
+
+    env = azure_env(
+        tokens,
+        SYSTEM_OIDCREQUESTURI=tokens.oidc_request_uri(),
+        SYSTEM_ACCESSTOKEN="not-the-job-token",
+        AZURESUBSCRIPTION_SERVICE_CONNECTION_ID=SERVICE_CONNECTION_ID,
+    )
+    with pytest.raises(identity.IdentityError, match="203 with a sign-in page") as refused:
+        identity.resolve(env, timeout=2, fresh=True)
+    assert refused.value.exit_code == EXIT_AUTH
+    assert "not-the-job-token" not in str(refused.value)
+    env.pop("SYSTEM_ACCESSTOKEN")
+    with pytest.raises(identity.IdentityError, match="SYSTEM_ACCESSTOKEN"):
+        identity.resolve(env, timeout=2, fresh=True)

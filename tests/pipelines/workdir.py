@@ -21,12 +21,16 @@ scan:
 """
 DEPLOY = '#!/bin/bash\nset -eu\necho "deployed $2 to $1" | tee deployed.txt\n'
 PIP_STAND_IN = """#!/bin/bash
+if [ "$1 $2" = "-m venv" ]; then  # a virtual environment whose python is this stand-in
+  mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && exit 0
+fi
 if [ "$1 $2 $3" = "-m pip install" ]; then
   case " $* " in *" --require-hashes "*) ;; *) echo "pip: no --require-hashes" >&2; exit 9 ;; esac
   case " $* " in *" --no-deps "*) ;; *) echo "pip: no --no-deps" >&2; exit 9 ;; esac
   requirements="${{@: -1}}"
   grep -Eq '^azdev-ica==[0-9.]+ --hash=sha256:[0-9a-f]{{64}}$' "$requirements" \\
     || {{ echo "pip: $requirements is not pinned with a hash" >&2; exit 9; }}
+  printf '#!/bin/sh\\nexec {ica} "$@"\\n' > "$(dirname "$0")/ica" && chmod +x "$(dirname "$0")/ica"
   echo "pip: azdev-ica is installed (hash checked)"
   exit 0
 fi
@@ -45,6 +49,7 @@ def make_workdir(tmp_path: Path, *, failing_tests: bool = False) -> tuple[Path, 
     (work / "deploy.sh").chmod(0o755)
     (work / "ica-requirements.txt").write_text(f"azdev-ica==0.1.0 --hash=sha256:{'e' * 64}\n")
     python3 = tools / "python3"
-    python3.write_text(PIP_STAND_IN.format(python=sys.executable))
+    ica = Path(sys.executable).parent / "ica"  # what the package index would have installed
+    python3.write_text(PIP_STAND_IN.format(python=sys.executable, ica=ica))
     python3.chmod(0o755)
     return work, tools

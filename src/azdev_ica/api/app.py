@@ -16,6 +16,7 @@ from azdev_ica.api.problems import install_problem_handlers
 from azdev_ica.api.routes import (
     approvals,
     audit,
+    client,
     dr,
     health,
     incidents,
@@ -150,6 +151,7 @@ def create_app(
     # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
     app.include_router(api, prefix="/api/azdev", include_in_schema=False)
     app.include_router(health.router)
+    app.include_router(client.router)  # the pipeline client's zipapp (public)
     ui.install_ui(app)
     console.install(app)
     return app

@@ -362,5 +362,5 @@ def client_from_env(url: str, env: Mapping[str, str], *, timeout: float = 60.0) 
         url,
         credential.token,
         timeout=timeout,
-        refresh=lambda: identity.resolve(env, timeout=timeout).token,
+        refresh=lambda: identity.resolve(env, timeout=timeout, fresh=True).token,
     )

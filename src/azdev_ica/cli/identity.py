@@ -9,6 +9,13 @@ Standard library only (it runs on build agents). In order:
    exchanges the assertion at Entra's token endpoint (client-credentials grant with a JWT
    client assertion) and sends the access token as Bearer. No `az` command is involved.
    ICA_ENTRA_AUTHORITY (default https://login.microsoftonline.com) names the authority.
+   The step's `idToken` lives about 10 minutes and the access token about an hour, so when
+   ICA answers 401 during a long wait, `ica` asks Azure DevOps for a fresh assertion the
+   documented way (`POST $SYSTEM_OIDCREQUESTURI?api-version=7.1-preview.1&serviceConnectionId=
+   <id>` with `Authorization: Bearer $SYSTEM_ACCESSTOKEN`, answered `{"oidcToken": ...}`) and
+   exchanges that. The service connection id is AZURESUBSCRIPTION_SERVICE_CONNECTION_ID (set
+   by AzureCLI@2) or ICA_SERVICE_CONNECTION_ID; SYSTEM_ACCESSTOKEN must be mapped into the
+   step's env (the kit's template does).
 2. GitHub Actions OIDC. With `permissions: id-token: write` the runner sets
    ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN; with ICA_AUDIENCE set,
    `ica` asks the runner for a token with that audience and sends it as Bearer.
@@ -76,8 +83,11 @@ def resolve(
     timeout: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    fresh: bool = False,
 ) -> Credential:
-    """The credential the environment offers (see the module's docstring for the order)."""
+    """The credential the environment offers (see the module's docstring for the order).
+    `fresh`: the one in use was refused (expired): on Azure, ask Azure DevOps for a new
+    federation assertion instead of reusing the step's `idToken`."""
     scope = _get(env, "ICA_ENTRA_SCOPE")
     if scope and _get(env, "idToken"):
         missing = [n for n in ("servicePrincipalId", "tenantId") if not _get(env, n)]
@@ -86,16 +96,33 @@ def resolve(
                 f"idToken is set but {' and '.join(missing)} is not: run `ica` inside "
                 "AzureCLI@2 with addSpnToEnvironment: true"
             )
-        token = entra_token(
-            authority=_get(env, "ICA_ENTRA_AUTHORITY") or DEFAULT_AUTHORITY,
-            tenant_id=_get(env, "tenantId"),
-            client_id=_get(env, "servicePrincipalId"),
-            assertion=_get(env, "idToken"),
-            scope=scope,
-            timeout=timeout,
-            sleep=sleep,
-            clock=clock,
-        )
+        can_renew = bool(_get(env, "SYSTEM_OIDCREQUESTURI"))
+
+        def exchange(assertion: str) -> str:
+            return entra_token(
+                authority=_get(env, "ICA_ENTRA_AUTHORITY") or DEFAULT_AUTHORITY,
+                tenant_id=_get(env, "tenantId"),
+                client_id=_get(env, "servicePrincipalId"),
+                assertion=assertion,
+                scope=scope,
+                timeout=timeout,
+                sleep=sleep,
+                clock=clock,
+            )
+
+        if fresh and can_renew:
+            token = exchange(ado_id_token(env, timeout=timeout, sleep=sleep, clock=clock))
+            return Credential(token, "azure workload identity")
+        try:
+            token = exchange(_get(env, "idToken"))
+        except IdentityUnavailable:
+            raise
+        except IdentityError as exc:
+            # The step's idToken expired before `ica` ran (a long step before it): Entra
+            # answers AADSTS700024. Ask Azure DevOps for a fresh one, once.
+            if not can_renew or "AADSTS700024" not in exc.message:
+                raise
+            token = exchange(ado_id_token(env, timeout=timeout, sleep=sleep, clock=clock))
         return Credential(token, "azure workload identity")
     audience = _get(env, "ICA_AUDIENCE")
     request_url = _get(env, "ACTIONS_ID_TOKEN_REQUEST_URL")
@@ -121,6 +148,48 @@ def resolve(
             "`permissions: id-token: write`"
         )
     return Credential(_get(env, "ICA_TOKEN") or None, "ICA_TOKEN")
+
+
+def ado_id_token(
+    env: Mapping[str, str],
+    *,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """A fresh federation assertion for the step's service connection from Azure DevOps
+    (the documented OIDC token request of a job)."""
+    request_uri = _check_url(_get(env, "SYSTEM_OIDCREQUESTURI"), "SYSTEM_OIDCREQUESTURI")
+    access_token = _get(env, "SYSTEM_ACCESSTOKEN")
+    if not access_token:
+        raise IdentityError(
+            "the workload-identity token expired and SYSTEM_ACCESSTOKEN is not set, so no "
+            "fresh one can be asked for: map it into the step (env: SYSTEM_ACCESSTOKEN: "
+            "$(System.AccessToken))"
+        )
+    connection = _get(env, "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID") or _get(
+        env, "ICA_SERVICE_CONNECTION_ID"
+    )
+    if not connection:
+        raise IdentityError(
+            "the workload-identity token expired and the service connection's id is unknown: set "
+            "ICA_SERVICE_CONNECTION_ID (AzureCLI@2 sets AZURESUBSCRIPTION_SERVICE_CONNECTION_ID)"
+        )
+    joiner = "&" if urllib.parse.urlsplit(request_uri).query else "?"
+    url = (
+        f"{request_uri}{joiner}api-version=7.1-preview.1"
+        f"&serviceConnectionId={urllib.parse.quote(connection, safe='')}"
+    )
+    headers = {
+        "Authorization": f"Bearer {access_token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    data = _exchange("Azure DevOps's OIDC token service", url, b"", headers, timeout, sleep, clock)
+    token = data.get("oidcToken")
+    if not isinstance(token, str) or not token:
+        raise IdentityError("Azure DevOps's OIDC token service answered without an oidcToken")
+    return token
 
 
 def entra_token(
@@ -210,6 +279,13 @@ def _exchange(
         except wire.NoAnswer as exc:
             failure = IdentityUnavailable(f"{who} at {where} is unreachable: {exc}")
         else:
+            if status == 203 or 300 <= status < 400:
+                # Azure DevOps answers an unauthenticated call with its sign-in page: 203
+                # Non-Authoritative Information (HTML) or a 302 to the sign-in.
+                raise IdentityError(
+                    f"{who} answered {status} with a sign-in page: the access token is missing "
+                    "or not valid (SYSTEM_ACCESSTOKEN)"
+                )
             if 200 <= status < 300:
                 return _parse(who, body)
             text = _error_text(body)

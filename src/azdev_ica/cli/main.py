@@ -41,13 +41,21 @@ ALL_MODULES = (
 )
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    command: str | None = None, *, pipeline_only: bool = False
+) -> argparse.ArgumentParser:
     """The command tree: only `command`'s branch when it is a pipeline command, otherwise the
-    whole tree (also used by tests to check commands written in pipeline files)."""
+    whole tree (also used by tests to check commands written in pipeline files).
+    `pipeline_only`: the tree of the zipapp ICA serves, which holds only the pipeline client."""
     import importlib
 
     only = PIPELINE_COMMANDS.get(command or "")
-    registrations = [only] if only else [(name, "register") for name in ALL_MODULES]
+    if only:
+        registrations = [only]
+    elif pipeline_only:
+        registrations = [("pipeline", "register"), ("gate_client", "register")]
+    else:
+        registrations = [(name, "register") for name in ALL_MODULES]
     parser = _Parser(
         prog="ica",
         description="ICA: deployment governance. Pipelines report runs; deploys wait at gates.",
@@ -63,10 +71,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, pipeline_only: bool = False) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = next((item for item in arguments if not item.startswith("-")), None)
-    parser = build_parser(command)
+    parser = build_parser(command, pipeline_only=pipeline_only)
     args = parser.parse_args(arguments)
     result: int = args.func(args)
     return result
