@@ -30,6 +30,7 @@ MODULES = (
     "cli/http.py",
     "cli/wire.py",
     "cli/identity.py",
+    "cli/formats.py",
 )
 
 MAIN = """\

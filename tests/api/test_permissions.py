@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
+import azdev_ica
 from azdev_ica.api.deps import PUBLIC, SIGNED, declared_permission
 from azdev_ica.auth.roles import Permission, Role, permissions_of
 from tests.conftest import bearer
@@ -106,6 +107,7 @@ BODIES: dict[str, dict[str, Any]] = {
     },
 }
 PATH_PARAMS = {
+    "version": azdev_ica.__version__,  # the pipeline client ICA serves
     "run_key": RUN_KEY,
     "index": "0",
     "login": "nobody@example.org",

@@ -349,6 +349,9 @@ class Agent:
         for line in done.stdout.splitlines():
             if line.startswith("##vso[task.prependpath]"):
                 self.added_path.append(line.split("]", 1)[1].strip())
+            set_variable = re.match(r"^##vso\[task\.setvariable variable=([\w.]+)\](.*)$", line)
+            if set_variable:  # a variable for the job's later steps (in their environment too)
+                variables[set_variable.group(1)] = set_variable.group(2)
         return done.returncode, done.stdout, done.stderr
 
 

@@ -163,6 +163,8 @@ class Runner:
     log: list[StepRun] = field(default_factory=list)
     # Directories steps added with GITHUB_PATH: prepended to PATH for the job's later steps.
     added_path: list[str] = field(default_factory=list)
+    # Variables steps set with GITHUB_ENV: in the environment of the job's later steps.
+    added_env: dict[str, str] = field(default_factory=dict)
 
     def run(self, workflow: Mapping[str, Any], job: str) -> str:
         spec = workflow["jobs"][job]
@@ -217,6 +219,8 @@ class Runner:
         output.write_text("")
         github_path = self._runner_temp() / f".path-{number}"
         github_path.write_text("")
+        github_env = self._runner_temp() / f".env-{number}"
+        github_env.write_text("")
         path = self.workdir / f".step-{number}.sh"
         path.write_text(script)
         search = os.pathsep.join([*reversed(self.added_path), env["PATH"]])
@@ -225,7 +229,9 @@ class Runner:
             cwd=self.workdir,
             env={
                 **env,
+                **self.added_env,
                 "PATH": search,
+                "GITHUB_ENV": str(github_env),
                 "GITHUB_OUTPUT": str(output),
                 "GITHUB_PATH": str(github_path),
             },
@@ -237,6 +243,10 @@ class Runner:
         outcome = "success" if done.returncode == 0 else "failure"
         self._record(StepRun(label, outcome, done.returncode, done.stdout, done.stderr))
         self.added_path += [line for line in github_path.read_text().splitlines() if line]
+        for line in github_env.read_text().splitlines():  # NAME=value (no multi-line values here)
+            if "=" in line:
+                name, value = line.split("=", 1)
+                self.added_env[name] = value
         return outcome, _outputs(output.read_text())
 
     def _runner_temp(self) -> Path:

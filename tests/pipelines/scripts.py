@@ -34,6 +34,8 @@ DEFAULT_PLACEHOLDER = "1"
 
 _TEMPLATE_EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _MACRO = re.compile(r"\$\(([A-Za-z_][\w.]*)\)")
+# "${args[@]}": options built up in a bash array (empty when the input is not given).
+_SHELL_ARRAY = re.compile(r'"?\$\{[A-Za-z_]\w*\[@\]\}"?')
 _SHELL_VAR = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
 _OPERATORS = frozenset({";", ";;", "&&", "||", "|", "(", ")", "&", ">", ">>", "<", "2>", "|&"})
 _COMMAND_WORDS = frozenset({"then", "else", "do", "!", "elif", "if", "while", "until"})
@@ -65,6 +67,7 @@ def substitute(text: str) -> str:
     """Template expressions, macros and shell variables replaced by placeholder values."""
     text = _TEMPLATE_EXPR.sub(lambda m: _placeholder(m.group(1)), text)
     text = _MACRO.sub(lambda m: _placeholder(m.group(1)), text)
+    text = _SHELL_ARRAY.sub("", text)
     return _SHELL_VAR.sub(lambda m: _placeholder(m.group(1) or m.group(2)), text)
 
 

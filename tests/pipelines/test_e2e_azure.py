@@ -38,12 +38,20 @@ class AzureRun:
     """One pipeline run: its work directory, its variables and the agent that plays it."""
 
     def __init__(
-        self, stack: Stack, tmp_path: Path, *, failing_tests: bool = False, **overrides: Any
+        self,
+        stack: Stack,
+        tmp_path: Path,
+        *,
+        failing_tests: bool = False,
+        failing_deploy: bool = False,
+        **overrides: Any,
     ) -> None:
         self.stack = stack
         self.build_id = str(next(_build_ids))
         self.run_key = f"ado:{PROJECT}:{self.build_id}"
-        self.work, tools = make_workdir(tmp_path, failing_tests=failing_tests)
+        self.work, tools = make_workdir(
+            tmp_path, failing_tests=failing_tests, failing_deploy=failing_deploy
+        )
         parameters = yaml.safe_load(AZURE_EXAMPLE.read_text())["extends"]["parameters"]
         parameters["icaUrl"] = stack.url
         parameters["icaClientSha256"] = client_zipapp.sha256()  # pinned by the pipeline
@@ -136,6 +144,11 @@ class AzureRun:
         )
 
 
+def answer(stdout: str) -> Any:
+    """ICA's JSON answer in a step's output, without the agent's logging commands."""
+    return json.loads("\n".join(x for x in stdout.splitlines() if not x.startswith("##vso[")))
+
+
 def digest_of(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -150,7 +163,7 @@ def test_a_production_deploy_runs_through_every_hook(stack, tmp_path):
     def after(step: StepRun) -> None:
         if step.name == "ICA gate":
             seen["lock"] = stack.lock()
-            seen["gate"] = json.loads(step.stdout)
+            seen["gate"] = answer(step.stdout)
 
     run.agent.on_step = after
     entra_calls = stack.tokens.hits["entra"]
@@ -307,6 +320,33 @@ def test_a_run_cancelled_while_waiting_at_the_check_is_closed_cancelled(stack, t
     assert stack.lock()["status"] == "free"
 
 
+def test_a_failed_deploy_is_reported_as_a_failed_deployment(stack, tmp_path):
+    run = AzureRun(stack, tmp_path, failing_deploy=True)
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    assert run.run()["ica_deploy"] == "Failed", run.show()
+    assert run.step("ICA deploy event").code == 0
+    recorded = stack.run(run.run_key)
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["deploy"]["status"] == "failed"  # it reaches the change failure rate
+    assert recorded["status"] == "failed"
+    assert stack.lock()["status"] == "free"
+
+
+def test_scan_findings_from_sarif_and_the_sbom_reach_ica(stack, tmp_path):
+    run = AzureRun(stack, tmp_path, sarifFiles="scan.sarif", sbomFile="bom.cdx.json")
+    run.agent.checks["ica_deploy"] = run.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    assert run.run()["ica_deploy"] == "Succeeded", run.show()  # the policy does not require scans
+    recorded = stack.run(run.run_key)
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["scan"]["findings"] == {"critical": 1, "high": 2, "medium": 1, "low": 1}
+    assert "scan.critical" in stack.audit_actions(run.run_key)  # the alert fires through the kit
+    assert answer(run.step("ICA gate").stdout)["status"] == "allow"
+
+
 def test_a_rejected_approval_fails_the_run_through_the_close_out(stack, tmp_path):
     run = AzureRun(stack, tmp_path)
     run.agent.checks["ica_deploy"] = run.environment_check([("bob", "reject")])
@@ -410,7 +450,7 @@ def test_ica_briefly_unreachable_is_retried(stack, tmp_path):
     run.agent.on_step = before_gate
     assert run.run()["ica_deploy"] == "Succeeded", run.show()
     assert stack.relay.refused > refused
-    assert json.loads(run.step("ICA gate").stdout)["status"] == "allow"
+    assert answer(run.step("ICA gate").stdout)["status"] == "allow"
     assert stack.run(run.run_key)["status"] == "success"
 
 

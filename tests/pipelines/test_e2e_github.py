@@ -26,11 +26,20 @@ ACTION = "platform/ica-pipelines/pipelines/github@"
 
 
 class GitHubRun:
-    def __init__(self, stack: Stack, tmp_path: Path, *, failing_tests: bool = False) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        tmp_path: Path,
+        *,
+        failing_tests: bool = False,
+        failing_deploy: bool = False,
+    ) -> None:
         self.stack = stack
         self.run_id = str(next(_run_ids))
         self.run_key = f"gh:{GITHUB_REPO_ID}:{self.run_id}"
-        self.work, tools = make_workdir(tmp_path, failing_tests=failing_tests)
+        self.work, tools = make_workdir(
+            tmp_path, failing_tests=failing_tests, failing_deploy=failing_deploy
+        )
         self.workflow = yaml.safe_load(GITHUB_EXAMPLE.read_text())
         self.workflow["jobs"]["deploy"]["env"]["ICA_URL"] = stack.url
         self.workflow["jobs"]["deploy"]["env"]["ICA_CLIENT_SHA256"] = client_zipapp.sha256()
@@ -139,6 +148,26 @@ def test_a_cancelled_run_is_recorded_cancelled(stack, tmp_path):
     assert run.step("ICA finish").outcome == "success"
     assert stack.run(run.run_key)["status"] == "cancelled"
     assert stack.lock()["status"] == "free"
+
+
+def test_a_failed_deploy_is_reported_as_a_failed_deployment(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path, failing_deploy=True)
+    signer = stack.sign_when_asked(run.run_key, [("alice", "approve"), ("bob", "approve")])
+    assert run.run() == "failure", run.show()
+    signer.join(timeout=5)
+    assert run.step("deploy.sh").outcome == "failure"
+    assert run.step("ICA deploy").outcome == "success"  # if: success() || failure()
+    recorded = stack.run(run.run_key)
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["deploy"]["status"] == "failed"
+    assert recorded["status"] == "failed"
+    assert stack.lock()["status"] == "free"
+
+
+def test_a_failed_test_deploys_nothing_and_reports_no_deployment(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path, failing_tests=True)
+    run.run()
+    assert "deploy" not in [event["phase"] for event in stack.run(run.run_key)["events"]]
 
 
 def test_without_id_token_write_no_oidc_token_is_asked(stack, tmp_path):

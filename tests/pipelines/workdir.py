@@ -38,14 +38,25 @@ exec {python} "$@"
 """
 
 
-def make_workdir(tmp_path: Path, *, failing_tests: bool = False) -> tuple[Path, Path]:
+SAMPLES = Path(__file__).parent.parent / "cli" / "samples"
+
+
+def make_workdir(
+    tmp_path: Path, *, failing_tests: bool = False, failing_deploy: bool = False
+) -> tuple[Path, Path]:
     """(the checked-out repository, a directory of tools to put first on PATH)."""
     work, tools = tmp_path / "work", tmp_path / "tools"
     work.mkdir()
     tools.mkdir()
+    for sample in ("scan.sarif", "bom.cdx.json"):  # what a scanner and an SBOM tool wrote
+        (work / sample).write_text((SAMPLES / sample).read_text())
     tests = "@echo 'FAILED test_register_farmer' && exit 1" if failing_tests else "@true"
     (work / "Makefile").write_text(MAKEFILE.format(tests=tests))
-    (work / "deploy.sh").write_text(DEPLOY)
+    (work / "deploy.sh").write_text(
+        '#!/bin/bash\necho "deploy: the rollout timed out" >&2\nexit 1\n'
+        if failing_deploy
+        else DEPLOY
+    )
     (work / "deploy.sh").chmod(0o755)
     (work / "ica-requirements.txt").write_text(f"azdev-ica==0.1.0 --hash=sha256:{'e' * 64}\n")
     python3 = tools / "python3"

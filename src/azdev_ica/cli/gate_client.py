@@ -85,7 +85,9 @@ def register(sub: Any) -> None:
     evaluate.add_argument(
         "--dependencies", metavar="FILE", help="a file with one package id per line (- for stdin)"
     )
-    evaluate.add_argument("--sbom", metavar="FILE", help="a CycloneDX SBOM (JSON)")
+    evaluate.add_argument(
+        "--sbom", metavar="FILE", help="a CycloneDX or SPDX 2.x SBOM (JSON): its dependencies"
+    )
     evaluate.add_argument(
         "--version", dest="release_version", help="semantic version being deployed, e.g. 2.0.0"
     )
@@ -157,10 +159,12 @@ def _gate_evaluate(args: argparse.Namespace) -> int:
             lines = _read(args.dependencies).splitlines()
             body["dependencies"] = [line.strip() for line in lines if line.strip()]
         if args.sbom:
+            from azdev_ica.cli import formats
+
             try:
-                body["sbom"] = json.loads(_read(args.sbom))
-            except ValueError as exc:
-                raise UsageError(f"--sbom is not JSON: {exc}") from None
+                body["sbom"] = formats.sbom_components(args.sbom, _read(args.sbom))
+            except formats.FormatError as exc:
+                raise UsageError(f"--sbom: {exc}") from None
         deadline = time.monotonic() + (args.wait or 0)
         while True:
             response = client.post_json("/api/v1/azdev/gate/evaluate", body, None)

@@ -230,6 +230,14 @@ def register_run(sub: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="one payload field; VALUE is parsed as JSON when it can be (repeatable)",
     )
+    event.add_argument(
+        "--sarif",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="scan phase: a SARIF 2.1.0 log; its findings are counted by severity into "
+        "findings.critical/high/medium/low (repeatable)",
+    )
     event.set_defaults(func=_event)
 
     finish = add("finish", "record that the run (this attempt) finished")
@@ -301,7 +309,12 @@ def _start(args: argparse.Namespace) -> int:
 def _event(args: argparse.Namespace) -> int:
     def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
         run_key, attempt = _run_key_and_attempt(args, env)
-        body: dict[str, Any] = {"run_key": run_key, "phase": args.phase, "data": _payload(args)}
+        data = _payload(args)
+        if args.sarif:
+            if args.phase != "scan":
+                raise UsageError("--sarif is for the scan phase")
+            data["findings"] = _sarif(args.sarif)
+        body: dict[str, Any] = {"run_key": run_key, "phase": args.phase, "data": data}
         if attempt is not None:
             body["attempt"] = attempt
         if args.event_id:
@@ -471,6 +484,22 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
             value = raw
         data[key] = value
     return data
+
+
+def _sarif(paths: list[str]) -> dict[str, int]:
+    from azdev_ica.cli import formats
+
+    texts = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                texts.append((path, handle.read()))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return formats.sarif_findings(texts)
+    except formats.FormatError as exc:
+        raise UsageError(f"--sarif: {exc}") from None
 
 
 def _idempotency_key() -> str:
