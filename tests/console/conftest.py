@@ -42,32 +42,45 @@ class Watched:
 
     problems: list[str] = field(default_factory=list)
     expected_statuses: set[int] = field(default_factory=set)
+    # Only ICA's own pages and requests are judged (not an identity provider's pages).
+    origin: str = ""
+
+    def _ours(self, url: str) -> bool:
+        return url.startswith(self.origin + "/")
 
     def attach(self, context: Any) -> None:
         context.on("page", self._watch_page)
 
     def _watch_page(self, page: Any) -> None:
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self._page_error(page, error))
         page.on("requestfailed", self._failed)
         page.on("response", self._response)
 
-    def _console(self, message: Any) -> None:
+    def _console(self, page: Any, message: Any) -> None:
         # Chromium logs every 4xx a page receives as "Failed to load resource"; those are
         # judged with their URL in `_response`.
+        if not self._ours(page.url):
+            return
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            self.problems.append(f"console error: {message.text}")
+            self.problems.append(f"console error on {page.url}: {message.text}")
+
+    def _page_error(self, page: Any, error: Any) -> None:
+        if self._ours(page.url):
+            self.problems.append(f"page error on {page.url}: {error}")
 
     def _failed(self, request: Any) -> None:
         # A navigation cancels the requests still loading on the page it leaves (the icon,
         # a poll): ERR_ABORTED is that, not a failure.
-        if request.failure != "net::ERR_ABORTED":
+        if self._ours(request.url) and request.failure != "net::ERR_ABORTED":
             self.problems.append(
                 f"request failed: {request.method} {request.url} ({request.failure})"
             )
 
     def _response(self, response: Any) -> None:
         status = response.status
+        if not self._ours(response.url):
+            return
         if status >= 500 or (status >= 400 and status not in self.expected_statuses):
             self.problems.append(f"answer {status}: {response.request.method} {response.url}")
 
@@ -98,8 +111,8 @@ def server(app: Any) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def watched() -> Watched:
-    return Watched()
+def watched(server: LiveServer) -> Watched:
+    return Watched(origin=server.url)
 
 
 @pytest.fixture
