@@ -126,6 +126,25 @@ class SignInLocked(Unauthenticated):
     title = "Too many failed sign-ins"
 
 
+class TooManyRequests(IcaError):
+    """Over a rate or concurrency limit: come back after `retry_after_seconds` (also sent as
+    the Retry-After header)."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+
+class ServiceUnavailable(IcaError):
+    """The database cannot be reached just now (a restart, a failover): nothing is known to
+    have changed unless the problem says so; repeat the request with the same
+    Idempotency-Key after `retry_after_seconds` (also the Retry-After header)."""
+
+    status = 503
+    slug = "unavailable"
+    title = "The service is briefly unavailable"
+
+
 class CsrfRefused(Forbidden):
     slug = "csrf"
     title = "The request did not come from this session's own pages"

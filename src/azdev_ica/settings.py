@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from azdev_ica.adapters.notify.config import NotifyConfig
 from azdev_ica.auth.oidc_login import OidcLoginConfig
@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     signin_max_failures: int = Field(default=5, ge=1, le=1000)
     signin_lockout_seconds: float = Field(default=30, gt=0, le=86_400)
     signin_lockout_max_seconds: float = Field(default=3600, gt=0, le=7 * 86_400)
+    # Sign-in attempts a client address, and a login, may make per minute in this process
+    # (beyond them 429 with Retry-After, nothing written); and how many password hashes
+    # (argon2id: 64 MiB each) may be computed at once (beyond it 429 with Retry-After).
+    signin_rate_per_address: int = Field(default=30, ge=1, le=100_000)
+    signin_rate_per_login: int = Field(default=10, ge=1, le=100_000)
+    signin_hash_concurrency: int = Field(default=4, ge=1, le=256)
+    # Proxies whose X-Forwarded-For is believed (CIDR list, JSON or comma-separated in
+    # ICA_TRUSTED_PROXIES): the client address is taken from the forwarded header only when
+    # the connection comes from one of them, otherwise it is the socket's peer.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     # Browser sessions end after this long without a request, and this long after sign-in.
     session_idle_minutes: float = Field(default=30, gt=0, le=24 * 60)
     session_lifetime_hours: float = Field(default=12, gt=0, le=24 * 30)
@@ -130,6 +140,19 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=200, ge=1, le=10_000)
     # Notification channels and routes, as JSON in ICA_NOTIFY (adapters/notify/config.py).
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        # `10.0.0.0/8, 192.168.1.7` or a JSON list; a bare address is a /32 (or /128).
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from azdev_ica.adapters.notify import DeliveryError, find_sender
 from azdev_ica.db.tables import ApprovalCallback, AuditInbox, OutboxMessage
+from azdev_ica.jobs.delivery import deliver_due
 from azdev_ica.services.approvals import expire_due
 
 API = "/api/v1/azdev"
@@ -28,12 +29,23 @@ JOB = "0f1e2d3c-3333-4c2b-9d1e-000000000job"
 TASK = "a0b1c2d3-4444-4c2b-9d1e-00000000task"
 
 
+SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in to your account</title></head></html>"
+
+
 class Recorder:
-    """A loopback HTTP server standing in for Azure DevOps; answers `status` to each POST."""
+    """A loopback HTTP server standing in for Azure DevOps. As Azure DevOps does, it accepts
+    the job's own access token (`job-access-token-*`, or TOKEN) and answers anything else
+    with 401 only when the caller sent `X-TFS-FedAuthRedirect: Suppress`; otherwise with a
+    203 and its HTML sign-in page, or (`redirect_to` set) a 302 to the sign-in host.
+    `suppress_honoured = False` plays an old server or proxy that ignores the header.
+    `status` forces an answer for a good token (e.g. a 503)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
+        self.revoked: set[str] = set()
+        self.redirect_to: str | None = None
+        self.suppress_honoured = True
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,13 +54,20 @@ class Recorder:
                 recorder.requests.append(
                     {
                         "path": self.path,
-                        "headers": dict(self.headers),
+                        # Names as sent: urllib capitalises only the first letter.
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
                         "body": self.rfile.read(length),
                     }
                 )
-                self.send_response(recorder.status)
-                self.send_header("Content-Length", "0")
+                status, headers, body = recorder.answer(self.headers)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST  # a followed redirect arrives as a GET
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -57,6 +76,21 @@ class Recorder:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def token_ok(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        good = token == TOKEN or token.startswith("job-access-token-")
+        return scheme == "Bearer" and good and token not in self.revoked
+
+    def answer(self, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        if self.token_ok(headers.get("Authorization")):
+            return self.status, {}, b""
+        suppressed = headers.get("X-TFS-FedAuthRedirect") == "Suppress"
+        if suppressed and self.suppress_honoured:
+            return 401, {"WWW-Authenticate": "Bearer"}, b""
+        if self.redirect_to is not None:
+            return 302, {"Location": self.redirect_to + "/_signin?realm=dev.azure.com"}, b""
+        return 203, {"Content-Type": "text/html; charset=utf-8"}, SIGN_IN_PAGE
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -132,8 +166,8 @@ def test_an_approval_calls_the_check_back_with_succeeded(
         f"/fabrikam/{ADO_PROJECT}/_apis/distributedtask/hubs/checks/plans/{PLAN}/events"
         "?api-version=2.0-preview.1"
     )
-    assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
-    assert request["headers"]["Content-Type"] == "application/json"
+    assert request["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert request["headers"]["content-type"] == "application/json"
     assert json.loads(request["body"]) == {
         "name": "TaskCompleted",
         "taskId": TASK,
@@ -195,11 +229,147 @@ def test_a_lapsed_token_is_a_permanent_failure(client, check, people, ctx, setti
         headers=people["bob"].headers,
     )
     [message] = callbacks(ctx)
-    azure.status = 401
+    azure.revoked.add(TOKEN)
     with pytest.raises(DeliveryError) as caught:
         deliver(message, settings)
     assert caught.value.permanent
+    assert "401" in str(caught.value)
     assert TOKEN not in str(caught.value)
+
+
+def test_the_callback_asks_for_a_401_rather_than_a_sign_in_page(
+    client, check, people, ctx, settings, azure
+):
+    client.post(
+        f"{API}/approval/{check['id']}/sign",
+        json={"decision": "reject"},
+        headers=people["bob"].headers,
+    )
+    [message] = callbacks(ctx)
+    deliver(message, settings)
+    assert azure.requests[0]["headers"]["x-tfs-fedauthredirect"] == "Suppress"
+
+
+def test_a_sign_in_page_is_not_a_delivery(client, check, people, ctx, settings, azure):
+    # A server that ignores X-TFS-FedAuthRedirect answers a lapsed token with a 203 and
+    # its HTML sign-in page: the check was not told anything.
+    client.post(
+        f"{API}/approval/{check['id']}/sign",
+        json={"decision": "reject"},
+        headers=people["bob"].headers,
+    )
+    azure.revoked.add(TOKEN)
+    azure.suppress_honoured = False
+    report = deliver_due(ctx, settings)
+    assert (report.delivered, report.failed) == (0, 1), report
+    [message] = callbacks(ctx)
+    assert message.state == "failed"
+    assert "203" in (message.last_error or "")
+
+
+def test_an_html_page_with_a_200_is_not_a_delivery(check, ctx, settings, azure, clock):
+    clock.advance(timedelta(hours=24))
+    expire_due(ctx)
+    [message] = callbacks(ctx)
+    azure.status = 200
+    original = azure.answer
+    azure.answer = lambda headers: (  # type: ignore[method-assign]
+        200,
+        {"Content-Type": "text/html"},
+        SIGN_IN_PAGE,
+    )
+    with pytest.raises(DeliveryError) as caught:
+        deliver(message, settings)
+    azure.answer = original  # type: ignore[method-assign]
+    assert caught.value.permanent
+    assert "HTML" in str(caught.value)
+
+
+def test_a_redirect_is_never_followed_with_the_token(client, check, people, ctx, settings, azure):
+    sign_in_host = Recorder()
+    try:
+        client.post(
+            f"{API}/approval/{check['id']}/sign",
+            json={"decision": "reject"},
+            headers=people["bob"].headers,
+        )
+        azure.revoked.add(TOKEN)
+        azure.suppress_honoured = False
+        azure.redirect_to = sign_in_host.url
+        report = deliver_due(ctx, settings)
+    finally:
+        sign_in_host.stop()
+    assert sign_in_host.requests == []  # the token went nowhere else
+    assert (report.delivered, report.failed) == (0, 1)
+    assert "302" in (callbacks(ctx)[0].last_error or "")
+
+
+def test_the_token_is_deleted_once_the_check_is_answered(
+    client, check, people, ctx, settings, azure
+):
+    client.post(
+        f"{API}/approval/{check['id']}/sign",
+        json={"decision": "reject"},
+        headers=people["bob"].headers,
+    )
+    assert deliver_due(ctx, settings).delivered == 1
+    [message] = callbacks(ctx)
+    assert message.state == "delivered"
+    assert "token_sealed" not in message.payload
+    with ctx.read() as session:
+        [stored] = session.scalars(select(ApprovalCallback)).all()
+    assert stored.token_sealed is None
+
+
+def test_a_failed_callback_keeps_its_token_for_a_retry(client, check, people, ctx, settings, azure):
+    client.post(
+        f"{API}/approval/{check['id']}/sign",
+        json={"decision": "reject"},
+        headers=people["bob"].headers,
+    )
+    azure.status = 503
+    assert deliver_due(ctx, settings).retried == 1
+    with ctx.read() as session:
+        [stored] = session.scalars(select(ApprovalCallback)).all()
+    assert stored.token_sealed is not None
+    assert "token_sealed" in callbacks(ctx)[0].payload
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://ado.example/fabrikam/_apis/x",
+        "http://10.0.0.7/fabrikam/_apis/x",
+        "ftp://ado.example/x",
+    ],
+)
+def test_the_sender_refuses_plain_http_off_loopback(check, ctx, settings, azure, clock, url):
+    clock.advance(timedelta(hours=24))
+    expire_due(ctx)
+    [message] = callbacks(ctx)
+    message.payload = {**message.payload, "url": url}
+    with pytest.raises(DeliveryError) as caught:
+        deliver(message, settings)
+    assert caught.value.permanent
+    assert url not in str(caught.value)
+
+
+def test_a_plain_http_plan_url_is_refused_off_loopback(client, make_key, run_key, azure, settings):
+    client.app.state.settings = settings.model_copy(
+        update={"ado_callback_hosts": ["127.0.0.1", "ado.example"]}
+    )
+    key = make_key("azdev_devops", ["to"])
+    plain = {**check_headers(azure, key), "PlanUrl": "http://ado.example/fabrikam/"}
+    response = client.post(
+        f"{API}/approval", json={"run_key": run_key, "callback": True}, headers=plain
+    )
+    assert response.status_code == 422, response.text
+    assert "https" in response.json()["detail"]
+    secure = {**check_headers(azure, key), "PlanUrl": "https://ado.example/fabrikam/"}
+    response = client.post(
+        f"{API}/approval", json={"run_key": run_key, "callback": True}, headers=secure
+    )
+    assert response.status_code == 201, response.text
 
 
 @pytest.mark.parametrize(

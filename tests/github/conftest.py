@@ -70,6 +70,8 @@ class FakeGitHub:
         self.minted: list[str] = []
         self.problems: list[str] = []  # what the fake refused, and why
         self.review_status = 204
+        # A renamed repository: GitHub answers its old URLs with a 301 to the new place.
+        self.moved_to: str | None = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,6 +89,8 @@ class FakeGitHub:
                 status, answer = fake.answer(self.path, self.headers, body)
                 data = json.dumps(answer).encode() if answer is not None else b""
                 self.send_response(status)
+                if status == 301 and fake.moved_to is not None:
+                    self.send_header("Location", fake.moved_to + self.path)
                 if data:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -138,6 +142,8 @@ class FakeGitHub:
                 document = json.loads(body)
             except ValueError:
                 return self.refuse(400, "body is not JSON")
+            if self.moved_to is not None:
+                return 301, {"message": "Moved Permanently", "url": self.moved_to + path}
             if self.review_status == 204:
                 self.reviews.append({**review.groupdict(), "body": document})
             return self.review_status, None

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from azdev_ica.adapters.notify import DeliveryError, find_sender
 from azdev_ica.db.tables import Approval, AuditInbox, GithubReview, OutboxMessage
 from azdev_ica.jobs.delivery import deliver_due
 from azdev_ica.services.approvals import expire_due
@@ -488,3 +489,39 @@ def test_a_wrong_app_key_fails_the_message_without_calling_the_review(
     assert github.reviews == []
     [problem] = github.problems
     assert problem.startswith("JWT:")
+
+
+def test_a_redirect_is_never_followed_with_the_installation_token(
+    client, ctx, settings, github, opened, people
+):
+    from tests.approvals.test_ado_callback import Recorder
+
+    elsewhere = Recorder()
+    try:
+        github.moved_to = elsewhere.url  # the repository was renamed
+        assert sign(client, opened["approval_id"], people["bob"], "reject").status_code == 200
+        report = deliver_due(ctx, settings)
+    finally:
+        elsewhere.stop()
+    assert elsewhere.requests == []  # the token went nowhere else
+    assert (report.delivered, report.failed) == (0, 1), report
+    assert "301" in report.errors[0]
+
+
+def test_the_review_goes_over_https_only_off_loopback(
+    client, ctx, settings, github, opened, people
+):
+    plain = settings.model_copy(update={"github_api_url": "http://github.example/api/v3"})
+    assert sign(client, opened["approval_id"], people["bob"], "reject").status_code == 200
+    with ctx.read() as session:
+        message = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.channel == "github_review")
+        ).one()
+    message.payload = {**message.payload, "url": callback_url("http://github.example/api/v3")}
+    send = find_sender("github_review")
+    assert send is not None
+    with pytest.raises(DeliveryError) as caught:
+        send(message, plain)
+    assert caught.value.permanent
+    assert "http" in str(caught.value)
+    assert github.requests == []

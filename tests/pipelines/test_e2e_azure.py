@@ -115,7 +115,7 @@ class AzureRun:
                 f"/fabrikam/{PROJECT}/_apis/distributedtask/hubs/checks/plans/plan-{job}/events"
                 "?api-version=2.0-preview.1"
             )
-            assert request["headers"]["Authorization"] == f"Bearer job-access-token-{job}"
+            assert request["headers"]["authorization"] == f"Bearer job-access-token-{job}"
             callback = json.loads(request["body"])
             self.callbacks.append(callback)
             assert callback == {

@@ -21,6 +21,9 @@ class LiveServer:
             access_log=False,
             ws="none",
             lifespan=lifespan,
+            # As `ica serve` without ICA_TRUSTED_PROXIES: no peer's X-Forwarded-For is
+            # believed by uvicorn (ICA reads it itself, from trusted proxies only).
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="live-server", daemon=True)

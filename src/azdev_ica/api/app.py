@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 
 import azdev_ica
 from azdev_ica.api.audit_refs import AuditRefMiddleware
+from azdev_ica.api.hardening import JsonTextMiddleware, SecurityHeadersMiddleware
 from azdev_ica.api.limits import BodyLimitMiddleware, DuplicateSlashMiddleware
 from azdev_ica.api.problems import install_problem_handlers
 from azdev_ica.api.routes import (
@@ -34,6 +35,7 @@ from azdev_ica.api.routes import promotion as promotion_routes
 from azdev_ica.api.routes import report as report_routes
 from azdev_ica.api.schemas import Problem
 from azdev_ica.auth.jwt_bearer import JwtVerifier
+from azdev_ica.auth.signin_guard import SignInGuard
 from azdev_ica.clock import Clock, SystemClock
 from azdev_ica.db.engine import Database
 from azdev_ica.services.context import LedgerConfig, ServiceContext
@@ -127,10 +129,14 @@ def create_app(
     app.state.ctx = ctx
     app.state.sealer = None
     app.state.jwt_verifier = JwtVerifier(settings.oidc_trust, clock=app.state.ctx.clock)
+    app.state.signin_guard = SignInGuard.from_settings(settings)
     install_problem_handlers(app)
+    # Innermost first: JSON text is checked on a body the size limit already bounds.
+    app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(AuditRefMiddleware)  # the ICA-Audit-Ref header of writes
     app.add_middleware(DuplicateSlashMiddleware)  # `//api/...` from a check's URL + suffix
+    app.add_middleware(SecurityHeadersMiddleware)
 
     api = APIRouter(responses=COMMON_RESPONSES)
     api.include_router(runs.router)

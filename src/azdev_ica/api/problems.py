@@ -76,9 +76,12 @@ def _answer(
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(IcaError)
     def _domain(request: Request, exc: IcaError) -> Response:
-        headers = None
+        headers: dict[str, str] = {}
         if exc.status == 401:
-            headers = {"WWW-Authenticate": 'Bearer realm="ICA", Basic realm="ICA"'}
+            headers["WWW-Authenticate"] = 'Bearer realm="ICA", Basic realm="ICA"'
+        retry_after = exc.extensions.get("retry_after_seconds")
+        if isinstance(retry_after, int) and retry_after > 0:
+            headers["Retry-After"] = str(retry_after)
         return _answer(
             request,
             status=exc.status,
@@ -86,7 +89,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             title=exc.title,
             detail=exc.detail,
             extensions=exc.extensions,
-            headers=headers,
+            headers=headers or None,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -143,4 +146,6 @@ def install_problem_handlers(app: FastAPI) -> None:
             slug="internal",
             title="Internal error",
             detail="the error was logged; the request changed nothing",
+            # Answered outside the middleware that adds these to every other answer.
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
         )

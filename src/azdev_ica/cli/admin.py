@@ -305,13 +305,14 @@ def _serve(args: argparse.Namespace) -> int:
 @_guarded
 def _init(args: argparse.Namespace) -> int:
     from azdev_ica.db import migrate
+    from azdev_ica.db.engine import private_directory
     from azdev_ica.errors import IcaError
     from azdev_ica.services.apikeys import count_admin_keys, create_api_key
     from azdev_ica.services.policies import apply_policy
     from azdev_ica.settings import create_secret_key_file
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     if not settings.secret_key.get_secret_value():
         path = settings.resolved_secret_key_file()
         if create_secret_key_file(path):

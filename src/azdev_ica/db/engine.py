@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,14 +18,16 @@ def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _private_file(Path(database))
+        # hide_parameters: a failed statement is logged without its values (tokens, names).
+        engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_engine(
             url,
+            hide_parameters=True,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
@@ -33,6 +36,35 @@ def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000)
         )
     backend = parsed.get_backend_name()
     raise UnsupportedDatabase(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+def private_directory(path: Path) -> None:
+    """Create `path` and its missing parents as 0700, whatever the umask. A directory that
+    exists already is left as its owner made it (it may be shared, e.g. the working one)."""
+    missing = []
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file as 0600 (and its directory as 0700) before SQLite does, so the
+    database is never readable by others, whatever the umask. SQLite gives its -wal and -shm
+    files the database file's mode."""
+    private_directory(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 class UnsupportedDatabase(ValueError):

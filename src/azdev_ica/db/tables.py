@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -547,6 +548,11 @@ class SignInThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[datetime]
     locked_until: Mapped[datetime | None]
+    # Requests refused while locked and not yet recorded, and the first one's time: the
+    # ledger gets one entry per lockout period with the count (migration 0017), so anonymous
+    # traffic cannot grow the permanent ledger request by request.
+    refused: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    refused_since: Mapped[datetime | None]
 
 
 class WebSession(Base):
@@ -647,7 +653,9 @@ class ApprovalCallback(Base):
     job_id: Mapped[str] = mapped_column(String(100))
     timeline_id: Mapped[str | None] = mapped_column(String(100))
     task_instance_id: Mapped[str] = mapped_column(String(100))
-    token_sealed: Mapped[str] = mapped_column(Text)
+    # NULL once the callback is delivered (migration 0017): a token is kept no longer than
+    # it is needed.
+    token_sealed: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     token_expires_at: Mapped[datetime]
     notified_at: Mapped[datetime | None]
@@ -970,6 +978,7 @@ class LedgerStall(Base):
 
 
 # --- Hardening (migration 0017) ---
+# Columns only: SignInThrottle.refused/refused_since, ApprovalCallback.token_sealed nullable.
 
 
 # --- Web console (migration 0018) ---

@@ -8,12 +8,15 @@ delivery under a lease, so normally one process delivers at all; the claim is wh
 second one (a paused leaseholder waking up) harmless. The outcome is written only while the
 claim is still the writer's (same `attempts`).
 
-Outcomes: accepted → `delivered`; a temporary failure → `pending` again after an exponential
-back-off with jitter (`outbox_backoff_seconds * 2**(attempts-1)`, capped, times a random factor
-in [0.5, 1)), or later if the other side asked with `Retry-After`; a permanent failure (HTTP 400,
-SMTP 550, no sender for the channel) or the last allowed attempt → `failed`. `ica outbox retry`
-puts failed rows back. A process that dies between sending and recording leaves the row
-claimed; it is sent again when the claim runs out (at least once, never lost).
+Outcomes: accepted → `delivered`, and a sealed credential the row carried (an Azure DevOps
+check's AuthToken, `token_sealed`) is deleted in the same transaction, from the row and from the
+waiting check it came from: it is kept no longer than it is needed; a temporary failure →
+`pending` again after an exponential back-off with jitter (`outbox_backoff_seconds *
+2**(attempts-1)`, capped, times a random factor in [0.5, 1)), or later if the other side asked
+with `Retry-After`; a permanent failure (HTTP 400, SMTP 550, no sender for the channel) or the
+last allowed attempt → `failed`. `ica outbox retry` puts failed rows back. A process that dies
+between sending and recording leaves the row claimed; it is sent again when the claim runs out
+(at least once, never lost).
 
 `notify` rows are not sent themselves: they fan out, in one transaction, into one row per
 channel that `ICA_NOTIFY` routes their topic and tenant to (and, for e-mail, one per recipient),
@@ -38,6 +41,7 @@ from sqlalchemy.orm import Session
 from azdev_ica.adapters.notify import DeliveryError, check_http_status, find_sender
 from azdev_ica.adapters.notify.config import EmailChannel
 from azdev_ica.db.tables import OutboxMessage, Person, RoleGrant
+from azdev_ica.services.approvals import forget_callback_token
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.outbox import DELIVERED, FAILED, NOTIFY_CHANNEL, PENDING
 from azdev_ica.settings import Settings
@@ -45,6 +49,7 @@ from azdev_ica.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 86_400.0
+SEALED_TOKEN = "token_sealed"  # noqa: S105 - the name of a payload field
 
 
 @dataclass
@@ -155,6 +160,8 @@ def _record(ctx: ServiceContext, message: OutboxMessage, **values: Any) -> bool:
             )
             .rowcount
         )
+        if done and values.get("state") == DELIVERED and SEALED_TOKEN in message.payload:
+            forget_callback_token(session, message.payload)
         return bool(done)
 
     return ctx.run_action(action)
@@ -180,7 +187,10 @@ def _send(
             error = _classify(exc)
     now = ctx.clock.now()
     if error is None:
-        if _record(ctx, message, state=DELIVERED, delivered_at=now, last_error=None):
+        values: dict[str, Any] = {"state": DELIVERED, "delivered_at": now, "last_error": None}
+        if SEALED_TOKEN in message.payload:
+            values["payload"] = {k: v for k, v in message.payload.items() if k != SEALED_TOKEN}
+        if _record(ctx, message, **values):
             report.delivered += 1
         return
     reason = error.reason[:1000]

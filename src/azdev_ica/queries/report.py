@@ -73,8 +73,9 @@ PRODUCTION = "production"
 def month_period(month: str) -> Period:
     """`2026-10` -> [2026-10-01, 2026-11-01) UTC; a ValidationProblem otherwise."""
     match = _MONTH.match(month)
-    if match is None or int(match.group(1)) < 2000:
-        raise ValidationProblem(f"not a month (YYYY-MM, from 2000): {month!r}")
+    # The period ends on the first of the next month, so December 9999 has no end to give.
+    if match is None or not 2000 <= int(match.group(1)) <= 9998:
+        raise ValidationProblem(f"not a month (YYYY-MM, 2000-01 to 9998-12): {month!r}")
     year, number = int(match.group(1)), int(match.group(2))
     start = datetime(year, number, 1, tzinfo=UTC)
     end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)

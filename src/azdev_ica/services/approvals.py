@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor, Principal
@@ -744,6 +744,7 @@ def _call_back(session: Session, row: Approval, waiting: ApprovalCallback, now: 
         tenant=row.tenant,
         payload={
             "approval_id": row.id,
+            "callback_id": waiting.id,
             "status": row.status,
             "url": ado_events_url(
                 waiting.plan_url, waiting.project_id, waiting.hub_name, waiting.plan_id
@@ -755,6 +756,22 @@ def _call_back(session: Session, row: Approval, waiting: ApprovalCallback, now: 
         },
         at=now,
     )
+
+
+def forget_callback_token(session: Session, payload: dict[str, Any]) -> None:
+    """Delete the sealed AuthToken of the check a delivered callback answered (called by the
+    delivery job in the transaction that records the delivery). Rows queued before the
+    payload named its callback are found by approval, job and task."""
+    where = (
+        [ApprovalCallback.id == int(payload["callback_id"])]
+        if "callback_id" in payload
+        else [
+            ApprovalCallback.approval_id == int(payload["approval_id"]),
+            ApprovalCallback.job_id == str(payload["job_id"]),
+            ApprovalCallback.task_instance_id == str(payload["task_id"]),
+        ]
+    )
+    session.execute(update(ApprovalCallback).where(*where).values(token_sealed=None))
 
 
 def _ref(row: Approval) -> dict[str, Any]:

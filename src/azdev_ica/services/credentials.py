@@ -7,9 +7,21 @@ work (an unknown login is verified against a dummy hash). Failures are counted p
 under a keyed hash of the login, known or not, so lockout behaviour says nothing about which
 logins exist either. The precise reason goes to the audit trail, never to the caller.
 
-Each failure is an audit entry in its own transaction (it must outlive the refusal); each
-success is one transaction: the TOTP step is consumed, the failures are forgotten, the
-session is opened and the sign-in is recorded together.
+Each attempt is first *admitted*, atomically, in one write transaction that counts it
+against the login before any password is checked (a row lock on PostgreSQL, BEGIN IMMEDIATE
+on SQLite): of a concurrent burst, at most `max_failures` attempts are ever checked, and once
+the limit is reached the login is locked before the next attempt can be admitted, so a right
+password sent in the same burst after the limit does not sign in. An admitted attempt that
+fails is an audit entry in its own transaction (it must outlive the refusal); a success is
+one transaction: the TOTP step is consumed, the count is forgotten, the session is opened
+and the sign-in is recorded together.
+
+Attempts refused because the login is locked write no entry each: they are counted on the
+throttle row and recorded as one `signin.refused` entry per lockout period, with the count
+(when the login is next admitted, signs in, or the retention job lets the row go). Before
+any of this, `SignInGuard` (auth/signin_guard.py) limits attempts per client address and
+per login and bounds concurrent password hashing, answering 429 without touching the
+database.
 """
 
 from __future__ import annotations
@@ -21,12 +33,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth import passwords, totp
 from azdev_ica.auth.principal import Actor, Grant
 from azdev_ica.auth.roles import Role
+from azdev_ica.auth.signin_guard import SignInGuard
 from azdev_ica.db.tables import Credential, Person, PersonToken, SignInThrottle
 from azdev_ica.errors import (
     SignInFailed,
@@ -117,9 +130,12 @@ def sign_in_with_password(
     rules: SignInRules,
     session_rules: SessionRules,
     previous_session: str | None = None,
+    client_address: str = "unknown",
+    guard: SignInGuard | None = None,
 ) -> NewSession:
     """Check a login, password and (when required or enrolled) a one-time code; open a
-    session. Raises SignInFailed or SignInLocked, with no hint of which part was wrong."""
+    session. Raises SignInFailed or SignInLocked, with no hint of which part was wrong, or
+    TooManyRequests when `guard` limits the client address, the login or the hashing."""
     try:
         normalised = normalise_login(login)
     except ValidationProblem:
@@ -127,9 +143,10 @@ def sign_in_with_password(
     key = login_key(ctx.pepper, normalised)
     now = ctx.clock.now()
 
+    guard = guard or SignInGuard.unbounded()
+    guard.check_rate(client_address, key)
+
     with ctx.read() as session:
-        throttle = session.get(SignInThrottle, key)
-        locked_until = throttle.locked_until if throttle is not None else None
         person = find_person(session, normalised) if normalised else None
         credential = session.get(Credential, person.id) if person is not None else None
         grants = (
@@ -138,15 +155,15 @@ def sign_in_with_password(
             else []
         )
 
-    if locked_until is not None and now < locked_until:
-        _record_failure(ctx, key=key, person=person, reason="locked", rules=rules, count=False)
-        raise SignInLocked(
-            "too many failed sign-ins; try again later",
-            retry_after_seconds=int((locked_until - now).total_seconds()) + 1,
-        )
-
-    stored = credential.password_hash if credential is not None else None
-    password_ok = passwords.verify_password(stored, password, rules.hash_profile)
+    with guard.hashing():
+        admission = _admit(ctx, key=key, person=person, rules=rules)
+        if admission.locked_until is not None:
+            raise SignInLocked(
+                "too many failed sign-ins; try again later",
+                retry_after_seconds=int((admission.locked_until - now).total_seconds()) + 1,
+            )
+        stored = credential.password_hash if credential is not None else None
+        password_ok = passwords.verify_password(stored, password, rules.hash_profile)
     try:
         if person is None:
             raise _Refused("unknown_login", None)
@@ -157,10 +174,8 @@ def sign_in_with_password(
         assert credential is not None
         step, recovery = _check_code(ctx, person.id, credential, grants, code, now)
     except _Refused as refused:
-        locked = _record_failure(
-            ctx, key=key, person=person, reason=refused.reason, rules=rules, count=True
-        )
-        log.info("sign-in refused (%s)%s", refused.reason, " and locked" if locked else "")
+        _record_failure(ctx, person=person, reason=refused.reason, admission=admission)
+        log.info("sign-in refused (%s)%s", refused.reason, " and locked" if admission.locks else "")
         raise SignInFailed(FAILED) from None
 
     person_id = person.id
@@ -182,7 +197,10 @@ def sign_in_with_password(
             )
             if consumed.rowcount != 1:  # type: ignore[attr-defined]
                 raise _Refused("totp_replayed", person_id)
-        session.execute(delete(SignInThrottle).where(SignInThrottle.login_key == key))
+        throttle = session.get(SignInThrottle, key, with_for_update=True)
+        if throttle is not None:
+            _record_refusals(session, throttle, person_id=person_id, now=now)
+            session.delete(throttle)
         token = open_session(
             session,
             pepper=ctx.pepper,
@@ -212,7 +230,7 @@ def sign_in_with_password(
     try:
         signed_in = ctx.run_action(action)
     except _Refused as refused:
-        _record_failure(ctx, key=key, person=person, reason=refused.reason, rules=rules)
+        _record_failure(ctx, person=person, reason=refused.reason, admission=admission)
         raise SignInFailed(FAILED) from None
     if previous_session:
         _end_quietly(ctx, previous_session)
@@ -252,39 +270,97 @@ def _check_code(
     return step, None
 
 
-def _record_failure(
-    ctx: ServiceContext,
-    *,
-    key: str,
-    person: Person | None,
-    reason: str,
-    rules: SignInRules,
-    count: bool = True,
-) -> bool:
-    """Count a failure (unless the login was locked already) and record it; True when this
-    failure locked the login."""
+@dataclass(frozen=True)
+class _Admission:
+    """The outcome of taking one attempt for a login: refused while `locked_until`, or
+    admitted (`locks`: this attempt reached the limit and locked the login until `until`)."""
 
-    def action(session: Session) -> bool:
+    key: str
+    locked_until: datetime | None = None
+    failures: int = 0
+    locks: bool = False
+    until: datetime | None = None
+
+
+def _subject(person: Person | None, key: str) -> tuple[str, str]:
+    return ("person", str(person.id)) if person is not None else ("login", key)
+
+
+def _admit(
+    ctx: ServiceContext, *, key: str, person: Person | None, rules: SignInRules
+) -> _Admission:
+    """Take one attempt for the login `key`, atomically: count it, and lock the login when
+    the count reaches the limit, before its password is checked. A locked login's attempt is
+    refused and only counted (no ledger entry of its own)."""
+
+    def action(session: Session) -> _Admission:
         now = ctx.clock.now()
-        locked = False
-        failures, until = 0, now
-        if count:
-            row = session.get(SignInThrottle, key, with_for_update=True)
-            if row is None:
-                row = SignInThrottle(login_key=key, failures=0, last_failure_at=now)
-                session.add(row)
-            elif now - row.last_failure_at > rules.failure_memory:
-                row.failures = 0
-            row.failures += 1
-            row.last_failure_at = now
-            lock = rules.lock_for(row.failures)
-            if lock is not None:
-                row.locked_until = until = now + lock
-                locked = True
-            failures = row.failures
-        subject_type, subject_id = (
-            ("person", str(person.id)) if person is not None else ("login", key)
-        )
+        row = session.get(SignInThrottle, key, with_for_update=True, populate_existing=True)
+        if row is None:
+            row = SignInThrottle(login_key=key, failures=0, last_failure_at=now, refused=0)
+            session.add(row)
+            session.flush()  # a concurrent first attempt conflicts here and is retried
+        if row.locked_until is not None and now < row.locked_until:
+            row.refused = (row.refused or 0) + 1
+            row.refused_since = row.refused_since or now
+            return _Admission(key=key, locked_until=row.locked_until)
+        subject_type, subject_id = _subject(person, key)
+        _record_refusals(session, row, subject=(subject_type, subject_id), now=now)
+        if now - row.last_failure_at > rules.failure_memory:
+            row.failures = 0
+        row.failures += 1
+        row.last_failure_at = now
+        lock = rules.lock_for(row.failures)
+        until = None
+        if lock is not None:
+            row.locked_until = until = now + lock
+        return _Admission(key=key, failures=row.failures, locks=lock is not None, until=until)
+
+    return ctx.run_action(action)
+
+
+def _record_refusals(
+    session: Session,
+    row: SignInThrottle,
+    *,
+    now: datetime,
+    person_id: int | None = None,
+    subject: tuple[str, str] | None = None,
+) -> None:
+    """Record the attempts refused during the login's last lockout as one entry with their
+    count, and reset the count."""
+    if not row.refused:
+        return
+    subject_type, subject_id = subject or ("person", str(person_id))
+    append_audit(
+        session,
+        actor=ANONYMOUS,
+        action="signin.refused",
+        subject_type=subject_type,
+        subject_id=subject_id,
+        tenant=None,
+        data={
+            "method": "password",
+            "reason": "locked",
+            "count": row.refused,
+            "from": rfc3339(row.refused_since or now),
+            "until": rfc3339(row.locked_until or now),
+        },
+        at=now,
+    )
+    row.refused = 0
+    row.refused_since = None
+
+
+def _record_failure(
+    ctx: ServiceContext, *, person: Person | None, reason: str, admission: _Admission
+) -> None:
+    """Record an admitted attempt that failed (it was counted when admitted), and the lockout
+    it started, if it did."""
+
+    def action(session: Session) -> None:
+        now = ctx.clock.now()
+        subject_type, subject_id = _subject(person, admission.key)
         append_audit(
             session,
             actor=ANONYMOUS,
@@ -295,7 +371,7 @@ def _record_failure(
             data={"method": "password", "reason": reason},
             at=now,
         )
-        if locked:
+        if admission.locks and admission.until is not None:
             append_audit(
                 session,
                 actor=ANONYMOUS,
@@ -303,10 +379,31 @@ def _record_failure(
                 subject_type=subject_type,
                 subject_id=subject_id,
                 tenant=None,
-                data={"failures": failures, "until": rfc3339(until)},
+                data={"failures": admission.failures, "until": rfc3339(admission.until)},
                 at=now,
             )
-        return locked
+
+    ctx.run_action(action)
+
+
+def record_lapsed_refusals(ctx: ServiceContext, *, limit: int = 500) -> int:
+    """Record the refused-while-locked counts of logins whose lockout has ended (for the
+    retention job, before it lets old throttle rows go); how many rows were recorded."""
+
+    def action(session: Session) -> int:
+        now = ctx.clock.now()
+        rows = list(
+            session.scalars(
+                select(SignInThrottle)
+                .where(SignInThrottle.refused > 0, SignInThrottle.locked_until <= now)
+                .order_by(SignInThrottle.login_key)
+                .limit(limit)
+                .with_for_update()
+            )
+        )
+        for row in rows:
+            _record_refusals(session, row, subject=("login", row.login_key), now=now)
+        return len(rows)
 
     return ctx.run_action(action)
 

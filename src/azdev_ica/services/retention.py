@@ -73,8 +73,11 @@ def _condition(kind: str, cutoff: datetime, now: datetime) -> ColumnElement[bool
         )
     if kind == SESSIONS:
         return or_(WebSession.expires_at < cutoff, WebSession.ended_at < cutoff)
-    return (SignInThrottle.last_failure_at < cutoff) & or_(
-        SignInThrottle.locked_until.is_(None), SignInThrottle.locked_until <= now
+    # A row still holding unrecorded refusals stays until they are recorded (purge does it).
+    return (
+        (SignInThrottle.last_failure_at < cutoff)
+        & (SignInThrottle.refused == 0)
+        & or_(SignInThrottle.locked_until.is_(None), SignInThrottle.locked_until <= now)
     )
 
 
@@ -85,6 +88,11 @@ def purge(
     `batch_size` rows per kind in this call."""
     report = RetentionReport()
     policy = _policy(ctx)
+    from azdev_ica.services.credentials import record_lapsed_refusals
+
+    for _ in range(max_batches):
+        if record_lapsed_refusals(ctx, limit=batch_size) < batch_size:
+            break
     for kind, table, key, cutoff in _kinds(policy, ctx.clock.now()):
         for _ in range(max_batches):
 

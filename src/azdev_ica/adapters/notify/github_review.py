@@ -13,6 +13,11 @@ configured GitHub API (`ICA_GITHUB_API_URL`: same scheme, host, port and path pr
 callback URL anywhere else fails the message at once and nothing is sent, as
 `ICA_ADO_CALLBACK_HOSTS` protects an Azure DevOps check's token. The JWT uses the wall clock:
 GitHub checks it against its own.
+
+Like the Azure DevOps callback, a request that carries a credential never follows a
+redirect (GitHub answers a renamed repository with a 301/307 to its new place; the token
+must not travel there unasked), goes over https only (plain http to loopback only), and a
+203, any 3xx or an HTML page with a 2xx counts as a failure.
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jwt
 
-from azdev_ica.adapters.notify import DeliveryError, check_http_status
+from azdev_ica.adapters.notify import DeliveryError
+from azdev_ica.adapters.notify._common import check_api_answer, post_with_credential
 
 if TYPE_CHECKING:
     from azdev_ica.db.tables import OutboxMessage
@@ -58,7 +62,7 @@ def send(message: OutboxMessage, settings: Settings) -> None:
     }
     token = installation_token(settings, int(payload["installation_id"]))
     status, headers, _ = _post(url, body, token)
-    check_http_status(status, headers, WHAT)
+    check_api_answer(status, headers, WHAT)
 
 
 def on_api(url: str, api: str) -> bool:
@@ -106,7 +110,7 @@ def installation_token(settings: Settings, installation_id: int) -> str:
     """A fresh installation access token (valid one hour; used once, never stored)."""
     url = f"{settings.github_api_url.rstrip('/')}/app/installations/{installation_id}/access_tokens"
     status, headers, raw = _post(url, None, app_jwt(settings))
-    check_http_status(status, headers, f"{WHAT} (installation token)")
+    check_api_answer(status, headers, f"{WHAT} (installation token)")
     try:
         token = json.loads(raw)["token"]
     except (ValueError, KeyError, TypeError):
@@ -128,15 +132,4 @@ def _post(url: str, body: dict[str, Any] | None, bearer: str) -> tuple[int, Any,
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(  # noqa: S310 - callers check the URL is GitHub's API
-        url, data=data, headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
-            return response.status, response.headers, response.read(65536)
-    except urllib.error.HTTPError as exc:
-        status, answer_headers = exc.code, exc.headers
-        exc.close()
-        return status, answer_headers, b""
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(f"{WHAT}: {type(exc).__name__}") from None
+    return post_with_credential(url, data, headers, timeout=TIMEOUT, what=WHAT)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from azdev_ica.adapters.notify._common import credential_url_problem
 from azdev_ica.api.deps import Ctx, IdempotencyKey, json_body, require
 from azdev_ica.api.schemas import (
     Code,
@@ -321,11 +322,15 @@ _URL = re.compile(r"https?://[^\s\x00]+")
 
 def _check_plan_url(plan_url: str, allowed: list[str]) -> None:
     """ICA posts the check's token to PlanUrl: only to Azure DevOps hosts from settings, so a
-    caller cannot make ICA send anything to a host of its choosing."""
+    caller cannot make ICA send anything to a host of its choosing; and over https (plain
+    http to loopback only, where a stand-in runs), so the token never travels in clear."""
     host = (urlsplit(plan_url).hostname or "").lower()
     for entry in allowed:
         entry = entry.lower()
         if host == entry or (entry.startswith(".") and host.endswith(entry)):
+            problem = credential_url_problem(plan_url)
+            if problem is not None:
+                raise ValidationProblem(f"PlanUrl: {problem}")
             return
     raise ValidationProblem(
         f"PlanUrl host {host!r} is not an Azure DevOps host ICA calls back (ICA_ADO_CALLBACK_HOSTS)"

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from azdev_ica.api.deps import Ctx, current_principal, public, read_form, require, same_origin
+from azdev_ica.api.hardening import client_address
 from azdev_ica.auth.oidc_login import (
     PENDING_COOKIE,
     LoginRefused,
@@ -37,6 +38,7 @@ from azdev_ica.errors import (
     PersonRequired,
     SignInFailed,
     SignInLocked,
+    TooManyRequests,
     Unauthenticated,
     ValidationProblem,
 )
@@ -221,10 +223,15 @@ def login_submit(request: Request, ctx: Ctx) -> Response:
             rules=SignInRules.from_settings(settings),
             session_rules=SessionRules.from_settings(settings),
             previous_session=request.cookies.get(SESSION_COOKIE),
+            client_address=client_address(request),
+            guard=request.app.state.signin_guard,
         )
-    except (SignInFailed, SignInLocked) as exc:
+    except (SignInFailed, SignInLocked, TooManyRequests) as exc:
         if _wants_html(request):
-            return _login_page(request, next_path=next_path, error=exc.detail, status=401)
+            page = _login_page(request, next_path=next_path, error=exc.detail, status=exc.status)
+            if isinstance(exc, TooManyRequests):
+                page.headers["Retry-After"] = str(exc.extensions["retry_after_seconds"])
+            return page
         raise
     response = _redirect(next_path)
     _set_cookie(response, SESSION_COOKIE, signed_in.token)
