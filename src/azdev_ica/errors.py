@@ -145,6 +145,10 @@ class ServiceUnavailable(IcaError):
     title = "The service is briefly unavailable"
 
 
+class CommitOutcomeUnknown(ServiceUnavailable):
+    """The connection was lost during COMMIT: the change may or may not be recorded."""
+
+
 class CsrfRefused(Forbidden):
     slug = "csrf"
     title = "The request did not come from this session's own pages"

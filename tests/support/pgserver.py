@@ -40,6 +40,7 @@ class PgServer:
     root: Path
     port: int
     bin_dir: Path
+    options: str = ""
 
     @property
     def data(self) -> Path:
@@ -72,10 +73,8 @@ class PgServer:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         for attempt in range(3):
             try:
-                server._run(
-                    "pg_ctl", "-D", str(server.data), "-l", str(server.data / "log"),
-                    "-o", options, "-w", "start",
-                )  # fmt: skip
+                server.options = options
+                server._pg_ctl_start()
                 return server
             except subprocess.CalledProcessError:
                 if attempt == 2:
@@ -85,6 +84,19 @@ class PgServer:
                 options = options.replace(options.split()[1], str(server.port), 1)
                 time.sleep(0.2)
         raise AssertionError("unreachable")
+
+    def _pg_ctl_start(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.data / "log"),
+            "-o", self.options, "-w", "start",
+        )  # fmt: skip
+
+    def restart(self, *, down_seconds: float) -> None:
+        """Stop the server as an operator's restart does (fast: sessions are ended, their
+        transactions rolled back), stay down `down_seconds`, and start it on the same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         try:

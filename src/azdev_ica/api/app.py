@@ -54,6 +54,11 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {**_PROBLEM, "description": "The body is larger than the limit"},
     415: {**_PROBLEM, "description": "The body is not sent as application/json"},
     422: {**_PROBLEM, "description": "The request is not valid"},
+    503: {
+        **_PROBLEM,
+        "description": "The database is briefly unavailable: repeat the request with the same "
+        "Idempotency-Key after Retry-After seconds",
+    },
 }
 
 

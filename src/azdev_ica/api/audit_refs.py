@@ -28,6 +28,7 @@ class AuditRefMiddleware:
             await self.app(scope, receive, send)
             return
         with collect_audit_refs() as refs:
+            scope.setdefault("state", {})["ica_audit_refs"] = refs
 
             async def send_with_refs(message: Message) -> None:
                 if message["type"] == "http.response.start" and refs:

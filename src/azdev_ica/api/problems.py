@@ -8,15 +8,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from azdev_ica.errors import PROBLEM_BASE, IcaError
+from azdev_ica.db.engine import UNAVAILABLE_RETRY_AFTER, database_unavailable
+from azdev_ica.errors import PROBLEM_BASE, IcaError, ServiceUnavailable
 from azdev_ica.web.render import error_page, wants_html
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Where AuditRefMiddleware leaves the request's committed audit references (scope state), so
+# the last-resort handler, which runs outside that middleware, can still read them.
+AUDIT_REFS_STATE = "ica_audit_refs"
 
 _HTTP_SLUGS = {
     400: ("malformed", "The request body could not be read"),
@@ -137,15 +143,49 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    def _database(request: Request, exc: Exception) -> Response:
+        if not database_unavailable(exc):
+            return _unexpected(request, exc)
+        # The reason goes to the log (without the statement's values: hide_parameters).
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
+        return _answer(
+            request,
+            status=503,
+            slug=ServiceUnavailable.slug,
+            title=ServiceUnavailable.title,
+            detail="the database cannot be reached just now; repeat the request with the same "
+            "Idempotency-Key after Retry-After seconds (a write that was recorded is answered "
+            "with its record)",
+            extensions={"retry_after_seconds": UNAVAILABLE_RETRY_AFTER},
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        )
+
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(SqlTimeoutError, _database)
+
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # "Changed nothing" only when this request committed nothing (an error after a
+        # commit, or in a later step, must not deny the write that was recorded).
+        refs = request.scope.get("state", {}).get(AUDIT_REFS_STATE)
+        detail = (
+            "the error was logged; the request changed nothing"
+            if refs is not None and not refs
+            else "the error was logged; the request may have been recorded: repeat it with "
+            "the same Idempotency-Key to learn its outcome"
+        )
         return _answer(
             request,
             status=500,
             slug="internal",
             title="Internal error",
-            detail="the error was logged; the request changed nothing",
+            detail=detail,
             # Answered outside the middleware that adds these to every other answer.
             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
         )

@@ -10,7 +10,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+
+from azdev_ica.errors import CommitOutcomeUnknown
 
 
 def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000) -> Engine:
@@ -65,6 +69,39 @@ def _private_file(path: Path) -> None:
         return
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+# Seconds a client is asked to wait when the database cannot be reached (a restart or a
+# failover takes seconds; the pipeline client backs off further by itself).
+UNAVAILABLE_RETRY_AFTER = 2
+# PostgreSQL SQLSTATE classes and codes that mean "not now" rather than "not ever":
+# 08 connection exception, 53 insufficient resources (too many connections), 57 operator
+# intervention (admin/crash shutdown, cannot connect now, statement timeout), and the
+# serialization failure, deadlock and lock timeout a retry may get past.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
+_UNAVAILABLE_CODES = frozenset({"40001", "40P01", "55P03"})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot serve just now (a lost or refused connection,
+    a restart, a busy SQLite file), as opposed to a fault in the request or the code."""
+    if isinstance(exc, SqlTimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_CODES
+    if exc.orig is not None and type(exc.orig).__module__.startswith("sqlite3"):
+        message = str(exc.orig)
+        return "database is locked" in message or "database is busy" in message
+    # psycopg raises OperationalError without a SQLSTATE when there is no connection at all
+    # (refused, reset, closed by the server).
+    return True
 
 
 class UnsupportedDatabase(ValueError):
@@ -132,10 +169,32 @@ class Database:
         """One write transaction: commits when the block ends, rolls back on error.
 
         ``durable``: on SQLite, the commit is fsynced (synchronous=FULL) before it returns,
-        for the sealer's transactions (PostgreSQL's commits are durable already)."""
+        for the sealer's transactions (PostgreSQL's commits are durable already).
+
+        When the connection is lost during the COMMIT itself, nobody can tell whether the
+        server committed: that raises CommitOutcomeUnknown, never an error that implies
+        nothing changed."""
         factory = self._durable if durable else self._write
-        with factory() as session, session.begin():
-            yield session
+        with factory() as session:
+            session.begin()
+            try:
+                yield session
+            except BaseException:
+                session.rollback()
+                raise
+            try:
+                session.commit()
+            except DBAPIError as exc:
+                if database_unavailable(exc):
+                    raise CommitOutcomeUnknown(
+                        "the database connection was lost while the change was being "
+                        "committed: it may or may not be recorded; repeat the request with "
+                        "the same Idempotency-Key (a recorded write is answered with its "
+                        "record)",
+                        retry_after_seconds=UNAVAILABLE_RETRY_AFTER,
+                        outcome="unknown",
+                    ) from exc
+                raise
 
     @contextmanager
     def read(self) -> Iterator[Session]:
