@@ -51,6 +51,29 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (PostgreSQL only; SQLite: 1)"
     )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=200,
+        metavar="N",
+        help="connections per worker before new requests get 503 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=5,
+        metavar="SECONDS",
+        help="close an idle kept-alive connection after this long (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection that has not sent a complete request (headers and body) "
+        "within this long (default: %(default)s); run behind a reverse proxy with its own "
+        "header and body timeouts in production",
+    )
     serve.set_defaults(func=_serve)
 
     init = sub.add_parser(
@@ -277,8 +300,11 @@ def _fail(message: str, code: int = EXIT_INVALID) -> int:
 
 @_guarded
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
+    from azdev_ica.api.serving import READ_TIMEOUT_ENV, uvicorn_options
     from azdev_ica.settings import MissingSecretError
 
     settings = _settings()
@@ -290,14 +316,25 @@ def _serve(args: argparse.Namespace) -> int:
         settings.pepper()
     except MissingSecretError as exc:
         return _fail(str(exc))
+    if args.limit_concurrency < 1 or args.timeout_keep_alive < 1 or args.read_timeout <= 0:
+        return _fail(
+            "--limit-concurrency, --timeout-keep-alive and --read-timeout must be positive",
+            EXIT_USAGE,
+        )
+    # Worker processes read the deadline from the environment they inherit.
+    os.environ[READ_TIMEOUT_ENV] = str(args.read_timeout)
     uvicorn.run(
         "azdev_ica.api.asgi:app_factory",
         factory=True,
         host=args.host,
         port=args.port,
         workers=workers,
-        proxy_headers=True,
         log_level="info",
+        **uvicorn_options(
+            limit_concurrency=args.limit_concurrency,
+            timeout_keep_alive=args.timeout_keep_alive,
+            trusted_proxies=settings.trusted_proxies,
+        ),
     )
     return EXIT_OK
 
