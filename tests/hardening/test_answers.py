@@ -102,3 +102,10 @@ def test_a_body_over_the_limit_is_still_a_413_problem(client, admin):
     response = client.post(f"{API}/run/start", content=iter(chunks), headers={**admin, **JSON})
     assert response.status_code == 413, response.text
     assert response.headers["content-type"] == PROBLEM
+
+
+def test_static_files_stay_cacheable_and_nosniff(client):
+    response = client.get("/static/console.css")
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "no-store" not in response.headers["cache-control"]

@@ -6,9 +6,9 @@ canonical JSON), so it used to surface as a 500 deep inside a write. It is refus
 once, for every JSON body, before any route reads it: a 422 problem naming where it was.
 
 Every answer says `X-Content-Type-Options: nosniff` (a browser never second-guesses a JSON
-or problem document as HTML) and, unless the route chose otherwise, `Cache-Control:
-no-store`: ICA's answers carry run, approval and audit data that no shared or browser cache
-should keep.
+or problem document as HTML) and, unless the route chose otherwise or it is a vendored
+static file, `Cache-Control: no-store`: ICA's answers carry run, approval and audit data
+that no shared or browser cache should keep.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from azdev_ica.api.problems import problem_response
+from azdev_ica.web.render import STATIC_PREFIX
 
 # A \uD800-\uDFFF escape, whatever the case of its hex digits: only bodies that spell one
 # are parsed here (a surrogate can reach Python's json only through such an escape).
@@ -152,13 +153,16 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # Vendored static files carry no data and are cached (web/render.py says how long).
+        static = str(scope.get("path", "")).startswith(STATIC_PREFIX + "/")
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
                 if b"x-content-type-options" not in names:
                     headers.append((b"x-content-type-options", b"nosniff"))
-                if b"cache-control" not in names:
+                if b"cache-control" not in names and not static:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
