@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from azdev_ica.db.tables import AuditInbox, SignInThrottle
-from tests.identity.conftest import OPERATOR, PASSWORD
+from tests.identity.conftest import PASSWORD
 from tests.support.liveserver import LiveServer
 
 BURST = 24
@@ -53,16 +53,10 @@ def live(app: Any) -> Iterator[str]:
 
 @pytest.fixture
 def person(ctx: Any, make_person: Callable[..., Any]) -> Any:
-    from azdev_ica.services.credentials import SignInRules, set_password
+    from tests.conftest import enrol_with_link
 
     handle = make_person(LOGIN, [("azdev_devops", None)])
-    set_password(
-        ctx,
-        actor=OPERATOR,
-        login=LOGIN,
-        password=PASSWORD,
-        rules=SignInRules(hash_profile="cheapest"),
-    )
+    enrol_with_link(ctx, LOGIN, PASSWORD, totp=False)
     return handle
 
 
