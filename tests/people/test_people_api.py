@@ -25,7 +25,9 @@ def test_me_for_a_person_and_for_a_key(client, make_person, make_key):
     key = client.get(f"{API}/me", headers=bearer(make_key("azdev_devops", ["ws"]))).json()
     assert key["kind"] == "api_key"
     assert key["person_id"] is None
-    assert key["grants"] == [{"role": "azdev_devops", "tenant": "ws", "until": None}]
+    assert key["grants"] == [
+        {"role": "azdev_devops", "tenant": "ws", "stages": None, "until": None}
+    ]
 
 
 def test_a_token_cannot_mint_tokens_and_a_key_has_none(client, make_person, make_key):
@@ -74,6 +76,7 @@ def test_an_administrator_manages_people(client, make_key):
     assert granted.json() == {
         "role": "azdev_approver_biz",
         "tenant": "ws",
+        "stages": None,
         "until": "2026-12-01T00:00:00.000000Z",
     }
     linked = client.post(
@@ -131,7 +134,7 @@ def test_a_tenant_administrator_stays_in_its_tenants(client, make_person):
     # The listing shows the grants of its own tenants only, and no links.
     listed = {p["login"]: p for p in client.get(f"{API}/people", headers=tonga.headers).json()}
     assert listed["fai@example.org"]["grants"] == [
-        {"role": "azdev_approver_tech", "tenant": "to", "until": None}
+        {"role": "azdev_approver_tech", "tenant": "to", "stages": None, "until": None}
     ]
 
 
