@@ -164,3 +164,16 @@ def test_an_api_key_is_never_refreshed(flaky):
     with pytest.raises(http.AuthRefused):
         http.client_from_env(flaky.url, {"ICA_TOKEN": "k"}, timeout=5).get_json("/x")
     assert len(flaky.seen) == 1
+
+
+@pytest.mark.parametrize("token", ["k\r\nX-Injected: 1", "k\nX-Injected: 1", "k\x00"])
+def test_a_token_with_a_line_break_is_never_sent(flaky, token):
+    # A raw socket client must refuse what http.client refuses: a CR/LF would end the
+    # Authorization header early and smuggle in headers of the caller's choosing.
+    flaky.answers = [(200, JSON, OK)]
+    with pytest.raises(http.Unsendable) as raised:
+        http.Client(flaky.url, token, timeout=5).post_json("/x", {"a": 1}, "key-1")
+    assert raised.value.exit_code == 64
+    assert "the token" in raised.value.message
+    assert "X-Injected" not in raised.value.message
+    assert flaky.seen == []

@@ -30,6 +30,7 @@ MAX_ERROR_TEXT = 300
 EXIT_REFUSED = 3
 EXIT_AUTH = 4
 EXIT_UNAVAILABLE = 5
+EXIT_USAGE = 64
 
 
 class JsonResponse:
@@ -106,6 +107,13 @@ class Unreachable(IcaHttpError):
 
 class BadResponse(IcaHttpError):
     """An answer the client cannot use: a redirect, or a success that is not JSON."""
+
+
+class Unsendable(IcaHttpError):
+    """The request cannot be sent as given: a line break or NUL in the token or a header
+    (a secret pasted with its newline). A usage error: nothing was sent, retrying won't help."""
+
+    exit_code = EXIT_USAGE
 
 
 class Client:
@@ -221,6 +229,8 @@ class Client:
         back."""
         try:
             status, answer_headers, body = wire.exchange(method, url, payload, headers, timeout)
+        except ValueError as exc:
+            raise Unsendable(str(exc)) from None
         except wire.CertificateRefused as exc:
             raise Unreachable(
                 f"TLS verification of {redact_url(self.base_url)} failed: {exc}"

@@ -55,6 +55,7 @@ def exchange(
 
     Raises NoAnswer when the exchange failed before a complete answer arrived and
     CertificateRefused when the server's certificate does not verify."""
+    _refuse_line_breaks(method, url, headers)
     if uses_proxy(url):
         return _through_urllib(method, url, body, headers, timeout)
     parts = urllib.parse.urlsplit(url)
@@ -88,6 +89,16 @@ def exchange(
         raise NoAnswer(_describe(exc)) from None
     finally:
         sock.close()
+
+
+def _refuse_line_breaks(method: str, url: str, headers: Mapping[str, str]) -> None:
+    """A CR, LF or NUL in the request line or a header (a token pasted with its newline, a
+    crafted value) would end the header early and let the rest be read as more headers:
+    refuse it before anything is sent, as http.client does."""
+    for text in (method, url, *headers.keys(), *headers.values()):
+        if any(ch in text for ch in "\r\n\0"):
+            what = "the token" if text in headers.get("Authorization", "") else repr(text[:40])
+            raise ValueError(f"{what} contains a line break or NUL; it cannot be sent")
 
 
 def _wrap_tls(sock: socket.socket, host: str) -> socket.socket:
