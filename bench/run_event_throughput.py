@@ -48,7 +48,9 @@ def _service_side(url: str, events: int, threads: int) -> float:
         document=(ROOT / "examples" / "policy.yaml").read_text(),
         source="examples/policy.yaml",
     )
-    principal = Principal(kind="apikey", id="bench", name="bench", role=Role.DEVOPS, tenants=None)
+    principal = Principal.with_role(
+        kind="apikey", id="bench", name="bench", role=Role.DEVOPS, tenants=None
+    )
     run_keys = []
     for worker in range(threads):
         outcome = start_run(
