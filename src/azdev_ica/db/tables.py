@@ -1069,6 +1069,21 @@ class RecoveryCode(Base):
     used_at: Mapped[datetime | None]
 
 
+# --- Pipelines, part two (migration 0022) ---
+
+
+# --- Observe (migration 0023) ---
+
+
+# --- Console, part two (migration 0024) ---
+
+
+# --- First hour (migration 0025) ---
+
+
+# --- Performance (migration 0026) ---
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
