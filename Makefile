@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The policy `make run` applies on first start (later changes are proposed and signed).
+POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-dev pg-binaries node-binaries chromium lint typecheck pytest openapi bench clean
@@ -25,8 +27,10 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# Links ICA prints (enrolment, approvals) point at this server unless ICA_PUBLIC_URL says otherwise.
+run: export ICA_PUBLIC_URL ?= http://$(HOST):$(PORT)
 run: install
-	$(BIN)/ica init --policy examples/policy.yaml
+	$(BIN)/ica init --policy $(POLICY)
 	$(BIN)/ica serve --host $(HOST) --port $(PORT)
 
 # The test suite starts its own PostgreSQL from the machine's binaries; install them when missing.

@@ -114,6 +114,17 @@ class TestApiKeys:
         assert listed[prefix]["last_used_at"] is not None
         assert sum(1 for item in listed.values() if item["role"] == "admin") == 1
 
+    def test_revoke_takes_the_key_as_it_starts(self, initialised, http):
+        # `ica_<prefix>` is how a key starts and how it shows up in a leaked log line.
+        instance, _ = initialised
+        _, out, _ = instance.run("apikey", "create", "--name", "leaky", "--role", "azdev_auditor")
+        [key] = KEY_RE.findall(out)
+        prefix = key.split("_")[1]
+        code, out, err = instance.run("apikey", "revoke", f"ica_{prefix}", "--reason", "leaked")
+        assert code == 0, err
+        assert f"revoked {prefix}" in out
+        assert http.get(RUNS, headers=bearer(key)).status_code == 401
+
     def test_a_key_limited_to_stages(self, initialised, http):
         instance, _ = initialised
         code, out, err = instance.run(

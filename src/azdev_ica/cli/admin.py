@@ -168,7 +168,11 @@ def register(sub: Any) -> None:
     listing.add_argument("--output", choices=("text", "json"), default="text")
     listing.set_defaults(func=_apikey_list)
     revoke = apikey.add_parser("revoke", help="revoke an API key by its prefix")
-    revoke.add_argument("prefix")
+    revoke.add_argument(
+        "prefix",
+        type=_key_prefix,
+        help="the 10-letter prefix `ica apikey list` shows, or the key's start `ica_<prefix>`",
+    )
     revoke.add_argument("--reason", required=True)
     revoke.set_defaults(func=_apikey_revoke)
 
@@ -608,6 +612,14 @@ def _apikey_list(args: argparse.Namespace) -> int:
             f"last_used={item['last_used_at'] or '-'}  {item['name']}"
         )
     return EXIT_OK
+
+
+def _key_prefix(text: str) -> str:
+    """`abcdefghij`, `ica_abcdefghij` (how a key starts) or a whole key: its prefix."""
+    value = text.strip()
+    if value.startswith("ica_"):
+        value = value[len("ica_") :].partition("_")[0]
+    return value
 
 
 @_guarded
