@@ -38,6 +38,7 @@ ALL_MODULES = (
     "promotion",
     "report",
     "witness",
+    "health",
 )
 
 
