@@ -7,13 +7,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from azdev_ica.adapters.notify.config import NotifyConfig
 from azdev_ica.auth.oidc_login import OidcLoginConfig
 from azdev_ica.auth.trust import OidcTrust
 
 DEFAULT_DATA_DIR = Path("var")
+# A directory of secret files, one per setting, named like its variable (`ica_database_url`,
+# `ica_secret_key`, ...): what Compose secrets and a Key Vault CSI mount provide. A variable
+# set in the environment wins over a file.
+SECRETS_DIR_ENV = "ICA_SECRETS_DIR"
 
 
 class WitnessSetting(BaseModel):
@@ -140,6 +150,26 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=200, ge=1, le=10_000)
     # Notification channels and routes, as JSON in ICA_NOTIFY (adapters/notify/config.py).
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values passed in, then `ICA_*` variables, then the files of ICA_SECRETS_DIR."""
+        import os
+
+        directory = os.environ.get(SECRETS_DIR_ENV, "").strip()
+        if not directory:
+            return (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        if not Path(directory).is_dir():
+            raise MissingSecretError(f"{SECRETS_DIR_ENV} is not a directory: {directory}")
+        secrets_source = SecretsSettingsSource(settings_cls, secrets_dir=directory)
+        return (init_settings, env_settings, dotenv_settings, secrets_source)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
