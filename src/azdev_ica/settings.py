@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from azdev_ica.adapters.notify.config import NotifyConfig
+from azdev_ica.adapters.siem_config import SiemDestination
 from azdev_ica.auth.oidc_login import OidcLoginConfig
 from azdev_ica.auth.trust import OidcTrust
 
@@ -150,6 +151,24 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=200, ge=1, le=10_000)
     # Notification channels and routes, as JSON in ICA_NOTIFY (adapters/notify/config.py).
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    # The audit stream (docs/observe.md): sealed ledger entries forwarded, in order and once,
+    # to each destination of ICA_SIEM (JSON list; adapters/siem_config.py). A destination
+    # that fails is retried with back-off (from the first delay to the cap), nothing
+    # skipped; a warning alert `siem.stalled` once it has failed for ICA_SIEM_ALERT_MINUTES.
+    siem: list[SiemDestination] = Field(default_factory=list)
+    siem_alert_minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60)
+    siem_backoff_seconds: float = Field(default=5.0, gt=0, le=86_400)
+    siem_backoff_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # Batches one destination may send in one pass of the job (a backlog drains over passes).
+    siem_batches_per_pass: int = Field(default=20, ge=1, le=10_000)
+
+    @field_validator("siem")
+    @classmethod
+    def _unique_siem_names(cls, value: list[Any]) -> list[Any]:
+        names = [destination.name for destination in value]
+        if len(names) != len(set(names)):
+            raise ValueError("two SIEM destinations share a name")
+        return value
 
     @classmethod
     def settings_customise_sources(

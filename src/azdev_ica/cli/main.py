@@ -39,6 +39,7 @@ ALL_MODULES = (
     "report",
     "witness",
     "health",
+    "siem",
 )
 
 

@@ -1075,6 +1075,40 @@ class RecoveryCode(Base):
 # --- Observe (migration 0023) ---
 
 
+class SiemCursor(Base):
+    """How far the audit stream has reached one SIEM destination (`jobs/siem.py`): the last
+    entry it acknowledged (year, idx; NULL before the first), moved in the transaction that
+    records the send. Mutable; also whether the destination is failing, since when, and when
+    it is tried next (back-off)."""
+
+    __tablename__ = "azdev_siem_cursor"
+
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    year: Mapped[int | None] = mapped_column(Integer)
+    idx: Mapped[int | None] = mapped_column(BigInteger)
+    forwarded: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime]
+    last_sent_at: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MonthlyReportRecord(Base):
+    """The monthly compliance report the scheduler kept for a month (fleet-wide, every
+    tenant), as built on the 1st of the month after: its JSON and its HTML, once per month."""
+
+    __tablename__ = "azdev_monthly_report"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    generated_at: Mapped[datetime]
+    json_text: Mapped[str] = mapped_column(Text)
+    html_text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
 # --- Console, part two (migration 0024) ---
 
 

@@ -16,7 +16,9 @@ approval expiry (`services/approvals.expire_due`), deployment-lock lease expiry
 (`services/overrides.review_due`), and the DR drill-overdue warning
 (`services/dr_overdue.warn_overdue_drills`: checked every tick, each tenant warned once per
 overdue period), and retention (`services/retention.purge`: delivered and failed outbox rows,
-ended web sessions and old sign-in throttle rows, in bounded batches; never the audit ledger).
+ended web sessions and old sign-in throttle rows, in bounded batches; never the audit ledger),
+and the audit stream to SIEM destinations (`jobs/siem.py`, before delivery so that its
+`siem.stalled` alert goes out in the same tick).
 """
 
 from __future__ import annotations
@@ -102,6 +104,12 @@ def _witness(ctx: ServiceContext, settings: Settings) -> object:
     )
 
 
+def _siem(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.jobs.siem import forward_all
+
+    return forward_all(ctx, settings)
+
+
 def default_jobs() -> list[Job]:
     """The jobs of a server process, in the order one tick runs them. Jobs that create
     notifications run before delivery, so one tick also sends what they queued."""
@@ -112,6 +120,7 @@ def default_jobs() -> list[Job]:
         Job("approval-sla", _sla),
         Job("dr-drill-overdue", _drill_overdue),
         Job("witness", _witness),
+        Job("siem-forward", _siem),
         Job("outbox-delivery", _deliver),
         Job("retention", _retention),
     ]

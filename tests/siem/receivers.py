@@ -1,0 +1,251 @@
+"""Loopback SIEM receivers for the audit-stream tests: a syslog server over TLS (RFC 5425,
+octet-counting framing) with a throwaway CA made here with `cryptography`, and an HTTP
+collector that answers like Splunk's HTTP Event Collector. Both can go down and come back on
+the same port."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def make_ca(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost signed by it:
+    (ca.pem, server.pem, server.key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ICA test SIEM CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem, server_pem, key_pem = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server_pem.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_pem, server_pem, key_pem
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def read_frames(data: bytes) -> list[bytes]:
+    """Split an RFC 5425 octet-counted stream (`LEN SP MSG`...) into messages; raises on any
+    malformed framing, so a framing bug fails the test instead of being papered over."""
+    messages, at = [], 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        length = int(data[at:space].decode("ascii"))
+        if length <= 0 or not data[at:space].isdigit():
+            raise ValueError(f"bad frame length at {at}")
+        start = space + 1
+        if start + length > len(data):
+            raise ValueError("truncated frame")
+        messages.append(data[start : start + length])
+        at = start + length
+    return messages
+
+
+class SyslogTlsReceiver:
+    """A syslog-over-TLS server on 127.0.0.1:`port`: every connection is read to its end and
+    split into messages, kept in arrival order."""
+
+    def __init__(self, port: int, cert: Path, key: Path) -> None:
+        self.port = port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.messages: list[bytes] = []
+        self.connections = 0
+        self._changed = threading.Condition()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SyslogTlsReceiver:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._serve, args=(listener,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _serve(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            # One connection at a time, read to its end: the sender's order is kept.
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as tls:
+                    chunks = []
+                    while True:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+            except (OSError, ssl.SSLError):
+                continue
+            frames = read_frames(b"".join(chunks))
+            with self._changed:
+                self.connections += 1
+                self.messages.extend(frames)
+                self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[bytes]:
+        """The messages once at least `count` arrived (raises if they never do)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise AssertionError(f"{len(self.messages)} syslog messages, expected {count}")
+            return list(self.messages)
+
+
+class HecReceiver:
+    """An HTTP collector in Splunk HEC shape on 127.0.0.1:`port`: checks `Authorization:
+    Splunk <token>`, parses the batch (concatenated JSON event objects) and keeps it; while
+    `failing` it answers 503 as Splunk does when its queue is full, keeping nothing."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.token = token
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []
+        self.failing = False
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/services/collector/event"
+
+    def start(self) -> HecReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path != "/services/collector/event":
+                    self._answer(404, {"text": "Not found", "code": 404})
+                    return
+                if self.headers.get("Authorization") != f"Splunk {receiver.token}":
+                    self._answer(403, {"text": "Invalid token", "code": 4})
+                    return
+                if receiver.failing:
+                    self._answer(503, {"text": "Server is busy", "code": 9})
+                    return
+                decoder, events, at = json.JSONDecoder(), [], 0
+                text = body.decode("utf-8")
+                while at < len(text):
+                    while at < len(text) and text[at] in " \r\n\t":
+                        at += 1
+                    if at >= len(text):
+                        break
+                    event, at = decoder.raw_decode(text, at)
+                    events.append(event)
+                receiver.raw.append(body)
+                receiver.events.extend(events)
+                self._answer(200, {"text": "Success", "code": 0})
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
