@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev pg-binaries node-binaries chromium lint typecheck pytest openapi bench clean
+.PHONY: run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi bench clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -62,7 +62,15 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-pytest: install-dev pg-binaries node-binaries chromium
+# tests/deploy runs Debian's nginx (with deploy/nginx's template) in front of two ICA processes.
+# On a machine with an init system the package also starts a system nginx on port 80.
+nginx:
+	@if ! command -v nginx >/dev/null 2>&1 && ! test -x /usr/sbin/nginx; then \
+		echo "installing nginx"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	fi
+
+pytest: install-dev pg-binaries node-binaries chromium nginx
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
