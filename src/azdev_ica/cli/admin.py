@@ -94,6 +94,16 @@ def register(sub: Any) -> None:
     db.add_parser("upgrade", help="migrate the database to the current schema").set_defaults(
         func=_db_upgrade
     )
+    db.add_parser(
+        "downgrade",
+        help="undo the last migration (one step back), on the database directly",
+        description="Works on the database directly, not through a server: stop every ICA "
+        "server process first (they expect the current schema) and take a backup. Undoes "
+        "exactly one migration, in one transaction, then install the matching older ICA. "
+        "The audit ledger's migrations are forward-only: a downgrade across one is refused "
+        "and changes nothing (restore a backup taken before the upgrade instead). "
+        "`ica db upgrade` goes forward again.",
+    ).set_defaults(func=_db_downgrade)
     db.add_parser("current", help="print the schema revision").set_defaults(func=_db_current)
     grants = db.add_parser(
         "grants",
@@ -404,6 +414,19 @@ def _db_upgrade(_: argparse.Namespace) -> int:
     with _engine() as engine:
         migrate.upgrade(engine)
         print(f"database at revision {migrate.current_revision(engine)}")
+    return EXIT_OK
+
+
+@_guarded
+def _db_downgrade(_: argparse.Namespace) -> int:
+    from azdev_ica.db import migrate
+
+    with _engine() as engine:
+        try:
+            before, after = migrate.downgrade(engine)
+        except migrate.DowngradeRefused as exc:
+            return _fail(f"cannot downgrade: {exc}")
+        print(f"database downgraded from {before} to {after or '(empty)'}")
     return EXIT_OK
 
 
