@@ -153,6 +153,7 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    workers: int = 1
 
     def wait_ready(self) -> Server:
         def ready() -> bool:
@@ -197,23 +198,32 @@ class Cluster:
     admin_key: str
     servers: list[Server] = field(default_factory=list)
 
-    def serve(self, count: int = 1, *, workers: int = 1) -> list[Server]:
-        """Start `count` `ica serve` processes side by side; answer once all serve."""
+    def serve(self, count: int = 1, *, workers: int = 1, port: int | None = None) -> list[Server]:
+        """Start `count` `ica serve` processes side by side (on `port`: one, e.g. a killed
+        server's); answer once all serve."""
         started = []
         for _ in range(count):
-            port = free_port()
-            log = self.root / f"serve-{port}.log"
+            chosen = port or free_port()
+            log = self.root / f"serve-{len(self.servers) + len(started)}-{chosen}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
-                    [*ICA, "serve", "--port", str(port), "--workers", str(workers)],
+                    [*ICA, "serve", "--port", str(chosen), "--workers", str(workers)],
                     env=self.env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            started.append(Server(process, f"http://127.0.0.1:{port}", log))
+            started.append(Server(process, f"http://127.0.0.1:{chosen}", log, workers))
         self.servers.extend(started)
         return [server.wait_ready() for server in started]
+
+    def replicas(self, count: int) -> list[Server]:
+        """`count` running single-worker servers: those still alive, and new ones for the rest
+        (so that each test stands alone, whatever ran before it in this module)."""
+        alive = [server for server in self.servers if server.alive and server.workers == 1]
+        if len(alive) < count:
+            alive += self.serve(count - len(alive))
+        return alive[:count]
 
     def call(
         self,
@@ -241,19 +251,39 @@ class Cluster:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def ica(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*ICA, *argv], env=self.env, capture_output=True, text=True, timeout=120, check=False
-        )
-
     def audit_verify(self) -> None:
-        verified = self.ica("audit", "verify")
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        code, out = run_ica(self.env, "audit", "verify")
+        assert code == 0, out
 
     def stop_all(self) -> None:
+        """Stop every server (SIGTERM: each hands its leases back)."""
         for server in self.servers:
             server.stop()
         self.servers.clear()
+
+
+def run_ica(env: dict[str, str], *argv: str) -> tuple[int, str]:
+    """`ica ARGV` in this process (an interpreter start costs seconds on a busy machine), with
+    `env` as its environment for the duration; the exit code and what it printed."""
+    import contextlib
+    import io
+
+    from azdev_ica.cli.main import main
+
+    saved = dict(os.environ)
+    out = io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return code, out.getvalue()
 
 
 def _env(root: Path, database_url: str, **extra: str) -> dict[str, str]:
@@ -322,11 +352,9 @@ def cluster(
         policy.write_text(example_policy() + "\n" + POLICY_EXTRA)
 
         def ica(*argv: str) -> str:
-            done = subprocess.run(
-                [*ICA, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
-            return done.stdout
+            code, out = run_ica(env, *argv)
+            assert code == 0, out
+            return out
 
         keys = re.findall(KEY_RE, ica("init", "--policy", str(policy)))
         assert len(keys) == 1

@@ -7,6 +7,7 @@ database once the cluster has settled (nothing due, everything sealed, signed, c
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -29,6 +30,8 @@ from azdev_ica.db.tables import (
 )
 from tests.gates.conftest import PIPELINE, new_run
 from tests.replicas.conftest import Cluster, Server, context, wait_for
+
+RUN_IDS = itertools.count(1000)
 
 
 def overdue_approvals(cluster: Cluster, tenants: list[str]) -> list[int]:
@@ -170,8 +173,7 @@ def record_events(cluster: Cluster, servers: list[Server], count: int) -> list[s
             errors.append((status, answer))
         keys.append(run["run_key"])
 
-    base = len(holders(cluster)) * 1000 + int(cluster.ctx.clock.now().timestamp()) % 1000
-    threads = [threading.Thread(target=one, args=(base + n,)) for n in range(count)]
+    threads = [threading.Thread(target=one, args=(next(RUN_IDS),)) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -181,7 +183,7 @@ def record_events(cluster: Cluster, servers: list[Server], count: int) -> list[s
 
 
 def test_two_processes_run_each_job_once_per_due_item(cluster: Cluster) -> None:
-    a, b = cluster.serve(2)
+    a, b = cluster.replicas(2)
     approvals = overdue_approvals(cluster, ["ck", "ws", "sb"])
     record_events(cluster, [a, b], 8)
     wait_for(lambda: settled(cluster), "the cluster to settle")
@@ -196,7 +198,7 @@ def test_two_processes_run_each_job_once_per_due_item(cluster: Cluster) -> None:
 
 
 def test_a_targets_lock_holds_across_processes(cluster: Cluster) -> None:
-    a, b = cluster.servers[:2]
+    a, b = cluster.replicas(2)
     first = new_run(cluster.ctx, tenant="vu", stage="staging")
     second = new_run(cluster.ctx, tenant="vu", stage="staging")
     status, answer = cluster.call(a, "POST", "/gate/evaluate", {"run_key": first})
@@ -216,7 +218,8 @@ def test_a_targets_lock_holds_across_processes(cluster: Cluster) -> None:
 
 
 def test_a_killed_process_loses_no_work(cluster: Cluster) -> None:
-    a, b = cluster.servers[:2]
+    a, b = cluster.replicas(2)
+    wait_for(lambda: settled(cluster), "the cluster to settle")  # nothing is half done
     leases = holders(cluster)
     # Kill the process that holds the sealer's lease (and most likely every job's).
     victim, survivor = (a, b) if pid_of(leases["ledger.sealer"]) == a.process.pid else (b, a)
@@ -238,6 +241,7 @@ def test_one_process_with_several_workers_runs_each_job_once(cluster: Cluster) -
     approvals = overdue_approvals(cluster, ["ck"])
     record_events(cluster, [served], 6)
     wait_for(lambda: settled(cluster), "the workers to settle")
+    assert served.alive
     # Every lease is held by a worker (the supervisor process runs no jobs).
     workers = {pid_of(holder) for holder in holders(cluster).values()}
     assert {parent_of(pid) for pid in workers} == {served.process.pid}
