@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -343,10 +344,19 @@ def context(database_url: str, root: Path, clock: Any = None) -> Any:
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
+    """A cluster on PostgreSQL (several processes need it)."""
+    with make_cluster(request, tmp_path_factory, "postgresql") as made:
+        yield made
+
+
+@contextmanager
+def make_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Iterator[Cluster]:
     import re
 
     root = tmp_path_factory.mktemp("replicas")
-    with _fresh_database(request, root, "postgresql") as database_url:
+    with _fresh_database(request, root, backend) as database_url:
         env = _env(root, database_url)
         policy = root / "policy.yaml"
         policy.write_text(example_policy() + "\n" + POLICY_EXTRA)

@@ -5,7 +5,8 @@ Idempotency-Key on every write, retrying the same request (same key, same body) 
 connection error or a 5xx until it is answered, as the pipeline client does. While they run,
 the server is killed (SIGKILL: no shutdown, transactions cut wherever they are) and started
 again on the same port. Afterwards: every write a client saw acknowledged is in the database
-once, no write is there twice, each has its one audit record, and the ledger verifies."""
+once, no write is there twice, each has its one audit record, and the ledger verifies. On
+PostgreSQL and on SQLite (one process, its journal recovering the cut transactions)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from azdev_ica.db.tables import Approval, AuditEntry, AuditInbox, PipelineEvent, PipelineRun
-from tests.replicas.conftest import API, Cluster, Server, wait_for
+from tests.replicas.conftest import API, Cluster, Server, make_cluster, wait_for
 
 THREADS = 4
 UNITS = 5  # per thread: start a production run, two events, an approval request
@@ -100,7 +103,16 @@ class Client:
             self.write("approval", "/approval", {"run_key": run_key})
 
 
-def test_a_server_killed_under_load_loses_and_doubles_nothing(cluster: Cluster) -> None:
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def crash_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    with make_cluster(request, tmp_path_factory, request.param) as made:
+        yield made
+
+
+def test_a_server_killed_under_load_loses_and_doubles_nothing(crash_cluster: Cluster) -> None:
+    cluster = crash_cluster
     from azdev_ica.auth.principal import Actor
     from azdev_ica.auth.roles import Role
     from azdev_ica.services.apikeys import create_api_key
