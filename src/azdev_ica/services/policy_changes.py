@@ -455,7 +455,8 @@ def _proposal(session: Session, proposal_id: int, *, lock: bool) -> PolicyPropos
 
 
 def proposal_link(ctx: ServiceContext, proposal_id: int) -> str:
-    return f"{ctx.public_url.rstrip('/')}/api/v1/azdev/policy/proposal/{proposal_id}"
+    """The proposal's console page (its JSON is `/api/v1/azdev/policy/proposal/{id}`)."""
+    return f"{ctx.public_url.rstrip('/')}/policy/proposals/{proposal_id}"
 
 
 def _notify(

@@ -24,6 +24,7 @@ AREAS = (
     NavEntry("/overrides", "Overrides", Permission.APPROVAL_READ),
     NavEntry("/dr", "DR", Permission.DR_READ),
     NavEntry("/audit", "Audit", Permission.AUDIT_READ),
+    NavEntry("/policy", "Policy", Permission.POLICY_READ),
 )
 
 

@@ -82,6 +82,7 @@ CONSOLE_PREFIXES = (
     "/audit",
     "/incidents",
     "/dr",
+    "/policy",
 )
 
 

@@ -18,6 +18,7 @@ from azdev_ica.web.pages import (
     home,
     incidents,
     inventory,
+    policy,
     run_detail,
     runs,
 )
@@ -43,5 +44,6 @@ def install(app: FastAPI) -> None:
         dashboards,
         audit,
         incidents,
+        policy,
     ):
         app.include_router(module.router)
