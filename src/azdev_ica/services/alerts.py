@@ -392,7 +392,8 @@ def ledger_stalled(
         summary=f"The audit ledger stopped sealing ({source}): {reason}",
         roles=["admin", "azdev_auditor"],
         at=at,
-        link=f"{_base(ctx)}/ready",
+        # The checkpoints page shows when the ledger last sealed (its JSON: `/ready`).
+        link=f"{_base(ctx)}/audit/checkpoints",
         source=source,
         reason=reason,
         backlog=backlog,
