@@ -26,7 +26,7 @@ from tests.approvals.conftest import (
     TECH,
 )
 from tests.console.conftest import PHONE
-from tests.console.test_foundation import sign_in
+from tests.console.test_foundation import code_now, sign_in
 
 OPERATOR = Actor(kind="operator", id="test")
 
@@ -172,3 +172,25 @@ def test_the_approval_page_reads_on_a_phone(new_context, ctx, approval_id, appro
     box = approve.bounding_box()
     assert box is not None
     assert box["x"] + box["width"] <= PHONE["width"]
+
+
+def test_a_stale_second_factor_asks_for_a_code_before_signing(
+    page, ctx, clock, approval_id, approvers
+):
+    from datetime import timedelta
+
+    alice = approvers["alice"]
+    sign_in(page, ctx, alice, start=f"/approvals/{approval_id}")  # her code is fresh now
+    clock.advance(timedelta(minutes=6))  # ... and stale after the step-up window
+    page.get_by_label("Comment").fill("Looks right.")
+    page.get_by_role("button", name="Approve").click()
+    page.wait_for_url(f"**/ui/stepup?next=/approvals/{approval_id}")
+    assert page.get_by_role("heading", name="Confirm it is you").is_visible()
+    page.get_by_label("One-time code").fill(code_now(ctx, alice))
+    page.get_by_role("button", name="Confirm").click()
+    # Back on the request, nothing signed yet: the form is shown again, never re-posted.
+    page.wait_for_url(f"**/approvals/{approval_id}")
+    assert page.get_by_text("No one has signed yet.").is_visible()
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_role("status").filter(has_text="Signed.").wait_for()
+    assert page.locator("#approval-status").inner_text() == "technical approved"

@@ -60,3 +60,25 @@ def test_the_override_page_from_its_notification(page, ctx, local_user):
     page.wait_for_url(lambda url: unquote(url).endswith(f"/runs/{key}"))
     assert page.get_by_role("heading", name="Emergency overrides").is_visible()
     assert page.get_by_role("link", name=f"#{override.id}").is_visible()
+
+
+def test_the_queue_shows_a_held_lock_and_its_waiter(page, ctx, local_user):
+    first, second = new_run(ctx, stage="staging"), new_run(ctx, stage="staging")
+    samoa = new_run(ctx, tenant="ws", stage="staging")
+    for key, tenant, status in (
+        (first, "to", "allow"),
+        (second, "to", "pending"),
+        (samoa, "ws", "allow"),
+    ):
+        answer = evaluate(ctx, principal=PIPELINE, command=EvaluateGate(run_key=key, tenant=tenant))
+        assert answer.status.value == status
+    sign_in(page, ctx, local_user("quinn@example.org", [("azdev_devops", "to")]))
+    rows = page.locator("#queues tbody tr")
+    assert rows.count() == 1  # Samoa's lock is not Tonga's business
+    row = rows.first
+    assert row.locator("td").first.inner_text() == "to · staging"
+    assert row.locator("td").nth(1).get_by_role("link", name=first).is_visible()
+    waiting = row.locator("td").nth(2).get_by_role("listitem")
+    assert waiting.all_inner_texts() == [second]
+    waiting.get_by_role("link", name=second).click()
+    page.wait_for_url(lambda url: unquote(url).endswith(f"/runs/{second}"))
