@@ -138,6 +138,9 @@ def _check_admin_may(by: Principal | None, session: Session, person: Person, now
             raise Forbidden("only an administrator may do this")
         return
     grants = active_grants(session, person.id, now)
+    if grants and not any(grant.tenant is not None and grant.tenant in scope for grant in grants):
+        # Someone of other tenants only: out of scope answers exactly like absent.
+        raise NotFound(f"no person {person.login!r}")
     if any(grant.tenant is None or grant.tenant not in scope for grant in grants):
         raise Forbidden("this person holds roles outside your tenants; ask an administrator")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from azdev_ica.api.deps import Ctx, json_body, require
@@ -20,6 +20,12 @@ from azdev_ica.auth.roles import Permission, Role
 from azdev_ica.db.tables import Person, RoleGrant
 from azdev_ica.errors import Forbidden, PersonRequired
 from azdev_ica.services.audit import rfc3339
+from azdev_ica.services.enrolment import (
+    IssuedLink,
+    issue_enrolment_link,
+    link_ttl,
+    reset_credentials,
+)
 from azdev_ica.services.people import (
     create_person,
     disable_person,
@@ -302,3 +308,75 @@ def disable_person_route(
     _all_tenants_admin(principal)
     person = disable_person(ctx, actor=principal.actor, login=login, reason=body.reason)
     return _person_out(person, [], [])
+
+
+# --- enrolment links (`ica user enrol|reset` over HTTP) -------------------------------------
+
+
+class ResetRequest(Strict):
+    reason: Annotated[ShortText, Field(min_length=1, max_length=1000)]
+
+
+class EnrolmentLinkOut(BaseModel):
+    login: str
+    person_id: int
+    enrolment_link: str = Field(
+        description="Single use; shown only this once. Send it to the person only: with it "
+        "they set their own password and authenticator."
+    )
+    expires_at: str
+
+
+def _link_out(request: Request, issued: IssuedLink) -> EnrolmentLinkOut:
+    settings = request.app.state.settings
+    return EnrolmentLinkOut(
+        login=issued.login,
+        person_id=issued.person_id,
+        enrolment_link=issued.url(settings.resolved_public_url()),
+        expires_at=rfc3339(issued.expires_at),
+    )
+
+
+@router.post(
+    "/people/{login}/enrolment-link",
+    status_code=201,
+    response_model=EnrolmentLinkOut,
+    summary="A new single-use enrolment link for a person (earlier links stop working)",
+)
+def enrolment_link_route(
+    request: Request, ctx: Ctx, principal: UserAdmin, login: Login
+) -> EnrolmentLinkOut:
+    """The person's current credentials stay until the link is used. An administrator for
+    every tenant reaches anyone; a tenant administrator only people whose every grant lies in
+    its tenants (someone of other tenants only is a 404, as if absent). No body."""
+    issued = issue_enrolment_link(
+        ctx,
+        actor=principal.actor,
+        login=login,
+        ttl=link_ttl(request.app.state.settings),
+        by=principal,
+    )
+    return _link_out(request, issued)
+
+
+@router.post(
+    "/people/{login}/reset",
+    response_model=EnrolmentLinkOut,
+    dependencies=[Depends(json_body)],
+    summary="Reset a person's credentials and give them a new enrolment link",
+)
+def reset_route(
+    request: Request, ctx: Ctx, principal: UserAdmin, login: Login, body: ResetRequest
+) -> EnrolmentLinkOut:
+    """Ends the password, authenticator, recovery codes, personal tokens and open sessions in
+    one transaction, and answers with a new single-use enrolment link; the administrator
+    never learns a credential. Scope as for the enrolment link."""
+    issued = reset_credentials(
+        ctx,
+        actor=principal.actor,
+        login=login,
+        reason=body.reason,
+        ttl=link_ttl(request.app.state.settings),
+        by=principal,
+    )
+    return _link_out(request, issued)
