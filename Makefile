@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi bench clean
+.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi bench clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -74,6 +74,11 @@ pytest: install-dev pg-binaries node-binaries chromium nginx
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# PNGs of the console's main pages (docs/screenshots/, shown in the README), taken in the
+# machine's Chromium from a seeded server with a frozen clock (tests/console/screenshots.py).
+screenshots: install-dev pg-binaries chromium
+	$(BIN)/python -m pytest -q -n 0 -p no:cacheprovider tests/console/screenshots.py -k sqlite
 
 openapi: install
 	$(BIN)/ica openapi --out api/azdev-ica-openapi.yaml
