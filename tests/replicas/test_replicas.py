@@ -8,6 +8,8 @@ database once the cluster has settled (nothing due, everything sealed, signed, c
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -235,7 +237,8 @@ def test_a_killed_process_loses_no_work(cluster: Cluster) -> None:
 
 def test_one_process_with_several_workers_runs_each_job_once(cluster: Cluster) -> None:
     """`ica serve --workers 2`: each worker runs the sealer and the scheduler beside its
-    requests, under the same leases as separate replicas."""
+    requests, under the same leases as separate replicas; a worker killed with SIGKILL loses
+    no work (the other takes its leases over; the supervisor starts a new worker)."""
     cluster.stop_all()
     (served,) = cluster.serve(workers=2)
     approvals = overdue_approvals(cluster, ["ck"])
@@ -243,6 +246,17 @@ def test_one_process_with_several_workers_runs_each_job_once(cluster: Cluster) -
     wait_for(lambda: settled(cluster), "the workers to settle")
     assert served.alive
     # Every lease is held by a worker (the supervisor process runs no jobs).
-    workers = {pid_of(holder) for holder in holders(cluster).values()}
+    leases = holders(cluster)
+    workers = {pid_of(holder) for holder in leases.values()}
     assert {parent_of(pid) for pid in workers} == {served.process.pid}
+    assert_each_item_once(cluster, approvals)
+
+    victim = pid_of(leases["ledger.sealer"])
+    os.kill(victim, signal.SIGKILL)
+    approvals += overdue_approvals(cluster, ["ws"])
+    record_events(cluster, [served], 4)
+    wait_for(lambda: settled(cluster), "the other worker to take over")
+    taken = {pid_of(holder) for holder in holders(cluster).values()}
+    assert victim not in taken
+    assert {parent_of(pid) for pid in taken} == {served.process.pid}
     assert_each_item_once(cluster, approvals)
