@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi bench clean
+.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi settings-reference bench clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -82,6 +82,10 @@ screenshots: install-dev pg-binaries chromium
 
 openapi: install
 	$(BIN)/ica openapi --out api/azdev-ica-openapi.yaml
+
+# docs/operate.md's configuration reference, from the settings code (a test diffs it).
+settings-reference: install
+	$(BIN)/python -m azdev_ica.settings_reference docs/operate.md
 
 bench: install-dev pg-binaries
 	$(BIN)/python bench/run_event_throughput.py

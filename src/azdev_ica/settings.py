@@ -55,7 +55,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ICA_", extra="ignore")
 
+    # Where ICA writes its files: the embedded SQLite database, the server secret and the
+    # ledger key unless set below, the copies of the signed checkpoints (the container
+    # image's one volume).
     data_dir: Path = DEFAULT_DATA_DIR
+    # The database (postgresql://user:password@host/db, or sqlite:///path). Default: the
+    # SQLite file <data_dir>/ica.db, for one machine and one server process.
     database_url: str = ""
     # The pepper of API-key digests. Read from `secret_key` or, when that is empty, from
     # `secret_key_file` (created by `ica init`, mode 0600). Without one the server refuses
@@ -80,7 +85,10 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
     )
+    # An API key's "last used" time is written at most this often (0: at every use).
     api_key_touch_seconds: int = Field(default=60, ge=0)
+    # Database connections each server process keeps (PostgreSQL), and how long a SQLite
+    # writer waits for the file's lock before it gives up.
     db_pool_size: int = Field(default=10, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     # The audit ledger. The signing key file (`ica keys init`, mode 0600) is shared by every

@@ -46,8 +46,12 @@ ROLE_NAMES = (
 
 def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="serve the ICA API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (PostgreSQL only; SQLite: 1)"
     )
