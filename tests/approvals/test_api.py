@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from azdev_ica.audit.replay import replay_ledger
 from azdev_ica.db.tables import AuditInbox
-from tests.approvals.conftest import COMMIT, DIGEST, RUN_KEY
+from tests.approvals.conftest import COMMIT, DIGEST, RUN_KEY, TECH
 from tests.conftest import bearer
 
 API = "/api/v1/azdev"
+SAM_ADO_ID = "a1b2c3d4-0000-4000-8000-000000000sam"
 
 
 def basic(key: str) -> dict[str, str]:
@@ -264,3 +266,98 @@ def test_the_status_field_spells_the_state_machine():
     from azdev_ica.domain.approvals import ApprovalStatus
 
     assert set(get_args(Status)) == {status.value for status in ApprovalStatus}
+
+
+class TestARunThatFinishesWithdrawsItsRequests:
+    """Finishing a run (any status) withdraws its open requests: a finished run deploys
+    nothing more, so nobody should be paged, escalated to or asked to sign for it."""
+
+    @pytest.mark.parametrize(
+        ("status", "recorded"),
+        [("Canceled", "cancelled"), ("failed", "failed"), ("success", "success")],
+    )
+    def test_the_open_request_ends_withdrawn_and_the_sla_stops(
+        self, client, ctx, clock, asked, devops, people, status, recorded
+    ):
+        from azdev_ica.services.approval_sla import run_sla
+
+        assert sign(client, people["alice"], asked["id"]).json()["status"] == ("technical_approved")
+        finish = client.post(
+            f"{API}/run/finish", json={"run_key": asked["run_key"], "status": status},
+            headers=devops,
+        )  # fmt: skip
+        assert finish.status_code == 200, finish.text
+        assert finish.json()["status"] == recorded
+        polled = client.get(f"{API}/approval/{asked['id']}", headers=devops).json()
+        assert polled["status"] == "withdrawn"  # a polling pipeline reads a final status
+        assert polled["closed_reason"] == f"run {asked['run_key']} finished: {recorded}"
+        late = sign(client, people["bob"], asked["id"])
+        assert (late.status_code, late.json()["code"]) == (403, "approval_decided")
+        clock.advance(timedelta(days=3))  # past the warning, the SLA and the expiry
+        assert (run_sla(ctx).warned, run_sla(ctx).escalated) == ([], [])
+        with ctx.read() as session:
+            trail = session.execute(
+                select(AuditInbox.action, AuditInbox.subject_id).order_by(AuditInbox.id)
+            ).all()
+        assert ("approval.withdraw", str(asked["id"])) in trail  # audited
+        report = replay_ledger(ctx.db)  # and the ledger alone rebuilds it
+        assert report.ok, report.text()
+
+    def test_a_new_attempt_asks_afresh_and_an_old_attempt_finishing_late_withdraws_nothing(
+        self, client, asked, devops
+    ):
+        run_key = asked["run_key"]
+        client.post(f"{API}/run/finish", json={"run_key": run_key, "status": "failed"},
+                    headers=devops)  # fmt: skip
+        rerun = {"provider": "ado", "project_id": run_key.split(":")[1], "run_id": "4711",
+                 "pipeline_name": "farmer-registry-ci", "attempt": 2, "tenant": "to",
+                 "stage": "production"}  # fmt: skip
+        assert client.post(f"{API}/run/start", json=rerun, headers=devops).status_code == 200
+        second = client.post(f"{API}/approval", json={"run_key": run_key}, headers=devops)
+        assert second.status_code == 201  # the withdrawn request leaves the way open
+        assert second.json()["status"] == "pending"
+        stale = client.post(
+            f"{API}/run/finish",
+            json={"run_key": run_key, "status": "failed", "attempt": 1},
+            headers=devops,
+        )
+        assert stale.status_code == 200  # attempt 1 finished already, the same status again
+        polled = client.get(f"{API}/approval/{second.json()['id']}", headers=devops).json()
+        assert polled["status"] == "pending"
+
+
+class TestEveryoneWhoTriggeredTheRunIsItsRequester:
+    """A re-run started by someone else: whoever triggered any attempt of the run is on the
+    requesting side, and none of them signs its approval (segregation of duties)."""
+
+    def rerun(self, client: Any, devops: dict[str, str], run_key: str, by: str) -> None:
+        body = {"provider": "ado", "project_id": run_key.split(":")[1], "run_id": "4711",
+                "pipeline_name": "farmer-registry-ci", "attempt": 2, "tenant": "to",
+                "stage": "production", "requested_for": by}  # fmt: skip
+        response = client.post(f"{API}/run/start", json=body, headers=devops)
+        assert response.status_code == 200, response.text
+        assert response.json()["attempt"] == 2
+
+    def test_the_person_who_re_ran_it_does_not_sign(
+        self, client, ctx, devops, run_key, people, make_person
+    ):
+        sam = make_person("sam", [(TECH, "to")], [("ado", SAM_ADO_ID)])
+        self.rerun(client, devops, run_key, SAM_ADO_ID)  # rita ran it, sam re-ran it
+        asked = client.post(f"{API}/approval", json={"run_key": run_key}, headers=devops)
+        assert asked.status_code == 201, asked.text
+        for person in (sam, people["rita"]):
+            refused = sign(client, person, asked.json()["id"])
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["code"] == "requester_cannot_sign"
+        assert sign(client, people["alice"], asked.json()["id"]).status_code == 200
+        report = replay_ledger(ctx.db)  # who triggered each attempt rebuilds from the ledger
+        assert report.ok, report.text()
+        assert report.rows["azdev_pipeline_run_requester"] == (2, 2)
+
+    def test_a_re_run_after_the_request_makes_its_trigger_a_requester_too(
+        self, client, devops, asked, people, make_person
+    ):
+        sam = make_person("sam", [(TECH, "to")], [("ado", SAM_ADO_ID)])
+        self.rerun(client, devops, asked["run_key"], SAM_ADO_ID)
+        refused = sign(client, sam, asked["id"])
+        assert (refused.status_code, refused.json()["code"]) == (403, "requester_cannot_sign")

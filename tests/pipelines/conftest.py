@@ -82,6 +82,19 @@ class Stack:
         assert status == 200, data
         return dict(data)
 
+    def approvals(self, run_key: str) -> list[dict[str, Any]]:
+        """The run's approval requests, newest first."""
+        status, page = self.call(
+            "GET", f"/api/v1/azdev/approvals?run_key={quote(run_key)}", self.keys["admin"]
+        )
+        assert status == 200, page
+        return [self.approval(item["id"]) for item in page["items"]]
+
+    def approval(self, approval_id: int) -> dict[str, Any]:
+        status, data = self.call("GET", f"/api/v1/azdev/approval/{approval_id}", self.keys["admin"])
+        assert status == 200, data
+        return dict(data)
+
     def lock(self) -> dict[str, Any]:
         status, data = self.call("GET", "/api/v1/azdev/lock/to/production", self.keys["admin"])
         assert status == 200, data

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +162,11 @@ class Runner:
     actions: dict[str, Path]
     oidc: dict[str, str]
     cancel_before: str | None = None
+    # (a step's name, a condition): someone cancels the run while that step runs, once the
+    # condition holds. The runner then signals the step's process (SIGINT, as GitHub does),
+    # the step ends `cancelled`, and only `always()`/`cancelled()` steps run after it.
+    cancel_during: tuple[str, Callable[[], bool]] | None = None
+    cancelled_during: bool = False
     on_step: Callable[[StepRun], None] | None = None
     log: list[StepRun] = field(default_factory=list)
     # Directories steps added with GITHUB_PATH: prepended to PATH for the job's later steps.
@@ -203,7 +211,9 @@ class Runner:
                 outcome, outputs = self._composite(step["uses"], given, env, base, status, number)
             if "id" in step:
                 steps[step["id"]] = {"outcome": outcome, "conclusion": outcome, "outputs": outputs}
-            if outcome == "failure" and status == "success":
+            if self.cancelled_during:
+                status = "cancelled"
+            elif outcome == "failure" and status == "success":
                 status = "failure"
         return status
 
@@ -224,7 +234,7 @@ class Runner:
         path = self.workdir / f".step-{number}.sh"
         path.write_text(script)
         search = os.pathsep.join([*reversed(self.added_path), env["PATH"]])
-        done = subprocess.run(
+        process = subprocess.Popen(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(path)],
             cwd=self.workdir,
             env={
@@ -235,19 +245,48 @@ class Runner:
                 "GITHUB_OUTPUT": str(output),
                 "GITHUB_PATH": str(github_path),
             },
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
-            check=False,
+            start_new_session=True,
         )
-        outcome = "success" if done.returncode == 0 else "failure"
-        self._record(StepRun(label, outcome, done.returncode, done.stdout, done.stderr))
+        watcher = self._watch_for_cancel(label, process)
+        stdout, stderr = process.communicate(timeout=120)
+        if watcher is not None:
+            watcher.join()
+        cancelled = watcher is not None and self.cancelled_during
+        outcome = "cancelled" if cancelled else "success" if process.returncode == 0 else "failure"
+        self._record(StepRun(label, outcome, process.returncode, stdout, stderr))
         self.added_path += [line for line in github_path.read_text().splitlines() if line]
         for line in github_env.read_text().splitlines():  # NAME=value (no multi-line values here)
             if "=" in line:
                 name, value = line.split("=", 1)
                 self.added_env[name] = value
         return outcome, _outputs(output.read_text())
+
+    def _watch_for_cancel(
+        self, label: str, process: subprocess.Popen[str]
+    ) -> threading.Thread | None:
+        if self.cancel_during is None or self.cancel_during[0] != label or self.cancelled_during:
+            return None
+        when = self.cancel_during[1]
+
+        def watch() -> None:
+            while process.poll() is None:
+                if when():
+                    self.cancelled_during = True
+                    # GitHub signals the step's processes: SIGINT, SIGTERM after 7.5 s.
+                    os.killpg(process.pid, signal.SIGINT)
+                    try:
+                        process.wait(timeout=7.5)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, signal.SIGTERM)
+                    return
+                time.sleep(0.1)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        return thread
 
     def _runner_temp(self) -> Path:
         temp = self.workdir.parent / "runner-temp"
@@ -284,6 +323,10 @@ class Runner:
             name = interpolate(str(step.get("name", "")), context, status)
             if step.get("shell") != "bash" or "run" not in step:
                 raise Unsupported(f"composite step {step}")
+            # In a composite action the status functions read its own steps (GitHub's docs):
+            # after a step of it was cancelled, only always()/cancelled() steps run.
+            if outcome == "cancelled" and not condition(step.get("if"), context, "cancelled"):
+                continue
             if outcome == "failure" and not condition(step.get("if"), context, "failure"):
                 continue
             step_env = {k: interpolate(str(v), context, status) for k, v in step["env"].items()}
@@ -293,8 +336,8 @@ class Runner:
             )
             if "id" in step:
                 inner[step["id"]] = {"outcome": result, "outputs": outputs}
-            if result == "failure":
-                outcome = "failure"
+            if result in ("failure", "cancelled"):
+                outcome = result
         context = {"inputs": inputs, "env": env, "steps": inner, "job": {"status": status}}
         outputs = {
             name: interpolate(str(spec["value"]), context, status)

@@ -295,6 +295,7 @@ def test_a_run_cancelled_during_build_is_closed_cancelled(stack, tmp_path):
     recorded = stack.run(run.run_key)
     assert recorded["status"] == "cancelled"
     assert [event["phase"] for event in recorded["events"]] == ["build"]
+    assert stack.approvals(run.run_key) == []  # nothing left pending
     assert stack.lock()["status"] == "free"
 
 
@@ -316,6 +317,10 @@ def test_a_run_cancelled_while_waiting_at_the_check_is_closed_cancelled(stack, t
     }, run.show()
     assert run.step("ICA run finish (close-out)").code == 0
     assert stack.run(run.run_key)["status"] == "cancelled"
+    [approval] = stack.approvals(run.run_key)
+    assert approval["id"] == run.approval["id"]
+    assert approval["status"] == "withdrawn"  # no pending approval for the SLA to escalate
+    assert approval["closed_reason"] == f"run {run.run_key} finished: cancelled"
     assert not (run.work / "deployed.txt").exists()
     assert stack.lock()["status"] == "free"
 

@@ -147,6 +147,23 @@ def test_a_cancelled_run_is_recorded_cancelled(stack, tmp_path):
     assert run.step("'phase': 'approval'").outcome == "skipped"
     assert run.step("ICA finish").outcome == "success"
     assert stack.run(run.run_key)["status"] == "cancelled"
+    assert stack.approvals(run.run_key) == []  # it never asked
+    assert stack.lock()["status"] == "free"
+
+
+def test_a_run_cancelled_while_waiting_for_the_approval_withdraws_it(stack, tmp_path):
+    run = GitHubRun(stack, tmp_path)
+    # Someone cancels the workflow run while its job waits for the approval to be signed.
+    run.runner.cancel_during = ("ICA approval", lambda: bool(stack.approvals(run.run_key)))
+    assert run.run() == "cancelled", run.show()
+    assert run.step("ICA approval").outcome == "cancelled"
+    assert run.step("'phase': 'gate'").outcome == "skipped"
+    assert run.step("ICA finish").outcome == "success"  # if: always()
+    assert not (run.work / "deployed.txt").exists()
+    assert stack.run(run.run_key)["status"] == "cancelled"
+    [approval] = stack.approvals(run.run_key)
+    assert approval["status"] == "withdrawn"  # no pending approval is left behind
+    assert approval["closed_reason"] == f"run {run.run_key} finished: cancelled"
     assert stack.lock()["status"] == "free"
 
 

@@ -30,6 +30,7 @@ from azdev_ica.db.tables import (
     ApprovalSignature,
     PipelineRun,
     RoleGrant,
+    RunRequester,
 )
 from azdev_ica.domain import approvals as rules
 from azdev_ica.domain.approvals import ApprovalStatus, Decision, Half
@@ -461,6 +462,45 @@ def withdraw_approval(
         raise ApprovalRefused(refused.message, code=refused.code.value) from None
 
 
+def withdraw_for_finished_run(
+    ctx: ServiceContext,
+    session: Session,
+    *,
+    run: PipelineRun,
+    run_status: str,
+    actor: Actor,
+    now: datetime,
+) -> list[int]:
+    """Withdraw every open request of `run`, which just finished as `run_status` (called by
+    `finish_run` inside its transaction). A finished run deploys nothing more, so what it
+    asked for is withdrawn: the SLA stops escalating it, a polling pipeline reads a final
+    status, and a waiting Azure DevOps check or GitHub review is answered. Returns the ids."""
+    withdrawn: list[int] = []
+    reason = f"run {run.run_key} finished: {run_status}"
+    open_rows = session.scalars(
+        select(Approval)
+        .where(Approval.run_pk == run.id, Approval.open_key.is_not(None))
+        .order_by(Approval.id)
+        .with_for_update()
+    ).all()
+    for row in open_rows:
+        _finish(ctx, session, row, ApprovalStatus.WITHDRAWN, now)
+        row.closed_reason = reason
+        append_audit(
+            session,
+            actor=actor,
+            action="approval.withdraw",
+            subject_type="approval",
+            subject_id=str(row.id),
+            tenant=row.tenant,
+            data={"reason": reason, "status": row.status, "run_status": run_status},
+            at=now,
+        )
+        _notify(ctx, session, row, TOPIC_WITHDRAWN, roles=APPROVER_ROLES, at=now)
+        withdrawn.append(row.id)
+    return withdrawn
+
+
 # --- expiry -----------------------------------------------------------------------------------
 
 
@@ -620,12 +660,25 @@ def _visible(session: Session, approval_id: int, principal: Principal, *, lock: 
 
 def _requesters(session: Session, row: Approval) -> frozenset[str]:
     """Whoever is on the requesting side, as principal ids: the caller that asked, the person
-    who triggered the run (linked now or when asked). None of them ever signs."""
+    who triggered the run (linked now or when asked), and whoever triggered any attempt of the
+    run (a re-run started by someone else, before or after the request). None of them ever
+    signs."""
     ids = {row.requested_by}
     if row.requester_person_id is not None:
         ids.add(f"person:{row.requester_person_id}")
+    triggered = {
+        (provider, user_id)
+        for provider, user_id in session.execute(
+            select(RunRequester.provider, RunRequester.provider_user_id).where(
+                RunRequester.run_pk == row.run_pk
+            )
+        )
+        if user_id is not None
+    }
     if row.requester_provider and row.requester_provider_id:
-        person = person_for_provider_id(session, row.requester_provider, row.requester_provider_id)
+        triggered.add((row.requester_provider, row.requester_provider_id))
+    for provider, user_id in sorted(triggered):
+        person = person_for_provider_id(session, provider, user_id)
         if person is not None:
             ids.add(f"person:{person.id}")
     return frozenset(ids)

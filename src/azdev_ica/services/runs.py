@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt
+from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt, RunRequester
 from azdev_ica.domain.runs import (
     AttemptState,
     EventRefusal,
@@ -39,10 +39,12 @@ from azdev_ica.errors import (
     ValidationProblem,
 )
 from azdev_ica.services.alerts import check_failure_streak, check_scan
+from azdev_ica.services.approvals import withdraw_for_finished_run
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
 from azdev_ica.services.locks import release_for_run
+from azdev_ica.services.post_deploy import check_post_deploy, failure_of, rollback_for
 from azdev_ica.services.unauthorised import check_deploy
 
 T = TypeVar("T")
@@ -50,6 +52,9 @@ T = TypeVar("T")
 # A reported commit time may run this far ahead of ICA's clock (the agent's clock, or the
 # committer's, may be a little fast); further ahead it is refused as impossible.
 COMMIT_TIME_SKEW = timedelta(minutes=5)
+
+# The person-link provider of a run's provider (run keys say `gh`, links say `github`).
+LINK_PROVIDER = {"ado": "ado", "gh": "github"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ class EventOutcome:
     run: PipelineRun
     event: PipelineEvent
     created: bool
+    # When the event failed its target's deployment (a failed `verify`, a monitoring
+    # trigger): the rollback to run (services/post_deploy.py).
+    rollback: dict[str, Any] | None = None
 
 
 def start_run(
@@ -172,7 +180,14 @@ def start_run(
             )
         if run is not None:
             if command.attempt > run.attempt:
-                _reopen(session, run, attempt=command.attempt, at=now, principal=principal)
+                _reopen(
+                    session,
+                    run,
+                    attempt=command.attempt,
+                    at=now,
+                    principal=principal,
+                    requested_for=command.requested_for,
+                )
             remember(session, idempotency, status_code=200, reference={"run_key": key}, at=now)
             return RunOutcome(run=run, created=False)
         started = command.start_time or now
@@ -203,6 +218,7 @@ def start_run(
         session.add(
             RunAttempt(run_pk=run.id, attempt=command.attempt, started_at=started, status="running")
         )
+        _record_requester(session, run, command.attempt, command.requested_for, at=now)
         append_audit(
             session,
             actor=principal.actor,
@@ -251,8 +267,9 @@ def record_event(
         prior = find_prior(session, idempotency)
         if prior is not None:
             run = _run_by_key(session, prior.response["run_key"])
+            event = _event(session, run, prior.response["event_id"])
             return EventOutcome(
-                run=run, event=_event(session, run, prior.response["event_id"]), created=False
+                run=run, event=event, created=False, rollback=_rollback(ctx, session, run, event)
             )
         run = _scoped_run(session, command.run_key, principal)
         # Only a client-chosen id can repeat; a fresh server-made one needs no look-up.
@@ -266,7 +283,12 @@ def record_event(
             ).one_or_none()
         )
         if existing is not None:
-            return EventOutcome(run=run, event=existing, created=False)
+            return EventOutcome(
+                run=run,
+                event=existing,
+                created=False,
+                rollback=_rollback(ctx, session, run, existing),
+            )
         now = ctx.clock.now()
         _check_event_target(ctx, session, principal, run, command, event_id, now)
         state = _attempt_state(session, run, command.attempt)
@@ -335,6 +357,9 @@ def record_event(
         elif command.phase is Phase.SCAN:
             # Critical vulnerabilities alert (seed 000 §7.2), once per run.
             check_scan(ctx, session, run=run, event=event, actor=principal.actor)
+        # A failed verification or a monitoring trigger fails the target's deployment: the
+        # alert and the incident, once, and the rollback in the answer (seed 000 §5.2, §6.1).
+        rollback = check_post_deploy(ctx, session, run=run, event=event, actor=principal.actor)
         remember(
             session,
             idempotency,
@@ -342,7 +367,7 @@ def record_event(
             reference={"run_key": run.run_key, "event_id": event_id},
             at=now,
         )
-        return EventOutcome(run=run, event=event, created=True)
+        return EventOutcome(run=run, event=event, created=True, rollback=rollback)
 
     return _run_refusable(ctx, action)
 
@@ -398,6 +423,10 @@ def finish_run(
             run.updated_at = now
             # The run's deployment locks and places in lock queues end with it (issue 5).
             release_for_run(session, run=run, actor=principal.actor, now=now)
+            # What it still waits for ends with it too: its open approval requests.
+            withdraw_for_finished_run(
+                ctx, session, run=run, run_status=run.status, actor=principal.actor, now=now
+            )
         append_audit(
             session,
             actor=principal.actor,
@@ -553,8 +582,16 @@ def _reaches(principal: Principal, run: PipelineRun) -> bool:
 
 
 def _reopen(
-    session: Session, run: PipelineRun, *, attempt: int, at: datetime, principal: Principal
+    session: Session,
+    run: PipelineRun,
+    *,
+    attempt: int,
+    at: datetime,
+    principal: Principal,
+    requested_for: str | None = None,
 ) -> None:
+    """A re-run: the run is open again under `attempt`, triggered by `requested_for` when the
+    start said (an event or a finish of a new attempt reopens it without saying)."""
     previous = run.attempt
     session.add(RunAttempt(run_pk=run.id, attempt=attempt, started_at=at, status="running"))
     run.attempt = attempt
@@ -570,8 +607,43 @@ def _reopen(
         subject_id=run.run_key,
         tenant=run.tenant,
         data={"attempt": attempt, "previous_attempt": previous},
+        personal={"requested_for": ("provider_user", requested_for)},
         at=at,
     )
+    _record_requester(session, run, attempt, requested_for, at=at)
+
+
+def _record_requester(
+    session: Session, run: PipelineRun, attempt: int, requested_for: str | None, *, at: datetime
+) -> None:
+    """Who triggered `attempt`: one of the run's requesters from now on (none of them signs
+    its approval: services/approvals.py)."""
+    provider = LINK_PROVIDER.get(run.provider)
+    if requested_for is None or provider is None:
+        return
+    session.add(
+        RunRequester(
+            run_pk=run.id,
+            attempt=attempt,
+            provider=provider,
+            provider_user_id=requested_for,
+            recorded_at=at,
+        )
+    )
+
+
+def _rollback(
+    ctx: ServiceContext, session: Session, run: PipelineRun, event: PipelineEvent
+) -> dict[str, Any] | None:
+    """A repeated event is answered as the first time: with the rollback when it failed its
+    target's deployment."""
+    if failure_of(event) is None:
+        return None
+    target = event_target(Phase(event.phase), event.data, run_tenant=run.tenant,
+                          run_stage=run.stage)  # fmt: skip
+    if target is None or target[0] is None or target[1] is None:
+        return None
+    return rollback_for(ctx, session, tenant=target[0], stage=target[1])
 
 
 def _find_run(session: Session, key: str) -> PipelineRun | None:
