@@ -383,3 +383,28 @@ def test_the_requester_comes_from_the_token_not_the_body(client, github, make_ke
     refused = client.post(f"{API}/run/start", json=lying, headers=github)
     assert refused.status_code == 422
     assert "actor_id" in refused.json()["detail"]
+
+
+def test_whoever_triggered_any_attempt_of_a_github_run_never_signs_it(
+    client, key, clock, make_person
+):
+    """GitHub's token of a re-run names who started the re-run; whoever started the first
+    attempt stays a requester too, and neither signs the run's approval."""
+    mele = make_person("mele", [("azdev_approver_tech", "to")], [("github", "5550001")])
+    tavita = make_person("tavita", [("azdev_approver_tech", "to")], [("github", "5550002")])
+    first = bearer(key.sign(github_claims(clock.now())))
+    rerun = bearer(key.sign(github_claims(clock.now(), run_attempt="2", actor_id="5550002")))
+    assert client.post(f"{API}/run/start", json=GH_START, headers=first).status_code == 201
+    again = client.post(f"{API}/run/start", json={**GH_START, "attempt": 2}, headers=rerun)
+    assert (again.status_code, again.json()["attempt"]) == (200, 2)
+    run_key = again.json()["run_key"]
+    asked = client.post(f"{API}/approval", json={"run_key": run_key}, headers=rerun)
+    assert asked.status_code == 201, asked.text
+    for person in (mele, tavita):
+        refused = client.post(
+            f"{API}/approval/{asked.json()['id']}/sign",
+            json={"decision": "approve"},
+            headers=person.headers,
+        )
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "requester_cannot_sign"

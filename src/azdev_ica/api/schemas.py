@@ -307,9 +307,29 @@ class RunDetailOut(RunOut):
     events: list[EventOut]
 
 
+class RollbackOut(BaseModel):
+    """The rollback a failed deployment calls for: the target's last good version."""
+
+    available: bool = Field(description="false when the target has no earlier good version")
+    tenant: str
+    stage: str
+    artifact_digest: str | None = Field(description="the last good version's artifact digest")
+    version: str | None
+    run_key: str | None = Field(description="the run that deployed the last good version")
+    without_approval: bool = Field(
+        description="whether the policy lets this rollback go without a fresh approval"
+    )
+
+
 class EventRecordedOut(BaseModel):
     run: RunOut
     event: EventOut
+    deployment_failed: bool = Field(
+        default=False,
+        description="the event (a failed `verify`, a monitoring trigger) failed its target's "
+        "deployment: the alert is raised, an incident opened, and `rollback` says what to run",
+    )
+    rollback: RollbackOut | None = None
 
 
 class RunPage(BaseModel):

@@ -5,7 +5,8 @@ any difference is a state change without its audit record (a gap), or the revers
 Projections rebuilt (each from the actions listed):
 
 - `azdev_pipeline_run`, `azdev_pipeline_run_attempt`: run.start, run.reopen, run.event (a
-  build's artifact digest), run.finish;
+  build's artifact digest), run.finish; `azdev_pipeline_run_requester`: run.start, run.reopen
+  (who triggered each attempt);
 - `azdev_pipeline_event`: run.event;
 - `azdev_policy_version`: policy.apply, policy.activate; `azdev_policy_proposal`,
   `azdev_policy_signature`: see audit/replay_policy.py;
@@ -67,6 +68,7 @@ from azdev_ica.db.tables import (
     PolicyVersion,
     RoleGrant,
     RunAttempt,
+    RunRequester,
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.domain.incidents import Severity, restore_due
@@ -81,6 +83,7 @@ PROJECTIONS = (
     ApprovalSignature,
     PipelineRun,
     RunAttempt,
+    RunRequester,
     PipelineEvent,
     PolicyVersion,
     ApiKey,
@@ -181,6 +184,7 @@ class _Projector:
         self.backups: list[dict[str, Any]] = []
         self.drills: list[dict[str, Any]] = []
         self.approvals: dict[int, dict[str, Any]] = {}
+        self.requesters: dict[tuple[str, int], dict[str, Any]] = {}
         self.signatures: dict[tuple[int, str], dict[str, Any]] = {}
         self.other: Counter[str] = Counter()
         self.problems: list[str] = []
@@ -274,6 +278,17 @@ class _Projector:
             "status": "running",
             "provider_status": None,
         }
+        self._requester(key, data["attempt"], data.get("requested_for"), at)
+
+    def _requester(self, key: str, attempt: int, requested_for: str | None, at: datetime) -> None:
+        provider = {"ado": "ado", "gh": "github"}.get(self.runs[key]["provider"])
+        if requested_for is None or provider is None:
+            return
+        self.requesters[(key, attempt)] = {
+            "provider": provider,
+            "provider_user_id": self._open(requested_for),
+            "recorded_at": at,
+        }
 
     def run_reopen(self, body: dict[str, Any], at: datetime) -> None:
         key, attempt = body["subject"]["id"], body["data"]["attempt"]
@@ -285,6 +300,7 @@ class _Projector:
             "provider_status": None,
         }
         run.update(attempt=attempt, status="running", flagged=False, end_time=None, updated_at=at)
+        self._requester(key, attempt, body["data"].get("requested_for"), at)
 
     def run_event(self, body: dict[str, Any], at: datetime) -> None:
         data, key = body["data"], body["subject"]["id"]
@@ -673,6 +689,16 @@ def _rows(session: Any) -> dict[str, list[dict[str, Any]]]:
         }
         for r in session.scalars(select(RunAttempt))
     ]
+    out["azdev_pipeline_run_requester"] = [
+        {
+            "run_key": keys[r.run_pk],
+            "attempt": r.attempt,
+            "provider": r.provider,
+            "provider_user_id": r.provider_user_id,
+            "recorded_at": r.recorded_at,
+        }
+        for r in session.scalars(select(RunRequester))
+    ]
     out["azdev_pipeline_event"] = [
         {
             "run_key": keys[r.run_pk],
@@ -787,6 +813,7 @@ _NATURAL_KEYS = {
     **replay_promotion.NATURAL_KEYS,
     "azdev_pipeline_run": ("run_key",),
     "azdev_pipeline_run_attempt": ("run_key", "attempt"),
+    "azdev_pipeline_run_requester": ("run_key", "attempt"),
     "azdev_pipeline_event": ("run_key", "event_id"),
     "azdev_policy_version": ("order",),
     "azdev_api_key": ("prefix",),
@@ -823,6 +850,12 @@ def _write_scratch(scratch: Database, projector: _Projector) -> None:
             session.execute(insert(RunAttempt), attempts)
         if events:
             session.execute(insert(PipelineEvent), events)
+        requesters = [
+            {"run_pk": ids[key], "attempt": attempt, **row}
+            for (key, attempt), row in projector.requesters.items()
+        ]
+        if requesters:
+            session.execute(insert(RunRequester), requesters)
         for policy in projector.policies:
             session.add(PolicyVersion(**policy))
         for key in projector.keys.values():

@@ -33,6 +33,9 @@ EXIT_REFUSED = http.EXIT_REFUSED
 EXIT_AUTH = http.EXIT_AUTH
 EXIT_UNAVAILABLE = http.EXIT_UNAVAILABLE
 EXIT_USAGE = 64
+# `run event verify` (or `monitor`): recorded, and it failed the target's deployment; ICA's
+# answer names the rollback (`rollback.artifact_digest`), the next step runs it.
+EXIT_DEPLOYMENT_FAILED = 6
 
 PHASES = (
     "build",
@@ -62,6 +65,10 @@ exit codes:
   3   refused by ICA: invalid input or a conflict with what is recorded
   4   authentication or permission refused (check ICA_TOKEN and its role/tenants)
   5   ICA unreachable or failing, after retries within --timeout
+  6   event verify/monitor: recorded, and the verification failed (or monitoring fired):
+      ICA marked the deployment failed, raised the alert and opened an incident; run the
+      rollback its answer names (rollback.artifact_digest, with `ica gate evaluate
+      --rollback --artifact-digest DIGEST`)
   64  usage error: a missing argument or pipeline variable
 """
 
@@ -323,12 +330,34 @@ def _event(args: argparse.Namespace) -> int:
 
     def text(data: Any) -> str:
         event = data["event"]
-        return (
+        line = (
             f"event {event['event_id']} ({event['phase']}, attempt {event['attempt']}) "
             f"recorded on {data['run']['run_key']}"
         )
+        rollback = data.get("rollback")
+        if data.get("deployment_failed") and rollback:
+            target = f"{rollback['tenant']}/{rollback['stage']}"
+            if rollback.get("available"):
+                fresh = (
+                    "no fresh approval needed"
+                    if rollback["without_approval"]
+                    else ("it needs a fresh approval")
+                )
+                version = f" (version {rollback['version']})" if rollback.get("version") else ""
+                line += (
+                    f"\nthe deployment to {target} failed: roll back to "
+                    f"{rollback['artifact_digest']}{version}; {fresh}"
+                )
+            else:
+                line += (
+                    f"\nthe deployment to {target} failed: no earlier good version to roll back to"
+                )
+        return line
 
-    return _execute(args, call, text)
+    def exit_code(data: Any) -> int:
+        return EXIT_DEPLOYMENT_FAILED if data.get("deployment_failed") else EXIT_OK
+
+    return _execute(args, call, text, exit_code)
 
 
 def _finish(args: argparse.Namespace) -> int:
@@ -380,7 +409,7 @@ def _show(args: argparse.Namespace) -> int:
 # --- plumbing ----------------------------------------------------------------------------
 
 
-def _execute(args: argparse.Namespace, call: Any, text: Any) -> int:
+def _execute(args: argparse.Namespace, call: Any, text: Any, exit_code: Any = None) -> int:
     env = os.environ
     try:
         url = args.url or env.get("ICA_URL", "").strip()
@@ -408,7 +437,7 @@ def _execute(args: argparse.Namespace, call: Any, text: Any) -> int:
         is_write = args.run_command in {"start", "event"}  # finish answers 200 either way
         already = " (already recorded)" if response.status == 200 and is_write else ""
         print(text(response.data) + already)
-    return EXIT_OK
+    return EXIT_OK if exit_code is None else int(exit_code(response.data))
 
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")

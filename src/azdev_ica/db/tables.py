@@ -1072,6 +1072,24 @@ class RecoveryCode(Base):
 # --- Pipelines, part two (migration 0022) ---
 
 
+class RunRequester(Base):
+    """Who triggered one attempt of a run, as the provider says (a person-link provider and
+    its user id): the requester of a run is everyone who triggered any of its attempts, and
+    none of them signs its approval (DESIGN.md "Identity and roles")."""
+
+    __tablename__ = "azdev_pipeline_run_requester"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("azdev_pipeline_run.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(16))
+    # Personal (a provider user id): cleared by erasure, as the run's `requested_for` is.
+    provider_user_id: Mapped[str | None] = mapped_column(String(200))
+    recorded_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("run_pk", "attempt"),)
+
+
 # --- Observe (migration 0023) ---
 
 

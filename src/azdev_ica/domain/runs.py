@@ -171,3 +171,41 @@ def deploy_target(
         text("stage", run_stage),
         text("artifact_digest", run_digest),
     )
+
+
+# Monitoring triggers that mark a deployment failed (seed 000 §6.1 automatic rollback: a 5xx
+# error rate over 5 %, a crash loop, the control plane unreachable).
+FAILURE_TRIGGERS = frozenset({"error_rate", "crash_loop", "control_plane_unreachable"})
+
+
+# The seed's error-rate trigger: a 5xx rate over 5 % (seed 000 §6.1).
+ERROR_RATE_THRESHOLD_PERCENT = 5.0
+
+
+def deployment_failure(phase: str, data: dict[str, object] | None) -> str | None:
+    """Why a post-deploy event marks its target's deployment failed (seed 000 §5.2, §6.1), or
+    None: `verify:failed` for a verification that failed (`passed: false`, or any of its
+    `checks` not passed), `monitor:<trigger>` for a failure trigger (an `error_rate` whose
+    reported `value` is not over the seed's 5 % is no failure)."""
+    data = data or {}
+    if phase == Phase.VERIFY.value:
+        checks = data.get("checks")
+        failed_check = isinstance(checks, list) and any(
+            isinstance(check, dict) and check.get("passed") is False for check in checks
+        )
+        if data.get("passed") is False or failed_check:
+            return "verify:failed"
+        return None
+    if phase == Phase.MONITOR.value:
+        trigger = data.get("trigger")
+        value = data.get("value")
+        if (
+            trigger == "error_rate"
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and value <= ERROR_RATE_THRESHOLD_PERCENT
+        ):
+            return None
+        if isinstance(trigger, str) and trigger in FAILURE_TRIGGERS:
+            return f"monitor:{trigger}"
+    return None

@@ -6,6 +6,8 @@ else the run's. A succeeded deployment stops being good when, later on the same 
 
 - monitoring reported a failure trigger (`monitor` event with `trigger` error_rate — a 5xx
   rate over 5 % —, crash_loop or control_plane_unreachable): the deployment is failed;
+- post-deploy verification failed (`verify` event with `status: failed`, `passed: false` or
+  a check not passed): the deployment is failed;
 - a rollback began (`rollback_initiated`): the deployment was rolled back.
 
 A deployment the gate never allowed (flagged in `azdev_unauthorised_change`) is recorded as
@@ -27,9 +29,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, UnauthorisedChange
-
-# Monitoring triggers that mark a deployment failed (seed 000 §6.1 automatic rollback).
-FAILURE_TRIGGERS = frozenset({"error_rate", "crash_loop", "control_plane_unreachable"})
+from azdev_ica.domain.runs import deployment_failure
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class DeploymentRecord:
     deployed_at: datetime
     event_pk: int
     succeeded: bool
-    # Why a succeeded deployment is not good: "monitor:<trigger>" or "rolled_back".
+    # Why a succeeded deployment is not good: "monitor:<trigger>", "verify:failed" or
+    # "rolled_back".
     spoiled_by: str | None = None
     # False for a deploy the gate never allowed (an unauthorised change).
     authorised: bool = True
@@ -65,15 +66,15 @@ def spoilers(session: Session, run_pks: Iterable[int]) -> dict[int, list[tuple[d
         )
         .where(
             PipelineEvent.run_pk.in_(pks),
-            PipelineEvent.phase.in_(("monitor", "rollback_initiated")),
+            PipelineEvent.phase.in_(("monitor", "verify", "rollback_initiated")),
         )
         .order_by(PipelineEvent.occurred_at, PipelineEvent.id)
     )
     for run_pk, phase, occurred_at, data in rows:
-        if phase == "monitor":
-            trigger = (data or {}).get("trigger")
-            if trigger in FAILURE_TRIGGERS:
-                found[run_pk].append((occurred_at, f"monitor:{trigger}"))
+        if phase in ("monitor", "verify"):
+            why = deployment_failure(phase, data)
+            if why is not None:
+                found[run_pk].append((occurred_at, why))
         else:
             found[run_pk].append((occurred_at, "rolled_back"))
     return found

@@ -23,8 +23,8 @@ from azdev_ica.domain.metrics import (
     compute,
     quarter_start,
 )
+from azdev_ica.domain.runs import FAILURE_TRIGGERS
 from azdev_ica.errors import NoPolicy, OutOfScope
-from azdev_ica.queries.deployments import FAILURE_TRIGGERS
 from azdev_ica.services.context import ServiceContext
 
 ROLLBACK_PHASES = ("rollback_initiated", "rollback_completed")

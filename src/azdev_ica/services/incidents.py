@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import Incident, IncidentNote, IncidentTask, PipelineRun
 from azdev_ica.domain.incidents import (
@@ -124,63 +124,93 @@ def open_incident(
         detected = command.detected_at or (run.end_time if run and run.end_time else now)
         if detected > now:
             raise ValidationProblem("an incident cannot be detected in the future")
-        incident = Incident(
-            tenant=tenant,
-            stage=stage,
-            run_pk=run.id if run else None,
-            run_key=run.run_key if run else None,
-            title=title,
-            severity=command.severity.value,
-            status=IncidentStatus.OPEN.value,
-            opened_at=now,
-            opened_by=principal.id,
-            detected_at=detected,
-            restore_due_at=restore_due(command.severity, detected),
-            updated_at=now,
-        )
-        session.add(incident)
-        session.flush()
-        if command.summary:
-            _note(session, incident, actor=principal.id, kind="note", text=command.summary, at=now)
-        append_audit(
+        incident = create_incident(
             session,
             actor=principal.actor,
-            action="incident.open",
-            subject_type="incident",
-            subject_id=str(incident.id),
             tenant=tenant,
-            data={
-                "title": title,
-                "severity": incident.severity,
-                "stage": stage,
-                "run_key": incident.run_key,
-                "detected_at": rfc3339(detected),
-                "summary": command.summary,
-            },
-            at=now,
-        )
-        enqueue(
-            session,
-            topic="incident.opened",
-            channel="notify",
-            subject_type="incident",
-            subject_id=str(incident.id),
-            tenant=tenant,
-            payload={
-                "topic": "incident.opened",
-                "tenant": tenant,
-                "stage": stage,
-                "incident_id": incident.id,
-                "severity": incident.severity,
-                "summary": f"[{incident.severity}] incident {incident.id} in {tenant}: {title}",
-                "roles": ["azdev_devops", "tenant_admin", "azdev_escalation"],
-            },
-            at=now,
+            stage=stage,
+            run=run,
+            title=title,
+            severity=command.severity,
+            detected=detected,
+            summary=command.summary,
+            now=now,
         )
         remember(session, idempotency, status_code=201, reference={"incident": incident.id}, at=now)
         return Opened(incident, created=True)
 
     return ctx.run_action(action)
+
+
+def create_incident(
+    session: Session,
+    *,
+    actor: Actor,
+    tenant: str,
+    stage: str | None,
+    run: PipelineRun | None,
+    title: str,
+    severity: Severity,
+    detected: datetime,
+    summary: str | None,
+    now: datetime,
+) -> Incident:
+    """The incident row, its summary note, its audit entry and its notification, in the
+    caller's transaction (the caller has checked scope and the policy)."""
+    incident = Incident(
+        tenant=tenant,
+        stage=stage,
+        run_pk=run.id if run else None,
+        run_key=run.run_key if run else None,
+        title=title,
+        severity=severity.value,
+        status=IncidentStatus.OPEN.value,
+        opened_at=now,
+        opened_by=actor.id,
+        detected_at=detected,
+        restore_due_at=restore_due(severity, detected),
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    if summary:
+        _note(session, incident, actor=actor.id, kind="note", text=summary, at=now)
+    append_audit(
+        session,
+        actor=actor,
+        action="incident.open",
+        subject_type="incident",
+        subject_id=str(incident.id),
+        tenant=tenant,
+        data={
+            "title": title,
+            "severity": incident.severity,
+            "stage": stage,
+            "run_key": incident.run_key,
+            "detected_at": rfc3339(detected),
+            "summary": summary,
+        },
+        at=now,
+    )
+    enqueue(
+        session,
+        topic="incident.opened",
+        channel="notify",
+        subject_type="incident",
+        subject_id=str(incident.id),
+        tenant=tenant,
+        payload={
+            "topic": "incident.opened",
+            "tenant": tenant,
+            "stage": stage,
+            "incident_id": incident.id,
+            "severity": incident.severity,
+            "summary": f"[{incident.severity}] incident {incident.id} in {tenant}: {title}",
+            "roles": ["azdev_devops", "tenant_admin", "azdev_escalation"],
+        },
+        at=now,
+    )
+    return incident
 
 
 def add_note(ctx: ServiceContext, *, principal: Principal, incident_id: int, text: str) -> Incident:

@@ -17,6 +17,7 @@ from azdev_ica.db.tables import (
     Person,
     PersonalDataOpening,
     PipelineRun,
+    RunRequester,
 )
 from azdev_ica.errors import Conflict, NotFound, ValidationProblem
 from azdev_ica.ledger.note import Verifier
@@ -227,6 +228,12 @@ def _clear_runs(session: Session, forget: set[tuple[str, str]]) -> int:
             .execute(update(PipelineRun).where(column == value).values({column.key: None}))
             .rowcount
         )
+        if kind == "provider_user":  # who triggered each attempt (a re-run's requester)
+            session.connection().execute(
+                update(RunRequester)
+                .where(RunRequester.provider_user_id == value)
+                .values(provider_user_id=None)
+            )
     return cleared
 
 

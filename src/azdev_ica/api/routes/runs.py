@@ -13,6 +13,7 @@ from azdev_ica.api.schemas import (
     AttemptOut,
     EventOut,
     EventRecordedOut,
+    RollbackOut,
     RunDetailOut,
     RunEventRequest,
     RunFinishRequest,
@@ -124,7 +125,12 @@ def run_event(
         idempotency=_idempotency(principal, idempotency_key, "run.event", body),
     )
     response.status_code = 201 if outcome.created else 200
-    return EventRecordedOut(run=run_out(outcome.run), event=event_out(outcome.event))
+    return EventRecordedOut(
+        run=run_out(outcome.run),
+        event=event_out(outcome.event),
+        deployment_failed=outcome.rollback is not None,
+        rollback=RollbackOut(**outcome.rollback) if outcome.rollback is not None else None,
+    )
 
 
 @router.post("/run/finish", response_model=RunOut, dependencies=[Depends(json_body)])
