@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi settings-reference bench clean
+.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi settings-reference bench bench-full clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -87,9 +87,12 @@ openapi: install
 settings-reference: install
 	$(BIN)/python -m azdev_ica.settings_reference docs/operate.md
 
+# One table (ICA, its baseline from the same run, ratio, goal) and bench/RESULTS.md.
 bench: install-dev pg-binaries
-	$(BIN)/python bench/run_event_throughput.py
-	$(BIN)/python bench/ledger_throughput.py
+	$(BIN)/python bench/run_all.py
+
+bench-full: install-dev pg-binaries
+	$(BIN)/python bench/run_all.py --full
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

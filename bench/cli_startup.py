@@ -20,7 +20,12 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Figure, Sizes
 
 ANSWER = json.dumps(
     {"event": {"event_id": "e1", "phase": "test", "attempt": 1}, "run": {"run_key": "ado:p:1"}}
@@ -54,6 +59,54 @@ def _time(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - start)
     return times
+
+
+def measure(
+    runs: int,
+    url: str | None = None,
+    token: str = "bench-token",  # noqa: S107 - what the local stand-in expects
+) -> dict[str, list[float]]:
+    """Wall times (s) of `python -c pass`, curl and `ica run event` for the same POST."""
+    curl = shutil.which("curl")
+    if curl is None:
+        raise RuntimeError("curl is not installed")
+    server = None
+    if url is None:
+        server, url = _local_server()
+    run_key = "ado:p:1"
+    env = {**os.environ, "ICA_URL": url, "ICA_TOKEN": token}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed client has its bytecode cached
+    body = json.dumps({"run_key": run_key, "phase": "test", "data": {"passed": True}})
+    ica = [sys.executable, "-m", "azdev_ica.cli.main", "run", "event", "test"]
+    ica += ["--run-key", run_key, "--set", "passed=true"]
+    curl_argv = [curl, "-sf", "-o", "/dev/null", "-X", "POST", "--data", body]
+    curl_argv += ["-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json"]
+    curl_argv += [f"{url}/api/v1/azdev/run/event"]
+    try:
+        _time(ica, env, 1)  # warm the bytecode cache and the page cache
+        return {
+            "python -c pass": _time([sys.executable, "-c", "pass"], env, runs),
+            "curl": _time(curl_argv, env, runs),
+            "ica run event": _time(ica, env, runs),
+        }
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def figures(sizes: Sizes, server: object) -> list[Figure]:
+    results = measure(sizes.cli_runs)
+    ica, curl = statistics.median(results["ica run event"]), statistics.median(results["curl"])
+    return [
+        Figure(
+            "`ica run event` wall time (median; the answer from a local stand-in)",
+            f"{ica * 1000:.0f} ms",
+            f"curl {curl * 1000:.0f} ms",
+            curl / ica,
+            ">= 0.33 (under 3x)",
+            ica / curl < 3,
+        )
+    ]
 
 
 def main() -> int:

@@ -18,18 +18,22 @@ deployment history the promotion and rollback rules read.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
 from tests.support.liveserver import LiveServer  # noqa: E402
 from tests.support.pgserver import PgServer  # noqa: E402
 
@@ -44,16 +48,24 @@ from azdev_ica.services.apikeys import create_api_key  # noqa: E402
 from azdev_ica.services.policies import apply_policy  # noqa: E402
 from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run  # noqa: E402
 from azdev_ica.settings import Settings  # noqa: E402
+from bench.common import Figure, Sizes, percentile  # noqa: E402
+from bench.load import Request, open_loop, saturation  # noqa: E402
 
 
-def _timed(request: urllib.request.Request, count: int) -> list[float]:
+def _timed(base: str, request: Request, count: int) -> list[float]:
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
     times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.request(request.method, request.path, request.body, request.headers or {})
+            response = connection.getresponse()
             body = response.read()
-        times.append((time.perf_counter() - started) * 1000)
-        assert response.status == 200, body
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status == 200, body
+    finally:
+        connection.close()
     return times
 
 
@@ -82,7 +94,9 @@ def _history(ctx: Any, pipeline: Principal, count: int) -> None:
         )
 
 
-def _measure(url: str, folder: Path, requests: int, history: int) -> dict[str, list[float]]:
+@contextmanager
+def serving(url: str, folder: Path, history: int) -> Iterator[tuple[str, Request, Request]]:
+    """A server with a run ready for the gate: (base URL, the gate's request, health's)."""
     settings = Settings(data_dir=folder, database_url=url, secret_key="b" * 48)
     create_key_file(settings.resolved_ledger_key_file(), f"{settings.public_host}/audit")
     database = Database.from_url(url, pool_size=5)
@@ -122,22 +136,78 @@ def _measure(url: str, folder: Path, requests: int, history: int) -> dict[str, l
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     server = LiveServer(app).start()
     try:
-        gate = urllib.request.Request(  # noqa: S310
-            f"{server.url}/api/v1/azdev/gate/evaluate",
-            data=json.dumps({"run_key": run.run_key}).encode(),
-            headers=headers,
-            method="POST",
+        gate = Request(
+            "POST",
+            "/api/v1/azdev/gate/evaluate",
+            json.dumps({"run_key": run.run_key}).encode(),
+            headers,
         )
-        health = urllib.request.Request(f"{server.url}/health")  # noqa: S310
-        with urllib.request.urlopen(gate, timeout=30) as response:  # noqa: S310
-            assert json.loads(response.read())["status"] == "allow"
-        _timed(health, 20)  # warm up both paths
-        _timed(gate, 20)
-        results = {"health": _timed(health, requests), "gate": _timed(gate, requests)}
+        parts = urlsplit(server.url)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port or 80)
+        connection.request(gate.method, gate.path, gate.body, headers)
+        answer = json.loads(connection.getresponse().read())
+        connection.close()
+        if answer.get("status") != "allow":  # a denial would measure the wrong path
+            raise RuntimeError(f"the gate did not allow the bench's run: {answer}")
+        yield server.url, gate, Request("GET", "/health")
     finally:
         server.stop()
         database.dispose()
-    return results
+
+
+def _measure(url: str, folder: Path, requests: int, history: int) -> dict[str, list[float]]:
+    with serving(url, folder, history) as (base, gate, health):
+        _timed(base, health, 20)  # warm up both paths
+        _timed(base, gate, 20)
+        return {"health": _timed(base, health, requests), "gate": _timed(base, gate, requests)}
+
+
+def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
+    """Saturation (4 keep-alive clients) and an open-loop offered load, gate beside health,
+    with a deployment history of a few hundred runs."""
+    database = _database(server, "gate")
+    found = []
+    with (
+        tempfile.TemporaryDirectory(prefix="ica-bench-") as folder,
+        serving(database, Path(folder), history=min(200, sizes.gate_requests)) as served,
+    ):
+        base, gate, health = served
+        saturation(base, health, clients=4, total=20)  # warm up
+        saturation(base, gate, clients=4, total=20)
+        health_rate = saturation(base, health, clients=4, total=sizes.gate_requests)
+        gate_rate = saturation(base, gate, clients=4, total=sizes.gate_requests)
+        ratio = gate_rate / health_rate
+        found.append(
+            Figure(
+                "Gate evaluations at saturation (4 clients, one server process)",
+                f"{gate_rate:.0f}/s",
+                f"GET /health {health_rate:.0f}/s",
+                ratio,
+                ">= 0.5",
+                ratio >= 0.5,
+            )
+        )
+        rate, seconds = sizes.open_loop_rate, sizes.open_loop_seconds
+        health_p99 = percentile(open_loop(base, health, rate=rate, seconds=seconds), 0.99)
+        gate_p99 = percentile(open_loop(base, gate, rate=rate, seconds=seconds), 0.99)
+        found.append(
+            Figure(
+                f"Gate p99, open loop at {rate:.0f}/s for {seconds:.0f} s",
+                f"{gate_p99:.1f} ms",
+                f"health p99 {health_p99:.1f} ms",
+                None,
+                "< 25 ms (at 500/s)",
+                gate_p99 < 25,
+            )
+        )
+    return found
+
+
+def _database(server: PgServer, name: str) -> str:
+    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url(name)
 
 
 def _summary(values: list[float]) -> dict[str, Any]:

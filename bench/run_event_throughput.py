@@ -35,6 +35,7 @@ from azdev_ica.domain.runs import Phase, Provider  # noqa: E402
 from azdev_ica.services.context import ServiceContext  # noqa: E402
 from azdev_ica.services.policies import apply_policy  # noqa: E402
 from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run  # noqa: E402
+from bench.common import Figure, Sizes  # noqa: E402
 
 
 def _service_side(url: str, events: int, threads: int) -> float:
@@ -130,6 +131,29 @@ def _raw_side(url: str, events: int, threads: int) -> float:
         list(pool.map(work, range(threads)))
     elapsed = time.perf_counter() - started
     return (events // threads) * threads / elapsed
+
+
+def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
+    found = []
+    for threads in sizes.threads:
+        name = f"run_event_{threads}"
+        with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            conn.execute(f"CREATE DATABASE {name}")
+        url = server.url(name)
+        service = _service_side(url, sizes.events, threads)
+        raw = _raw_side(url, sizes.events, threads)
+        found.append(
+            Figure(
+                f"run/event through the service, {threads} thread(s)",
+                f"{service:.0f} events/s",
+                f"raw prepared INSERTs {raw:.0f}/s",
+                service / raw,
+                ">= 0.5",
+                service / raw >= 0.5,
+            )
+        )
+    return found
 
 
 def main() -> int:

@@ -3,7 +3,9 @@
 Storage tests take the `db_url` fixture, which is parametrised over SQLite and a real
 PostgreSQL that this suite starts itself (once, in the controlling process; xdist workers
 inherit its URL). Each test gets a fresh, migrated database: a file copy on SQLite, a
-`CREATE DATABASE ... TEMPLATE` clone on PostgreSQL.
+`CREATE DATABASE ... TEMPLATE` clone on PostgreSQL. A test that takes `ctx` gets its copy
+from a second template where the example policy is already applied exactly as `ctx` applied
+it (same actor, document and frozen clock), instead of applying it again in every test.
 """
 
 from __future__ import annotations
@@ -108,25 +110,78 @@ def pg_template(request: pytest.FixtureRequest, pg_admin_url: str) -> str:
     return name
 
 
+def _apply_example_policy(url: str) -> None:
+    """The example policy, applied as the `ctx` fixture applies it."""
+    from azdev_ica.auth.principal import Actor
+    from azdev_ica.clock import FrozenClock
+    from azdev_ica.db.engine import Database
+    from azdev_ica.services.context import ServiceContext
+    from azdev_ica.services.policies import apply_policy
+
+    db = Database.from_url(url, pool_size=1)
+    try:
+        apply_policy(
+            ServiceContext(db=db, clock=FrozenClock(T0), pepper=b"template"),
+            actor=Actor(kind="operator", id="test"),
+            document=example_policy(),
+            source=str(EXAMPLE_POLICY),
+        )
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_policy_template(sqlite_template: Path) -> Path:
+    path = sqlite_template.with_name("policy-template.db")
+    shutil.copyfile(sqlite_template, path)
+    _apply_example_policy(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_policy_template(request: pytest.FixtureRequest, pg_admin_url: str, pg_template: str) -> str:
+    name = f"ica_policy_template_{_worker(request)}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    admin.dispose()
+    _apply_example_policy(pg_admin_url.rsplit("/", 1)[0] + "/" + name)
+    return name
+
+
 _counter = itertools.count()
+# The databases made from the policy template (the `ctx` fixture applies nothing to them).
+_WITH_POLICY: set[str] = set()
 
 
 @contextmanager
-def _fresh_database(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iterator[str]:
+def _fresh_database(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, *, policy: bool = False
+) -> Iterator[str]:
     if backend == "sqlite":
         path = tmp_path / "ica.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        yield f"sqlite:///{path}"
+        template_file = "sqlite_policy_template" if policy else "sqlite_template"
+        shutil.copyfile(request.getfixturevalue(template_file), path)
+        url = f"sqlite:///{path}"
+        if policy:
+            _WITH_POLICY.add(url)
+        yield url
+        _WITH_POLICY.discard(url)
         return
     admin_url: str = request.getfixturevalue("pg_admin_url")
-    template: str = request.getfixturevalue("pg_template")
+    template: str = request.getfixturevalue("pg_policy_template" if policy else "pg_template")
     name = f"ica_{_worker(request)}_{next(_counter)}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    if policy:
+        _WITH_POLICY.add(url)
     try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
+        yield url
     finally:
+        _WITH_POLICY.discard(url)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -134,8 +189,10 @@ def _fresh_database(request: pytest.FixtureRequest, tmp_path: Path, backend: str
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database on each backend."""
-    with _fresh_database(request, tmp_path, request.param) as url:
+    """A fresh, migrated database on each backend (with the example policy when the test
+    takes `ctx`, which would apply it first thing)."""
+    policy = "ctx" in request.fixturenames
+    with _fresh_database(request, tmp_path, request.param, policy=policy) as url:
         yield url
 
 
@@ -203,7 +260,7 @@ def database(db_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def ctx(database: Any, clock: Any, settings: Any) -> Any:
+def ctx(database: Any, clock: Any, settings: Any, db_url: str) -> Any:
     """A service context on a database with the example policy applied."""
     from azdev_ica.auth.principal import Actor
     from azdev_ica.services.context import LedgerConfig, ServiceContext
@@ -215,12 +272,13 @@ def ctx(database: Any, clock: Any, settings: Any) -> Any:
         pepper=settings.pepper(),
         ledger=LedgerConfig.from_settings(settings),
     )
-    apply_policy(
-        context,
-        actor=Actor(kind="operator", id="test"),
-        document=example_policy(),
-        source=str(EXAMPLE_POLICY),
-    )
+    if db_url not in _WITH_POLICY:  # made before anyone asked for `ctx`
+        apply_policy(
+            context,
+            actor=Actor(kind="operator", id="test"),
+            document=example_policy(),
+            source=str(EXAMPLE_POLICY),
+        )
     return context
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 
 class LiveServer:
-    def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> None:
         """``lifespan="on"`` runs the app's lifespan too (its sealer and scheduler, when the
         settings enable them)."""
         config = uvicorn.Config(

@@ -29,6 +29,11 @@ def _bin_dir() -> Path:
     return Path(candidates[-1]).parent
 
 
+def _memory_dir() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,8 +62,12 @@ class PgServer:
 
     @classmethod
     def start(cls, *, durable: bool = False) -> PgServer:
-        """Start a server; `durable` keeps fsync on (benchmarks), tests run without it."""
-        root = Path(tempfile.mkdtemp(prefix="ica-pg-"))
+        """Start a server; `durable` keeps fsync on (benchmarks), tests run without it.
+
+        A test server keeps its data directory in memory (`/dev/shm`, when the machine has
+        it): `CREATE DATABASE ... TEMPLATE`, which every storage test runs, then takes a
+        tenth of the time it takes on disk even with fsync off."""
+        root = Path(tempfile.mkdtemp(prefix="ica-pg-", dir=None if durable else _memory_dir()))
         server = cls(root=root, port=_free_port(), bin_dir=_bin_dir())
         server.data.mkdir()
         if os.geteuid() == 0:

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 
 import azdev_ica
 from azdev_ica.api.audit_refs import AuditRefMiddleware
+from azdev_ica.api.contract import MethodNotAllowedMiddleware, exact_openapi
 from azdev_ica.api.hardening import JsonTextMiddleware, SecurityHeadersMiddleware
 from azdev_ica.api.limits import BodyLimitMiddleware, DuplicateSlashMiddleware
 from azdev_ica.api.problems import install_problem_handlers
@@ -140,6 +141,8 @@ def create_app(
     app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(AuditRefMiddleware)  # the ICA-Audit-Ref header of writes
+    # 405 with the right Allow, before a parametrised route takes a literal path.
+    app.add_middleware(MethodNotAllowedMiddleware, routes=lambda: app.routes)
     app.add_middleware(DuplicateSlashMiddleware)  # `//api/...` from a check's URL + suffix
     app.add_middleware(SecurityHeadersMiddleware)
 
@@ -165,4 +168,5 @@ def create_app(
     app.include_router(client.router)  # the pipeline client's zipapp (public)
     ui.install_ui(app)
     console.install(app)
+    app.openapi = exact_openapi(app)  # type: ignore[method-assign]
     return app

@@ -3,6 +3,7 @@ strings into numbers, sizes bounded."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -51,10 +52,14 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("the time is out of range") from None
 
 
+_RFC3339_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
 def _rfc3339_text(value: Any) -> Any:
-    # Lax mode would read a JSON number as Unix seconds; an RFC 3339 field takes text only.
-    if not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 time (a string)")
+    # Lax mode would read a JSON number, or a query's "1700000000", as Unix seconds; a
+    # date-time field takes RFC 3339 text only.
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 time (a string such as 2026-11-02T09:00:00Z)")
     return value
 
 
@@ -65,7 +70,7 @@ JsonNumber = Annotated[
 ]
 # Free text; the patterned strings below exclude U+0000 by their pattern already.
 Str = Annotated[StrictStr, AfterValidator(_no_nul)]
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
 Attempt = Annotated[JsonInt, Field(ge=1, le=1000)]
 Count = Annotated[JsonInt, Field(ge=0, le=10_000_000)]
 Name = Annotated[Str, Field(min_length=1, max_length=200)]
@@ -106,7 +111,7 @@ class RunStartRequest(Strict):
     )
     requested_for_email: Annotated[Str, Field(max_length=320)] | None = None
     start_time: Instant | None = None
-    commit_at: Annotated[Instant, BeforeValidator(_rfc3339_text)] | None = Field(
+    commit_at: Instant | None = Field(
         default=None,
         description="The commit's time (RFC 3339 with offset, e.g. git's %cI); not in the "
         "future. Lead time for changes runs from it to the production deployment.",

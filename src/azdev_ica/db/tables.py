@@ -250,8 +250,7 @@ class AuditEntry(Base):
     __table_args__ = (
         PrimaryKeyConstraint("year", "idx"),
         Index("ix_azdev_audit_entry_time", "time"),
-        Index("ix_azdev_audit_entry_subject", "subject_type", "subject_id"),
-        Index("ix_azdev_audit_entry_actor", "actor_id"),
+        # The filter indexes are declared with migration 0026 (below).
     )
 
 
@@ -1134,6 +1133,19 @@ class MonthlyReportRecord(Base):
 
 
 # --- Performance (migration 0026) ---
+# Audit queries answer in log order, (year, idx), with a limit. Each equality filter has an
+# index that ends with (year, idx), so the database reads the matching entries already in
+# that order and stops at the limit, instead of walking the primary key and filtering.
+Index("ix_azdev_audit_entry_actor", AuditEntry.actor_id, AuditEntry.year, AuditEntry.idx)
+Index(
+    "ix_azdev_audit_entry_subject",
+    AuditEntry.subject_type,
+    AuditEntry.subject_id,
+    AuditEntry.year,
+    AuditEntry.idx,
+)
+Index("ix_azdev_audit_entry_action", AuditEntry.action, AuditEntry.year, AuditEntry.idx)
+Index("ix_azdev_audit_entry_tenant", AuditEntry.tenant, AuditEntry.year, AuditEntry.idx)
 
 
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).

@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from azdev_ica.api.deps import Ctx, require
+from azdev_ica.api.schemas import Instant
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.errors import OutOfScope, ValidationProblem
@@ -40,8 +41,8 @@ def approval_sla(
     ctx: Ctx,
     principal: Reader,
     tenant: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Requests made at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Requests made before")] = None,
+    since: Annotated[Instant | None, Query(description="Requests made at or after")] = None,
+    until: Annotated[Instant | None, Query(description="Requests made before")] = None,
 ) -> SlaComplianceOut:
     """The share of approval requests decided within their SLA, in the caller's tenants."""
     if since is not None and until is not None and until <= since:
