@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from fastapi import Depends, Header, Request
 
 from azdev_ica.auth.jwt_bearer import (
+    EntraUser,
     IdentityNotAuthorised,
     JwtVerifier,
     KeysUnavailable,
@@ -94,7 +95,7 @@ def current_principal(
         return principal
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and looks_like_jwt(value.strip()):
-        principal = _authenticate_jwt(request.app.state.jwt_verifier, value.strip())
+        principal = _authenticate_jwt(request.app.state.jwt_verifier, value.strip(), ctx)
     elif scheme.lower() == "bearer" and is_personal_token(value.strip()):
         principal = authenticate_personal_token(ctx, value.strip())
     else:
@@ -160,11 +161,14 @@ async def read_form(request: Request) -> None:
     request.state.form_csrf = form.get(CSRF_FIELD)
 
 
-def _authenticate_jwt(verifier: JwtVerifier, token: str) -> Principal:
+def _authenticate_jwt(verifier: JwtVerifier, token: str, ctx: ServiceContext) -> Principal:
     # The caller gets a generic answer; which check failed is logged here only, so a probe
     # learns nothing about issuers, keys or claim rules.
     try:
-        return verifier.verify(token)
+        verified = verifier.verify(token)
+        if isinstance(verified, EntraUser):
+            return _entra_person(ctx, verified)
+        return verified
     except TokenRejected as exc:
         log.warning("bearer token refused: %s", exc)
         raise Unauthenticated("the credentials are not valid") from None
@@ -174,6 +178,23 @@ def _authenticate_jwt(verifier: JwtVerifier, token: str) -> Principal:
     except KeysUnavailable as exc:
         log.error("bearer token not checked: %s", exc)
         raise NotReady("the credentials cannot be checked now; retry later") from None
+
+
+def _entra_person(ctx: ServiceContext, user: EntraUser) -> Principal:
+    """The person linked to a delegated Entra ID token's object id (in the issuer's tenant),
+    with the grants they hold now; a token nobody is linked to maps to no one (403)."""
+    from azdev_ica.services.people import person_for_provider_id, principal_for_person
+
+    with ctx.read() as session:
+        person = person_for_provider_id(session, "entra", user.oid)
+        if person is None and user.oid != user.oid.lower():
+            person = person_for_provider_id(session, "entra", user.oid.lower())
+        if person is None:
+            raise IdentityNotAuthorised(
+                f"Entra user {user.oid} of {user.issuer_name} is linked to no person"
+            )
+        # A disabled person is refused here (401), as their other credentials are.
+        return principal_for_person(session, person, ctx.clock.now())
 
 
 def require(permission: Permission) -> Callable[..., Principal]:

@@ -1,4 +1,5 @@
-"""Bearer JWTs from pipelines: Microsoft Entra ID and GitHub Actions OIDC.
+"""Bearer JWTs from pipelines (Microsoft Entra ID and GitHub Actions OIDC), and from people
+with a delegated Entra ID token when the issuer accepts them (`user_scopes`).
 
 A token is accepted when, in this order: its `iss` is one configured exactly; its header
 names a pinned asymmetric algorithm and a `kid` found in that issuer's key set (read from
@@ -64,6 +65,16 @@ _KEPT_CLAIMS = {
         "actor",
     ),
 }
+
+
+@dataclass(frozen=True)
+class EntraUser:
+    """A person's delegated Entra ID token, verified: the caller maps `oid` (in `tenant_id`)
+    to the person linked to it (`api/deps.py`), who acts with their own grants."""
+
+    issuer_name: str
+    tenant_id: str
+    oid: str
 
 
 class TokenRejected(Exception):
@@ -284,7 +295,7 @@ class JwtVerifier:
     def enabled(self) -> bool:
         return bool(self._by_issuer)
 
-    def verify(self, token: str) -> Principal:
+    def verify(self, token: str) -> Principal | EntraUser:
         if not looks_like_jwt(token):
             raise TokenRejected("not a compact JWS")
         header, unverified = _unverified_parts(token)
@@ -306,6 +317,8 @@ class JwtVerifier:
         self._check_times(claims)
         if isinstance(config, EntraIssuer):
             principal_id = self._check_entra(claims, config, accepts.version)
+            if principal_id is None:
+                return EntraUser(config.name, config.tenant_id, str(claims["oid"]))
         else:
             principal_id = self._check_github(claims)
         identity = _first_match(config.identities, claims)
@@ -376,7 +389,9 @@ class JwtVerifier:
 
     def _check_entra(
         self, claims: Mapping[str, Any], config: EntraIssuer, version: str | None
-    ) -> str:
+    ) -> str | None:
+        """The pipeline's principal id for an application token; None for a person's
+        delegated token that the issuer accepts (`user_scopes`, v2.0 only)."""
         tid = claims.get("tid")
         if not isinstance(tid, str) or tid.lower() != config.tenant_id:
             raise TokenRejected(f"tid {str(tid)[:60]!r} is not tenant {config.tenant_id}")
@@ -389,7 +404,16 @@ class JwtVerifier:
         # A pipeline is an application: a delegated (user) token has `scp`, and an
         # optional `idtyp` says which it is. A person's token never becomes a pipeline.
         if "scp" in claims or claims.get("idtyp", "app") != "app":
-            raise TokenRejected("a delegated (user) token, not an application token")
+            if not config.user_scopes:
+                raise TokenRejected("a delegated (user) token, not an application token")
+            if version != "2.0":
+                raise TokenRejected("a delegated token is accepted from the v2.0 issuer only")
+            scopes = claims.get("scp")
+            if not isinstance(scopes, str) or not set(scopes.split()) & set(config.user_scopes):
+                raise TokenRejected("a delegated token without an accepted scope")
+            if claims.get("idtyp", "user") != "user":
+                raise TokenRejected("a delegated token whose idtyp is not user")
+            return None
         return f"entra:{config.tenant_id}:{oid.lower()}"
 
     def _check_github(self, claims: Mapping[str, Any]) -> str:

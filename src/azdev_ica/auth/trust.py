@@ -186,6 +186,13 @@ class EntraIssuer(_IssuerBase):
     versions: list[Literal["1.0", "2.0"]] = Field(default=["1.0", "2.0"], min_length=1)
     # Where the discovery documents are read; the issuers themselves stay the public ones.
     authority: str = ENTRA_AUTHORITY
+    # People calling the API with their own Entra ID token (delegated, on the v2.0 issuer):
+    # accepted when its `scp` holds one of these scopes, as the person linked to the token's
+    # `oid` in this tenant (`ica user link LOGIN entra OID`), with that person's grants.
+    # Empty (the default): a person's token is refused.
+    user_scopes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=20
+    )
 
     @field_validator("tenant_id")
     @classmethod
