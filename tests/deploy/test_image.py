@@ -154,3 +154,32 @@ def test_the_image_commands_serve_and_pass_their_health_check(image, tmp_path, s
     # What it wrote stayed in the data directory (the image's only writable place).
     written = {path.name for path in data_dir.iterdir()}
     assert {"ica.db", "ledger.key", "secret.key", "checkpoints"} <= written
+
+
+def test_ica_health_says_what_the_server_answered(capsys):
+    """Exit 0 only on a 200: /ready answering 503 (not ready) fails the probe, /health not."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from azdev_ica.cli.main import main
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["health", "--url", url]) == 0
+        assert main(["health", "--url", url + "/", "--ready"]) == 1
+        assert f"{url}/ready: 503" in capsys.readouterr().out
+        assert main(["health", "--url", "ftp://example"]) == 64
+    finally:
+        server.shutdown()
+        server.server_close()
