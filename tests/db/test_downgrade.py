@@ -153,11 +153,12 @@ def test_a_migration_that_refuses_its_own_downgrade_is_rolled_back(
         engine.dispose()
 
 
-def test_downgrade_help_says_it_works_on_the_database_directly(capsys: Any) -> None:
+@pytest.mark.parametrize("command", ["upgrade", "downgrade"])
+def test_the_help_says_it_works_on_the_database_directly(command: str, capsys: Any) -> None:
     from azdev_ica.cli.main import main
 
     with pytest.raises(SystemExit):
-        main(["db", "downgrade", "--help"])
+        main(["db", command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "on the database directly" in text
-    assert "forward-only" in text
+    assert ("forward-only" if command == "downgrade" else "one transaction") in text

@@ -95,9 +95,13 @@ def register(sub: Any) -> None:
     db = sub.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
     )
-    db.add_parser("upgrade", help="migrate the database to the current schema").set_defaults(
-        func=_db_upgrade
-    )
+    db.add_parser(
+        "upgrade",
+        help="migrate the database to the current schema",
+        description="Works on the database directly, not through a server, as the schema "
+        "owner: applies every pending migration in one transaction (a failure leaves the "
+        "schema as it was). Take a backup first; `ica db downgrade` undoes one migration.",
+    ).set_defaults(func=_db_upgrade)
     db.add_parser(
         "downgrade",
         help="undo the last migration (one step back), on the database directly",
