@@ -80,8 +80,10 @@ test: lint typecheck pytest
 screenshots: install-dev pg-binaries chromium
 	$(BIN)/python -m pytest -q -n 0 -p no:cacheprovider tests/console/screenshots.py -k sqlite
 
+# The OpenAPI file, and the API reference in docs/api.md generated from it.
 openapi: install
 	$(BIN)/ica openapi --out api/azdev-ica-openapi.yaml
+	$(BIN)/python -m azdev_ica.api.reference api/azdev-ica-openapi.yaml docs/api.md
 
 # docs/operate.md's configuration reference, from the settings code (a test diffs it).
 settings-reference: install

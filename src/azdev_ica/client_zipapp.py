@@ -31,6 +31,7 @@ MODULES = (
     "cli/wire.py",
     "cli/identity.py",
     "cli/formats.py",
+    "cli/listing.py",
 )
 
 MAIN = """\

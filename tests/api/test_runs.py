@@ -107,6 +107,21 @@ class TestStart:
         assert value in response.json()["detail"]
         assert count(ctx, PipelineRun) == 0
 
+    def test_a_scoped_key_naming_an_unknown_tenant_is_told_it_is_unknown(
+        self, client, make_key, ctx
+    ):
+        # A typo in the tenant is not a permission problem; a known tenant out of reach is.
+        key = make_key("azdev_devops", ["ws"])
+        unknown = client.post(
+            f"{API}/run/start", json=start_body(tenant="fiji"), headers=bearer(key)
+        )
+        assert unknown.status_code == 422
+        assert unknown.json()["type"] == "urn:ica:problem:unknown-tenant"
+        assert "fiji" in unknown.json()["detail"]
+        other = client.post(f"{API}/run/start", json=start_body(tenant="to"), headers=bearer(key))
+        assert other.status_code == 403
+        assert count(ctx, PipelineRun) == 0
+
     def test_a_github_run_has_a_github_run_key(self, client, devops):
         body = start_body(provider="gh", project_id="123456789", run_id="99", attempt=3)
         response = client.post(f"{API}/run/start", json=body, headers=devops)

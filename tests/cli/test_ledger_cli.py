@@ -124,7 +124,7 @@ class TestAudit:
         assert code == 4, out
         assert "sealing: stalled" in out
         assert "backlog: the oldest unsealed record is" in out
-        code, out, _ = instance.run("audit", "verify", "--json")
+        code, out, _ = instance.run("audit", "verify", "--output", "json")
         assert code == 4
         sealing = json.loads(out)["sealing"]
         assert sealing["state"] == "stalled"
@@ -189,7 +189,7 @@ class TestAudit:
         assert code == 1
         assert "first bad entry index: 5" in out
         assert "RESULT: FAILED" in out
-        code, out, _ = instance.run("audit", "verify", "--json")
+        code, out, _ = instance.run("audit", "verify", "--output", "json")
         assert code == 1
         assert json.loads(out)["shards"][0]["first_bad_index"] == 5
 

@@ -102,7 +102,7 @@ def test_ica_witness_submit_without_a_server(
         assert code == 0, err
         assert "witness.test/cli cosigned the latest checkpoint of ica.localhost/audit/" in out
         assert served.latest(f"ica.localhost/audit/{time.gmtime().tm_year}") is not None
-        code, out, _ = instance.run("witness", "status", "--json")
+        code, out, _ = instance.run("witness", "status", "--output", "json")
         assert code == 0
         status = json.loads(out)
         assert status["unresolved_refusals"] == []

@@ -277,7 +277,7 @@ def test_the_cli_writes_json_and_html(monkeypatch, settings, november, tmp_path,
     monkeypatch.setenv("ICA_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("ICA_DATABASE_URL", settings.resolved_database_url())
     monkeypatch.setenv("ICA_SECRET_KEY", settings.secret_key.get_secret_value())
-    assert main(["report", "monthly", "--month", "2026-11", "--format", "json"]) == 0
+    assert main(["report", "monthly", "--month", "2026-11", "--output", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tenants"]["to"]["runs"]["finished"] == 3
     out = tmp_path / "report.html"

@@ -115,7 +115,9 @@ def exact_openapi(app: Any) -> Callable[[], dict[str, Any]]:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = make_exact(generate(), app.routes)
+            from azdev_ica.api.event_contract import phases_and_links
+
+            app.openapi_schema = make_exact(phases_and_links(generate()), app.routes)
         schema: dict[str, Any] = app.openapi_schema
         return schema
 

@@ -602,7 +602,12 @@ def _apikey_create(args: argparse.Namespace) -> int:
     except IcaError as exc:
         return _fail(exc.detail)
     if args.output == "json":
-        print(json.dumps({"prefix": created.key.prefix, "key": created.secret}))
+        # "secret" as every new secret is named; "key" kept for earlier readers.
+        print(
+            json.dumps(
+                {"prefix": created.key.prefix, "secret": created.secret, "key": created.secret}
+            )
+        )
     else:
         print(f"API key {created.key.prefix} ({args.role}); shown only this once:")
         print(created.secret)
@@ -643,6 +648,20 @@ def _apikey_list(args: argparse.Namespace) -> int:
             f"last_used={item['last_used_at'] or '-'}  {item['name']}"
         )
     return EXIT_OK
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    """`--output text|json`, the one spelling every command uses; `--json` is kept hidden
+    (deprecated) where a command had it."""
+    parser.add_argument("--output", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--json",
+        dest="output",
+        action="store_const",
+        const="json",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
 
 
 def _key_prefix(text: str) -> str:

@@ -75,6 +75,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _scope_arguments(request)
     request.set_defaults(func=_request)
 
+    from azdev_ica.cli.listing import register_approval_list
+
+    register_approval_list(add)
+
     status = add("status", "print an approval's status, signatures and expiry")
     status.add_argument("approval_id", type=_positive_int, metavar="ID")
     status.set_defaults(func=_status)
@@ -87,11 +91,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     wait.add_argument("--url", help="ICA's base URL (default: $ICA_URL)")
     wait.add_argument("--output", choices=("text", "json"), default="text")
     wait.add_argument(
-        "--timeout",
+        "--wait",
+        dest="wait_seconds",
         type=_positive_float,
         default=3600.0,
-        help="how long to wait for the decision, in seconds (default: 3600); each call to "
-        "ICA is also retried for up to a minute when ICA is unreachable",
+        metavar="SECONDS",
+        help="how long to wait for the decision, in seconds (default: 3600), as for `ica gate "
+        "evaluate --wait`; each call to ICA is also retried for up to a minute when ICA is "
+        "unreachable",
+    )
+    # Deprecated spelling (`--timeout` elsewhere is the retry budget of one call).
+    wait.add_argument(
+        "--timeout",
+        dest="wait_seconds",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
     wait.add_argument(
         "approval_id",
@@ -194,7 +209,7 @@ def _wait(
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     def call(client: http.Client, env: Mapping[str, str]) -> int:
-        deadline = clock() + args.timeout
+        deadline = clock() + args.wait_seconds
         if args.approval_id is None:
             data = _ask(client, args, env).data
         else:
@@ -216,7 +231,7 @@ def _wait(
             pause = min(pause * 1.5, args.max_interval)
             data = client.get_json(f"/api/v1/azdev/approval/{data['id']}").data
 
-    return _execute(args, call, client_timeout=min(args.timeout, CALL_TIMEOUT))
+    return _execute(args, call, client_timeout=min(args.wait_seconds, CALL_TIMEOUT))
 
 
 # --- plumbing ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -367,6 +368,13 @@ def client_from_env(url: str, env: Mapping[str, str], *, timeout: float = 60.0) 
     Client(url, None, timeout=timeout)  # validate the URL before any token is asked for
     credential = identity.resolve(env, timeout=timeout)
     if credential.source == "ICA_TOKEN":
+        if not credential.token:
+            # Said before the request, which ICA then refuses (401, exit 4).
+            print(
+                "ica: ICA_TOKEN is not set: this command works over HTTP and needs ICA_TOKEN "
+                "(an API key, or your personal token to sign) besides ICA_URL",
+                file=sys.stderr,
+            )
         return Client(url, credential.token, timeout=timeout)
     return Client(
         url,

@@ -12,7 +12,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from azdev_ica.cli.admin import EXIT_INVALID, EXIT_OK, _context, _fail, _guarded, _settings
+from azdev_ica.cli.admin import (
+    EXIT_INVALID,
+    EXIT_OK,
+    _context,
+    _fail,
+    _guarded,
+    _settings,
+    add_output,
+)
 
 if TYPE_CHECKING:
     from azdev_ica.services.context import ServiceContext
@@ -53,6 +61,10 @@ def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the tamper-evident audit ledger").add_subparsers(
         dest="audit_command", metavar="ACTION", required=True
     )
+    from azdev_ica.cli.listing import register_audit_query
+    from azdev_ica.cli.pipeline import common_arguments
+
+    register_audit_query(audit, common_arguments())
     audit.add_parser(
         "seal", help="seal what is pending and sign a checkpoint now (when no server seals)"
     ).set_defaults(func=_audit_seal)
@@ -87,7 +99,7 @@ def register(sub: Any) -> None:
         help="a folder of checkpoints you kept: the database must not fork from, or fall "
         "behind, any of them",
     )
-    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_output(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress display")
     verify.set_defaults(func=_audit_verify)
     export = audit.add_parser(
@@ -102,7 +114,7 @@ def register(sub: Any) -> None:
         description="Rebuilds every projection from the audit entries into a scratch SQLite "
         "database and compares it with the live tables. Exit 1 on any difference.",
     )
-    replay.add_argument("--json", action="store_true")
+    add_output(replay)
     replay.set_defaults(func=_audit_replay)
     erase = audit.add_parser(
         "erase",
@@ -308,7 +320,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     except NoteError as exc:
         return _fail(f"bad --witness-key: {exc}")
     show = None
-    if not args.quiet and not args.json and sys.stderr.isatty():
+    if not args.quiet and args.output != "json" and sys.stderr.isatty():
         show = _progress(sys.stderr)
     known = 0
     with _context(settings) as ctx:
@@ -322,7 +334,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         status = ledger_status(ctx)
     report.sealing = asdict(status)
     assurance = _assurance(bool(trusted), len(witnesses), args.witness_threshold, known)
-    if args.json:
+    if args.output == "json":
         print(json.dumps({**report.as_dict(), "assurance": assurance}, indent=2, default=str))
     else:
         print(report.text())
@@ -384,7 +396,7 @@ def _audit_replay(args: argparse.Namespace) -> int:
 
     with _context(_settings()) as ctx:
         report = replay_ledger(ctx.db)
-    if args.json:
+    if args.output == "json":
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         print(report.text())

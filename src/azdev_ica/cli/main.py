@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterator, Sequence
 
 EX_USAGE = 64
 
@@ -70,7 +71,57 @@ def build_parser(
     sub.required = True
     for module, function in registrations:
         getattr(importlib.import_module(f"azdev_ica.cli.{module}"), function)(sub)
+    for path, leaf in leaves(parser):
+        note = textwrap.fill(WHERE[where_it_works(path, leaf)], width=88)
+        leaf.epilog = f"{leaf.epilog}\n\n{note}" if leaf.epilog else note
+        if leaf.formatter_class is argparse.HelpFormatter:
+            leaf.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+# Where a command works, said in every command's help (`ica X --help`).
+WHERE = {
+    "http": "Works over HTTP: ICA's address in ICA_URL (or --url) and a credential in "
+    "ICA_TOKEN (an API key, or your personal token where a person acts), or a pipeline's "
+    "workload identity.",
+    "database": "Works on the server's database directly: run it on ICA's host, with the "
+    "server's settings (ICA_DATABASE_URL, ICA_DATA_DIR, ...); it needs no ICA_TOKEN.",
+    "local": "Works locally: needs neither a running ICA nor its database.",
+}
+# Commands that touch neither the server nor its database.
+LOCAL_COMMANDS = frozenset(
+    {
+        ("openapi",),
+        ("rbac",),
+        ("policy", "validate"),
+        ("witness", "init"),
+        ("witness", "key"),
+        ("witness", "serve"),
+    }
+)
+
+
+def leaves(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every command of the tree (a parser without subcommands), with its path."""
+    branches = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    if not branches:
+        yield path, parser
+        return
+    for branch in branches:
+        for name, child in branch.choices.items():
+            yield from leaves(child, (*path, name))
+
+
+def where_it_works(path: tuple[str, ...], parser: argparse.ArgumentParser) -> str:
+    if path in LOCAL_COMMANDS:
+        return "local"
+    if any("--url" in action.option_strings for action in parser._actions):
+        return "http"
+    return "database"
 
 
 def main(argv: Sequence[str] | None = None, *, pipeline_only: bool = False) -> int:

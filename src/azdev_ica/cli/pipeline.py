@@ -259,6 +259,10 @@ def register_run(sub: Any) -> argparse.ArgumentParser:
     show = add("show", "print the run as ICA recorded it")
     show.add_argument("--run-key", help="default: the current pipeline's run")
     show.set_defaults(func=_show)
+
+    from azdev_ica.cli.listing import register_run_list
+
+    register_run_list(add)
     return common
 
 

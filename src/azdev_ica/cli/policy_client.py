@@ -34,7 +34,12 @@ def register(actions: Any) -> None:
     """Add the governed-change actions to the `ica policy` sub-parsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="ICA's base URL (default: $ICA_URL)")
-    common.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep retrying one call (default: 60)",
+    )
     common.add_argument("--output", choices=("text", "json"), default="text")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:

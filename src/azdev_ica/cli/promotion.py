@@ -64,9 +64,18 @@ def register(sub: Any) -> None:
     request.add_argument("--evidence-uri", required=True, help="where the evidence is kept")
     request.add_argument("--evidence-description", required=True, help="what was masked")
     request.set_defaults(func=_refresh_request)
-    approve = add(refresh, "approve", "approve (or --reject) a data refresh, as yourself")
+    approve = add(refresh, "approve", "decide a data refresh request, as yourself")
     approve.add_argument("request_id", type=int, metavar="ID")
-    approve.add_argument("--reject", action="store_true", help="reject instead of approving")
+    approve.add_argument("--decision", choices=("approve", "reject"), default="approve")
+    # Deprecated spelling of --decision reject.
+    approve.add_argument(
+        "--reject",
+        dest="decision",
+        action="store_const",
+        const="reject",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     approve.add_argument("--comment")
     approve.set_defaults(func=_refresh_approve)
     complete = add(refresh, "complete", "mark an approved data refresh as done")
@@ -142,7 +151,7 @@ def _refresh_request(args: argparse.Namespace) -> int:
 
 def _refresh_approve(args: argparse.Namespace) -> int:
     def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
-        body: dict[str, Any] = {"decision": "reject" if args.reject else "approve"}
+        body: dict[str, Any] = {"decision": args.decision}
         if args.comment:
             body["comment"] = args.comment
         return client.post_json(f"{API}/refresh/{args.request_id}/decide", body, _key())

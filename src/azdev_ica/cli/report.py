@@ -38,7 +38,15 @@ def register(sub: Any) -> None:
     )
     monthly.add_argument("--month", type=_month, required=True, help="YYYY-MM (UTC)")
     monthly.add_argument("--tenant", help="one tenant (default: every tenant, and the fleet)")
-    monthly.add_argument("--format", choices=("html", "json"), default="html")
+    monthly.add_argument("--output", choices=("html", "json"), default="html")
+    # Deprecated spelling of --output.
+    monthly.add_argument(
+        "--format",
+        dest="output",
+        choices=("html", "json"),
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     monthly.add_argument("--out", type=Path, help="file to write (default: stdout)")
     monthly.set_defaults(func=_monthly)
 
@@ -67,7 +75,7 @@ def _monthly(args: argparse.Namespace) -> int:
             )
     except IcaError as exc:
         return _fail(exc.detail, EXIT_INVALID)
-    if args.format == "json":
+    if args.output == "json":
         text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     else:
         text = render_html(report)
@@ -78,5 +86,5 @@ def _monthly(args: argparse.Namespace) -> int:
         args.out.write_text(text, encoding="utf-8")
     except OSError as exc:
         return _fail(f"cannot write {args.out}: {exc}")
-    print(f"wrote the {args.format} report of {args.month} to {args.out}", file=sys.stderr)
+    print(f"wrote the {args.output} report of {args.month} to {args.out}", file=sys.stderr)
     return EXIT_OK

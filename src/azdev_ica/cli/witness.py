@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from azdev_ica.cli.admin import EXIT_INVALID, EXIT_OK, _fail, _guarded
+from azdev_ica.cli.admin import EXIT_INVALID, EXIT_OK, _fail, _guarded, add_output
 
 
 def register(sub: Any) -> None:
@@ -70,7 +70,7 @@ def register(sub: Any) -> None:
         help="ICA's witnesses: answering or failing since when, last cosigned, refusals",
         description="Exit 0, or 1 while a refusal is unresolved (the sealer is stopped).",
     )
-    status.add_argument("--json", action="store_true")
+    add_output(status)
     status.set_defaults(func=_status)
     resolve = witness.add_parser(
         "resolve",
@@ -151,7 +151,7 @@ def _status(args: argparse.Namespace) -> int:
                 select(WitnessRefusal).where(WitnessRefusal.resolved_at.is_(None))
             )
         ]
-    if args.json:
+    if args.output == "json":
         print(json.dumps({"witnesses": rows, "unresolved_refusals": refusals}, indent=2))
     else:
         for row in rows:

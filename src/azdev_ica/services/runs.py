@@ -129,6 +129,15 @@ def start_run(
         )
     command = _requester_from_token(principal, command)
     if not principal.can_for(Permission.RUN_WRITE, command.tenant):
+        if command.tenant is not None:
+            # A tenant the policy does not know is a typo, not a permission problem.
+            with ctx.read() as session:
+                known = ctx.policies.active(session).tenants
+            if command.tenant not in known:
+                raise UnknownTenant(
+                    f"tenant {command.tenant!r} is not in the active policy "
+                    f"(known: {', '.join(sorted(known))})"
+                )
         raise OutOfScope(
             "a tenant-scoped caller must name one of its tenants"
             if command.tenant is None
