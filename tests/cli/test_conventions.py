@@ -66,9 +66,10 @@ def test_every_command_follows_the_conventions(path, capsys):
     assert "--approve" not in options
     if "--decision" in options:
         assert set(options["--decision"].choices or ()) == {"approve", "reject"}
-    # --timeout is the time budget for retrying the calls to ICA, never how long to wait.
+    # --timeout is the time budget of the calls to ICA, never how long to wait for an outcome.
     if "--timeout" in options:
-        assert "retrying" in (options["--timeout"].help or ""), path
+        assert "call" in (options["--timeout"].help or ""), path
+        assert "decision" not in (options["--timeout"].help or ""), path
     # A new secret is never a flag.
     assert not {"--token", "--password", "--secret"} & set(options)
 

@@ -266,7 +266,7 @@ def test_a_destination_down_too_long_is_stalled_alerted_once_and_shown(
     setting = destination.model_dump(mode="json") | {"token": "t"}
     monkeypatch.setenv("ICA_SIEM", json.dumps([setting]))
     capsys.readouterr()
-    assert main(["siem", "status", "--json"]) == 4
+    assert main(["siem", "status", "--output", "json"]) == 4
     (shown,) = json.loads(capsys.readouterr().out)["destinations"]
     assert shown["state"] == "stalled"
     assert shown["cursor"] is None

@@ -22,7 +22,13 @@ def register(sub: Any) -> None:
     )
     health.add_argument("--url", default=DEFAULT_URL, help="ICA's base URL (%(default)s)")
     health.add_argument("--ready", action="store_true", help="probe /ready instead")
-    health.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long the one call to ICA may take (default: 3)",
+    )
     health.set_defaults(func=_health)
 
 

@@ -173,7 +173,7 @@ def common_arguments() -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=60.0,
-        help="total seconds to keep retrying (default: 60)",
+        help="total seconds to keep retrying the calls to ICA (default: 60)",
     )
     common.add_argument("--output", choices=("text", "json"), default="text")
     return common

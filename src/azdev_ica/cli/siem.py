@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from azdev_ica.cli.admin import EXIT_OK, _context, _guarded
+from azdev_ica.cli.admin import EXIT_OK, _context, _guarded, add_output
 
 EXIT_STALLED = 4
 
@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
         "and whether it is failing. State: ok, behind, failing, stalled (failing for "
         "ICA_SIEM_ALERT_MINUTES or longer: exit 4), unconfigured.",
     )
-    status.add_argument("--json", action="store_true", help="print JSON")
+    add_output(status)
     status.set_defaults(func=_status)
 
 
@@ -65,7 +65,7 @@ def _status(args: argparse.Namespace) -> int:
             now=ctx.clock.now(),
             alert_after=timedelta(minutes=settings.siem_alert_minutes),
         )
-    if args.json:
+    if args.output == "json":
         sys.stdout.write(json.dumps({"destinations": items}, indent=2) + "\n")
     elif not items:
         print("no SIEM destination configured (ICA_SIEM)")
