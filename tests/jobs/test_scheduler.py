@@ -71,6 +71,7 @@ def test_notifying_jobs_run_before_delivery():
         "approval-sla",
         "dr-drill-overdue",
         "witness",
+        "monthly-report",
         "siem-forward",
         "outbox-delivery",
         "retention",

@@ -17,8 +17,9 @@ approval expiry (`services/approvals.expire_due`), deployment-lock lease expiry
 (`services/dr_overdue.warn_overdue_drills`: checked every tick, each tenant warned once per
 overdue period), and retention (`services/retention.purge`: delivered and failed outbox rows,
 ended web sessions and old sign-in throttle rows, in bounded batches; never the audit ledger),
-and the audit stream to SIEM destinations (`jobs/siem.py`, before delivery so that its
-`siem.stalled` alert goes out in the same tick).
+the monthly compliance report kept on the 1st for the month before
+(`services/monthly_reports.keep_previous_month`), and the audit stream to SIEM destinations
+(`jobs/siem.py`). Both run before delivery, so their notifications go out in the same tick.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def _siem(ctx: ServiceContext, settings: Settings) -> object:
     return forward_all(ctx, settings)
 
 
+def _monthly_report(ctx: ServiceContext, settings: Settings) -> object:
+    from azdev_ica.services.monthly_reports import keep_previous_month
+
+    return keep_previous_month(ctx)
+
+
 def default_jobs() -> list[Job]:
     """The jobs of a server process, in the order one tick runs them. Jobs that create
     notifications run before delivery, so one tick also sends what they queued."""
@@ -120,6 +127,7 @@ def default_jobs() -> list[Job]:
         Job("approval-sla", _sla),
         Job("dr-drill-overdue", _drill_overdue),
         Job("witness", _witness),
+        Job("monthly-report", _monthly_report),
         Job("siem-forward", _siem),
         Job("outbox-delivery", _deliver),
         Job("retention", _retention),

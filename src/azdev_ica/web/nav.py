@@ -25,6 +25,7 @@ AREAS = (
     NavEntry("/dr", "DR", Permission.DR_READ),
     NavEntry("/audit", "Audit", Permission.AUDIT_READ),
     NavEntry("/policy", "Policy", Permission.POLICY_READ),
+    NavEntry("/reports", "Reports", Permission.AUDIT_READ),
 )
 
 

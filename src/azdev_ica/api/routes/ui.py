@@ -83,6 +83,7 @@ CONSOLE_PREFIXES = (
     "/incidents",
     "/dr",
     "/policy",
+    "/reports",
 )
 
 

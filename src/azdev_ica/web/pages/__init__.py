@@ -19,6 +19,7 @@ from azdev_ica.web.pages import (
     incidents,
     inventory,
     policy,
+    reports,
     run_detail,
     runs,
 )
@@ -45,5 +46,6 @@ def install(app: FastAPI) -> None:
         audit,
         incidents,
         policy,
+        reports,
     ):
         app.include_router(module.router)

@@ -1,0 +1,42 @@
+"""Reports: the monthly compliance reports the scheduler kept (`services/monthly_reports.py`),
+newest month first, each linking to its HTML and JSON download (the API's routes, which the
+console session reaches). Kept reports cover every tenant, so a person who audits only some
+tenants sees none here, and a link to the on-demand report for their own tenants."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from azdev_ica.api.deps import Ctx, require
+from azdev_ica.api.routes.report import KEPT
+from azdev_ica.api.routes.ui import login_redirect
+from azdev_ica.auth.principal import Principal
+from azdev_ica.auth.roles import Permission
+from azdev_ica.queries.report import month_period
+from azdev_ica.services.monthly_reports import list_kept_reports, previous_month
+from azdev_ica.web.render import page
+
+router = APIRouter(include_in_schema=False)
+
+Auditor = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
+
+
+@router.get("/reports", dependencies=[Depends(login_redirect)])
+def reports_page(request: Request, ctx: Ctx, principal: Auditor) -> Response:
+    with ctx.read() as session:
+        kept = list_kept_reports(session, principal=principal)
+    last_month = previous_month(ctx.clock.now())
+    month_period(last_month)  # the on-demand link names a valid month
+    return page(
+        request,
+        "reports.html",
+        {
+            "reports": kept,
+            "kept_url": KEPT,
+            "all_tenants": principal.can_for(Permission.AUDIT_READ, None),
+            "last_month": last_month,
+        },
+    )
