@@ -249,3 +249,92 @@ class HecReceiver:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+
+class AzureMonitorStandIn:
+    """Entra ID's token endpoint and Azure Monitor's Logs Ingestion endpoint on loopback, as
+    their documentation describes them: `POST /{tenant}/oauth2/v2.0/token` (client
+    credentials, scope `https://monitor.azure.com//.default`) answers a bearer token; `POST
+    /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01` needs that token (401
+    without), takes a JSON array and answers 204 with no body; 503 while `failing`."""
+
+    def __init__(self, port: int, *, tenant: str, client_id: str, secret: str) -> None:
+        self.port = port
+        self.tenant, self.client_id, self.secret = tenant, client_id, secret
+        self.records: list[dict[str, Any]] = []
+        self.tokens_issued = 0
+        self.failing = False
+        self._token = "at-" + secret[::-1]
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AzureMonitorStandIn:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any] | None = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                if data:
+                    self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                parts = urlsplit(self.path)
+                if parts.path == f"/{stand_in.tenant}/oauth2/v2.0/token":
+                    form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+                    if (
+                        form.get("grant_type") != "client_credentials"
+                        or form.get("client_id") != stand_in.client_id
+                        or form.get("client_secret") != stand_in.secret
+                        or form.get("scope") != "https://monitor.azure.com//.default"
+                    ):
+                        self._answer(401, {"error": "invalid_client"})
+                        return
+                    stand_in.tokens_issued += 1
+                    self._answer(
+                        200,
+                        {
+                            "token_type": "Bearer",
+                            "expires_in": 3599,
+                            "access_token": stand_in._token,
+                        },
+                    )
+                    return
+                if not parts.path.startswith("/dataCollectionRules/") or parse_qs(parts.query).get(
+                    "api-version"
+                ) != ["2023-01-01"]:
+                    self._answer(404, {"error": {"code": "NotFound"}})
+                    return
+                if self.headers.get("Authorization") != f"Bearer {stand_in._token}":
+                    self._answer(401, {"error": {"code": "InvalidToken"}})
+                    return
+                if stand_in.failing:
+                    self._answer(503, {"error": {"code": "ServiceUnavailable"}})
+                    return
+                records = json.loads(body)
+                assert isinstance(records, list)
+                stand_in.records.extend(records)
+                self._answer(204)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from azdev_ica.adapters.siem_config import HecDestination, SyslogDestination
@@ -316,3 +317,52 @@ def test_siem_setting_is_read_from_the_environment_and_checked(monkeypatch: Any)
         monkeypatch.setenv("ICA_SIEM", json.dumps(bad))
         with pytest.raises(ValidationError):
             Settings()
+
+
+def test_azure_monitor_logs_ingestion_gets_every_entry_once_in_order(
+    ctx: Any, settings: Any, restart: Any
+) -> None:
+    from azdev_ica.adapters import siem as adapter
+    from azdev_ica.adapters.siem_config import AzureMonitorDestination
+    from tests.siem.receivers import AzureMonitorStandIn
+
+    adapter._TOKENS.clear()
+    monitor = AzureMonitorStandIn(free_port(), tenant="t-1", client_id="app-1", secret="s3cret")
+    monitor.start()
+    try:
+        activity(ctx, 3)
+        destination = AzureMonitorDestination(
+            type="azure_monitor",
+            name="sentinel",
+            endpoint=monitor.url,
+            dcr_id="dcr-0123",
+            tenant_id="t-1",
+            client_id="app-1",
+            client_secret="s3cret",
+            authority=monitor.url,
+            batch_size=4,
+        )
+        configured = _with(settings, destination, siem_batches_per_pass=1)
+        assert forward_all(ctx, configured).sent == {"sentinel": 4}
+        ctx = restart(ctx)
+        monitor.failing = True
+        assert "HTTP 503" in forward_all(ctx, configured).failed["sentinel"]
+        monitor.failing = False
+        ctx.clock.advance(timedelta(seconds=configured.siem_backoff_seconds))
+        while forward_all(ctx, configured).sent:
+            pass
+        stored = _stored(ctx)
+        assert [(r["Origin"], r["Index"]) for r in monitor.records] == [
+            (f"ica.localhost/audit/{year}", idx) for year, idx, _ in stored
+        ]
+        assert [r["Entry"].encode() for r in monitor.records] == [e for _, _, e in stored]
+        assert monitor.records[0]["Action"] == json.loads(stored[0][2])["body"]["action"]
+        assert monitor.tokens_issued == 1  # reused until it nears expiry
+        wrong = destination.model_copy(update={"client_secret": SecretStr("nope")})
+        adapter._TOKENS.clear()
+        activity(ctx, 1, first=2000)
+        failed = forward_all(ctx, _with(settings, wrong)).failed["sentinel"]
+        assert "token endpoint answered 401" in failed
+    finally:
+        monitor.stop()
+        adapter._TOKENS.clear()

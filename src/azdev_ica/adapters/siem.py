@@ -1,5 +1,6 @@
-"""Sending ledger entries to a SIEM: syslog over TLS (RFC 5424 + RFC 5425) and an HTTP
-collector in Splunk HEC shape. Configuration: `adapters/siem_config.py`; who calls: `jobs/siem.py`.
+"""Sending ledger entries to a SIEM: syslog over TLS (RFC 5424 + RFC 5425), an HTTP
+collector in Splunk HEC shape, and Azure Monitor's Logs Ingestion API. Configuration:
+`adapters/siem_config.py`; who calls: `jobs/siem.py`.
 
 Every entry leaves as one JSON line, its *stream record*::
 
@@ -11,8 +12,9 @@ JSON, RFC 8785), so a receiver can hash it (SHA-256 of 0x00 ‖ entry) and check
 ICA's signed checkpoints and inclusion proofs. Nothing else leaves: personal fields are the
 salted hashes the ledger holds, never their openings.
 
-A send either completes (the whole batch acknowledged: the HEC answered 200 with code 0, or the
-TLS stream took every byte) or raises :class:`SiemSendError`; the caller then moves nothing.
+A send either completes (the whole batch acknowledged: the HEC answered 200 with code 0, Azure
+Monitor 204, or the TLS stream took every byte) or raises :class:`SiemSendError`; the caller
+then moves nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from azdev_ica.adapters.siem_config import HecDestination, SyslogDestination
+from azdev_ica.adapters.siem_config import (
+    AzureMonitorDestination,
+    HecDestination,
+    SyslogDestination,
+)
 
 __all__ = ["SiemSendError", "StreamEntry", "send", "stream_record", "syslog_frame"]
 
@@ -161,8 +170,120 @@ def _send_hec(destination: HecDestination, items: Sequence[StreamEntry], hostnam
         raise SiemSendError(f"hec {destination.name}: answered {status}: {text.strip()[:300]}")
 
 
+# Entra ID access tokens per (authority, tenant, client), reused until a minute before expiry.
+_TOKENS: dict[tuple[str, str, str], tuple[str, float]] = {}
+_TOKENS_LOCK = threading.Lock()
+MONITOR_SCOPE = "https://monitor.azure.com//.default"
+
+
+def _https_context(url: str, ca_file: object) -> ssl.SSLContext | None:
+    if not url.startswith("https://"):
+        return None
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+def _monitor_token(destination: AzureMonitorDestination) -> str:
+    key = (destination.authority.rstrip("/"), destination.tenant_id, destination.client_id)
+    with _TOKENS_LOCK:
+        cached = _TOKENS.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+    try:
+        secret = destination.secret_value()
+    except OSError as exc:
+        raise SiemSendError(f"azure_monitor {destination.name}: secret file: {exc}") from None
+    url = f"{key[0]}/{destination.tenant_id}/oauth2/v2.0/token"
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": destination.client_id,
+            "client_secret": secret,
+            "scope": MONITOR_SCOPE,
+        }
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - the configured Entra ID authority
+        url,
+        data=form,
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    try:
+        with urllib.request.urlopen(  # noqa: S310
+            request,
+            timeout=destination.timeout_seconds,
+            context=_https_context(url, destination.ca_file),
+        ) as response:
+            answer = json.loads(response.read(65536))
+        token, lifetime = str(answer["access_token"]), float(answer.get("expires_in", 300))
+    except urllib.error.HTTPError as exc:
+        raise SiemSendError(
+            f"azure_monitor {destination.name}: token endpoint answered {exc.code}"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SiemSendError(
+            f"azure_monitor {destination.name}: no token: {type(exc).__name__}: {exc}"
+        ) from None
+    with _TOKENS_LOCK:
+        _TOKENS[key] = (token, time.monotonic() + max(lifetime - 60, 0))
+    return token
+
+
+def monitor_record(item: StreamEntry) -> bytes:
+    """One Logs Ingestion record: the columns of the DCR's stream (docs/observe.md); `Entry` is
+    the entry's bytes as a JSON string."""
+    body = json.loads(item.entry).get("body", {})
+    return json.dumps(
+        {
+            "TimeGenerated": _timestamp(item.time),
+            "Origin": item.origin,
+            "Index": item.idx,
+            "Action": item.action,
+            "Tenant": body.get("tenant"),
+            "Entry": item.entry.decode("utf-8"),
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def _send_monitor(destination: AzureMonitorDestination, items: Sequence[StreamEntry]) -> None:
+    token = _monitor_token(destination)
+    url = (
+        f"{destination.endpoint.rstrip('/')}/dataCollectionRules/{destination.dcr_id}"
+        f"/streams/{destination.stream}?api-version=2023-01-01"
+    )
+    body = b"[" + b",".join(monitor_record(item) for item in items) + b"]"
+    request = urllib.request.Request(  # noqa: S310 - the configured collection endpoint
+        url,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(  # noqa: S310
+            request,
+            timeout=destination.timeout_seconds,
+            context=_https_context(url, destination.ca_file),
+        ) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:  # expired or revoked: fetch a new one next time
+            with _TOKENS_LOCK:
+                _TOKENS.clear()
+        detail = exc.read(2000).decode("utf-8", "replace").strip()
+        raise SiemSendError(
+            f"azure_monitor {destination.name}: HTTP {exc.code}: {detail[:300]}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise SiemSendError(
+            f"azure_monitor {destination.name}: {type(exc).__name__}: {exc}"
+        ) from None
+    if status != 204:
+        raise SiemSendError(f"azure_monitor {destination.name}: answered {status}, not 204")
+
+
 def send(
-    destination: SyslogDestination | HecDestination,
+    destination: SyslogDestination | HecDestination | AzureMonitorDestination,
     items: Sequence[StreamEntry],
     *,
     hostname: str,
@@ -172,5 +293,7 @@ def send(
         return
     if isinstance(destination, SyslogDestination):
         _send_syslog(destination, items, hostname)
-    else:
+    elif isinstance(destination, HecDestination):
         _send_hec(destination, items, hostname)
+    else:
+        _send_monitor(destination, items)

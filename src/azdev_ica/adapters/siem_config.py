@@ -87,4 +87,38 @@ class HecDestination(_Destination):
         return self.token_file.read_text().strip()
 
 
-SiemDestination = Annotated[SyslogDestination | HecDestination, Field(discriminator="type")]
+class AzureMonitorDestination(_Destination):
+    """Azure Monitor's Logs Ingestion API: POST `{endpoint}/dataCollectionRules/{dcr_id}/
+    streams/{stream}?api-version=2023-01-01` with a JSON array of records and an Entra ID token
+    for `https://monitor.azure.com//.default` (client credentials of an app registration that
+    holds *Monitoring Metrics Publisher* on the data collection rule); 204 when taken."""
+
+    type: Literal["azure_monitor"]
+    endpoint: str = Field(pattern=r"^https?://[^\s/?#]+/?$")
+    dcr_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,100}$")
+    stream: str = Field(default="Custom-ICAAudit_CL", pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    tenant_id: str = Field(pattern=r"^[A-Za-z0-9.-]{1,100}$")
+    client_id: str = Field(min_length=1, max_length=100)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    authority: str = Field(
+        default="https://login.microsoftonline.com", pattern=r"^https?://[^\s/?#]+/?$"
+    )
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> AzureMonitorDestination:
+        if (self.client_secret is None) == (self.client_secret_file is None):
+            raise ValueError("give exactly one of client_secret and client_secret_file")
+        return self
+
+    def secret_value(self) -> str:
+        if self.client_secret is not None:
+            return self.client_secret.get_secret_value()
+        assert self.client_secret_file is not None
+        return self.client_secret_file.read_text().strip()
+
+
+SiemDestination = Annotated[
+    SyslogDestination | HecDestination | AzureMonitorDestination, Field(discriminator="type")
+]

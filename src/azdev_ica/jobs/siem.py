@@ -25,7 +25,11 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from azdev_ica.adapters.siem import SiemSendError, StreamEntry, send
-from azdev_ica.adapters.siem_config import HecDestination, SyslogDestination
+from azdev_ica.adapters.siem_config import (
+    AzureMonitorDestination,
+    HecDestination,
+    SyslogDestination,
+)
 from azdev_ica.db.tables import AuditEntry, AuditShard
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.services import siem as records
@@ -85,7 +89,7 @@ def next_batch(ctx: ServiceContext, position: records.Position, limit: int) -> l
 def _forward_one(
     ctx: ServiceContext,
     settings: Settings,
-    destination: SyslogDestination | HecDestination,
+    destination: SyslogDestination | HecDestination | AzureMonitorDestination,
     result: ForwardResult,
 ) -> None:
     cursor = records.ensure_cursor(ctx, destination.name)
