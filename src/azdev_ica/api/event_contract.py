@@ -87,7 +87,8 @@ def event_phases(doc: dict[str, Any]) -> None:
     schemas["RunEvent"] = {
         "title": "RunEvent",
         "description": "A phase event: its `phase` says which payload `data` carries. (The "
-        "seed's spelling, `run_id` for `run_key` and `event` for `phase`, is accepted too.)",
+        "original contract's spelling, `run_id` for `run_key` and `event` for `phase`, is "
+        "accepted too.)",
         "oneOf": variants,
         "discriminator": {"propertyName": "phase", "mapping": mapping},
     }

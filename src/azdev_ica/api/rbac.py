@@ -106,7 +106,7 @@ def access_matrix_markdown(app: Any) -> str:
         "Generated from the code by `ica rbac --out docs/access-matrix.md`; a test fails when",
         "it is stale. Deny by default: a route answers 403 unless the caller holds a grant",
         "whose role has the route's permission, and a tenant-scoped grant reaches only its",
-        "tenants. Routes live under `/api/v1/azdev` (and the seed's `/api/azdev` alias).",
+        "tenants. Routes live under `/api/v1/azdev` (and the unversioned `/api/azdev` alias).",
         "",
         "## Roles",
         "",

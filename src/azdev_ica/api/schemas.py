@@ -209,9 +209,9 @@ class RunEventRequest(Strict):
     `run_id` holding the run key."""
 
     run_key: RunKey | None = None
-    run_id: RunKey | None = Field(default=None, description="Alias of run_key (seed 000 §6.1)")
+    run_id: RunKey | None = Field(default=None, description="Alias of run_key (original name)")
     phase: Phase | None = None
-    event: Phase | None = Field(default=None, description="Alias of phase (seed 000 §6.1)")
+    event: Phase | None = Field(default=None, description="Alias of phase (original name)")
     attempt: Attempt = 1
     event_id: EventId | None = Field(
         default=None, description="Client-chosen id; a repeated id is answered, not duplicated"
