@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi settings-reference bench bench-full clean
+.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi settings-reference bench bench-full fuzz clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -95,6 +95,10 @@ bench: install-dev pg-binaries
 
 bench-full: install-dev pg-binaries
 	$(BIN)/python bench/run_all.py --full
+
+# The long schemathesis pass (make test runs one example per operation and caller).
+fuzz: install-dev pg-binaries
+	ICA_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -n 2 tests/api/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
