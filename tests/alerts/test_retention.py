@@ -128,7 +128,7 @@ def test_the_policy_sets_the_outbox_days(ctx, clock, settings):
         source="test-policy",
     )
     queue(ctx, topic="nowhere")
-    deliver_due(ctx, settings)  # no routes: delivered at once
+    deliver_due(ctx, settings)  # no routes: settled at once (no_route)
     clock.advance(timedelta(days=10, seconds=1))
     assert purge(ctx).purged["outbox"] == 1
     assert count(ctx, OutboxMessage) == 0
@@ -137,7 +137,7 @@ def test_the_policy_sets_the_outbox_days(ctx, clock, settings):
 def test_large_backlogs_go_in_bounded_batches(ctx, clock, settings):
     for _ in range(5):
         queue(ctx, topic="nowhere")
-    deliver_due(ctx, settings)  # no routes: delivered at once
+    deliver_due(ctx, settings)  # no routes: settled at once (no_route)
     clock.advance(timedelta(days=91))
     report = purge(ctx, batch_size=2, max_batches=2)
     assert (report.purged["outbox"], report.batches) == (4, 2)
@@ -182,7 +182,7 @@ def test_ended_sessions_go_after_30_days_and_throttle_rows_after_a_day(ctx, cloc
 
 def test_the_audit_ledger_is_never_purged(ctx, clock, settings):
     queue(ctx, topic="nowhere")
-    deliver_due(ctx, settings)  # no routes: delivered at once
+    deliver_due(ctx, settings)  # no routes: settled at once (no_route)
     before = count(ctx, AuditInbox)
     clock.advance(timedelta(days=3650))
     assert purge(ctx).purged["outbox"] == 1
@@ -192,12 +192,12 @@ def test_the_audit_ledger_is_never_purged(ctx, clock, settings):
 def test_the_scheduler_runs_retention(ctx, clock, settings):
     queue(ctx, topic="nowhere")
     clock.advance(timedelta(days=91))
-    first = tick(ctx, settings, holder="a")  # delivers (no route: delivered at once)
+    first = tick(ctx, settings, holder="a")  # delivers (no route: settled at once)
     assert first.failed == {}
     assert first.ran["retention"].purged["outbox"] == 0  # delivered now: kept 90 days
     delivered = [state for _, state in states(ctx)]
     assert delivered  # ours and other jobs' warnings
-    assert set(delivered) == {"delivered"}
+    assert set(delivered) == {"no_route"}
     clock.advance(timedelta(days=91))
     second = tick(ctx, settings, holder="a")
     assert second.ran["retention"].purged["outbox"] == len(delivered)

@@ -92,8 +92,8 @@ def test_a_tick_expires_requests_and_delivers(ctx, clock, settings, ask):
         row = session.get(Approval, approval_id)
         assert row.status == "expired"
         states = set(session.scalars(select(OutboxMessage.state)))
-    # No channels configured: every notify row was handed on to nothing, none left pending.
-    assert states == {"delivered"}
+    # No channels configured: every notify row was settled as "no route", none left pending.
+    assert states == {"no_route"}
 
 
 def test_the_app_runs_the_scheduler_and_hands_its_leases_back(settings, database, clock, ctx):

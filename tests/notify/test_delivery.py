@@ -77,7 +77,8 @@ class TestWebhook:
         report = deliver_due(ctx, configured)
         assert (report.fanned_out, report.delivered) == (0, 0)
         assert http_listener.requests == []
-        assert {row.state for row in rows(ctx)} == {"delivered"}
+        # Nobody was told: "no route", never "delivered".
+        assert {row.state for row in rows(ctx)} == {"no_route"}
         assert by_channel(ctx, "webhook") == []
 
 

@@ -32,7 +32,7 @@ def ica(monkeypatch: pytest.MonkeyPatch, settings: Any, capsys: Any) -> Any:
 
 def test_list_and_retry_failed_deliveries(ctx, settings, ica):
     failing = queue(ctx, channel="carrier_pigeon", to="secret@example.org")
-    queue(ctx)  # a notify row with no route: delivered
+    unrouted = queue(ctx)  # a notify row with no route
     deliver_due(ctx, settings)
     code, out = ica("outbox", "list", "--state", "failed", "--output", "json")
     assert code == 0
@@ -45,6 +45,10 @@ def test_list_and_retry_failed_deliveries(ctx, settings, ica):
     code, out = ica("outbox", "list")
     assert code == 0
     assert len(out.strip().splitlines()) == 2
+    [line] = [line for line in out.splitlines() if line.split()[0] == str(unrouted)]
+    assert "no route" in line
+    code, out = ica("outbox", "list", "--state", "no_route", "--output", "json")
+    assert [item["id"] for item in json.loads(out)] == [unrouted]
 
     code, out = ica("outbox", "retry", str(failing))
     assert code == 0

@@ -198,7 +198,11 @@ def register(sub: Any) -> None:
         "outbox", help="queued notifications and callbacks (see and requeue deliveries)"
     ).add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     outbox_list = outbox.add_parser("list", help="list outbox rows, newest first (no payloads)")
-    outbox_list.add_argument("--state", choices=("pending", "delivered", "failed"))
+    outbox_list.add_argument(
+        "--state",
+        choices=("pending", "delivered", "failed", "no_route"),
+        help="no_route: no route of ICA_NOTIFY sends it anywhere (nobody was told)",
+    )
     outbox_list.add_argument("--limit", type=int, default=50)
     outbox_list.add_argument("--output", choices=("text", "json"), default="text")
     outbox_list.set_defaults(func=_outbox_list)
@@ -729,8 +733,9 @@ def _outbox_list(args: argparse.Namespace) -> int:
     for item in items:
         target = item["channel"] + (f"/{item['destination']}" if item["destination"] else "")
         error = f"  error={item['last_error']}" if item["last_error"] else ""
+        state = item["state"].replace("_", " ")  # no_route: "no route"
         print(
-            f"{item['id']:>6}  {item['state']:9}  {target:24}  {item['topic']:28}  "
+            f"{item['id']:>6}  {state:9}  {target:24}  {item['topic']:28}  "
             f"attempts={item['attempts']}  next={item['next_attempt_at']}{error}"
         )
     return EXIT_OK

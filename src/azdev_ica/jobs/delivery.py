@@ -43,7 +43,7 @@ from azdev_ica.adapters.notify.config import EmailChannel
 from azdev_ica.db.tables import OutboxMessage, Person, RoleGrant
 from azdev_ica.services.approvals import forget_callback_token
 from azdev_ica.services.context import ServiceContext
-from azdev_ica.services.outbox import DELIVERED, FAILED, NOTIFY_CHANNEL, PENDING
+from azdev_ica.services.outbox import DELIVERED, FAILED, NO_ROUTE, NOTIFY_CHANNEL, PENDING
 from azdev_ica.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,9 @@ def _fan_out(ctx: ServiceContext, settings: Settings, message: OutboxMessage) ->
                     OutboxMessage.state == PENDING,
                     OutboxMessage.attempts == message.attempts,
                 )
-                .values(state=DELIVERED, delivered_at=now, last_error=None)
+                # Without a route nobody is told: say so rather than "delivered" (its
+                # delivered_at is when that was settled, for retention).
+                .values(state=DELIVERED if names else NO_ROUTE, delivered_at=now, last_error=None)
             )
             .rowcount
         )

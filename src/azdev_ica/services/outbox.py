@@ -26,7 +26,9 @@ from azdev_ica.services.context import ServiceContext
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
-STATES = (PENDING, DELIVERED, FAILED)
+# A notification no route of ICA_NOTIFY sends anywhere: settled, but nobody was told.
+NO_ROUTE = "no_route"
+STATES = (PENDING, DELIVERED, FAILED, NO_ROUTE)
 
 # Not a sender: a `notify` row fans out to the channels ICA_NOTIFY routes its topic to.
 NOTIFY_CHANNEL = "notify"

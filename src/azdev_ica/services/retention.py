@@ -31,7 +31,7 @@ from azdev_ica.errors import NoPolicy
 from azdev_ica.policy.retention import RetentionPolicy
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
-from azdev_ica.services.outbox import DELIVERED, FAILED
+from azdev_ica.services.outbox import DELIVERED, FAILED, NO_ROUTE
 
 RETENTION_ACTOR = Actor(kind="system", id="job:retention")
 THROTTLE_KEPT = timedelta(days=1)
@@ -68,7 +68,8 @@ def _condition(kind: str, cutoff: datetime, now: datetime) -> ColumnElement[bool
     if kind == OUTBOX:
         # A failed row's next_attempt_at is the end of its last claim: when it gave up.
         return or_(
-            (OutboxMessage.state == DELIVERED) & (OutboxMessage.delivered_at < cutoff),
+            (OutboxMessage.state.in_((DELIVERED, NO_ROUTE)))
+            & (OutboxMessage.delivered_at < cutoff),
             (OutboxMessage.state == FAILED) & (OutboxMessage.next_attempt_at < cutoff),
         )
     if kind == SESSIONS:
