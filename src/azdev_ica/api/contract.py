@@ -194,14 +194,17 @@ class MethodNotAllowedMiddleware:
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, methods: frozenset[str]
     ) -> None:
-        from azdev_ica.api.problems import problem_response
+        from starlette.requests import Request
 
-        response = problem_response(
+        from azdev_ica.api.problems import answer_problem
+
+        # A browser gets the same problem as a page, as from every other error.
+        response = answer_problem(
+            Request(scope),
             status=405,
             slug="method-not-allowed",
             title="Method not allowed",
             detail=f"{scope['path']} allows {_allow(methods)}",
-            instance=scope["path"],
             headers={"Allow": _allow(methods)},
         )
         await response(scope, receive, send)

@@ -79,6 +79,9 @@ def _answer(
     )
 
 
+answer_problem = _answer
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(IcaError)
     def _domain(request: Request, exc: IcaError) -> Response:
