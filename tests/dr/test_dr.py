@@ -54,7 +54,7 @@ def test_a_quarterly_drill_end_to_end(client, ops, clock, ctx):
             "last_backup_at": None,
             "last_drill_at": None,
             "last_passed_drill_at": None,
-            "drill_overdue": True,
+            "drill_overdue": False,  # added to the policy just now: a quarter's grace
         }
     ]
     taken = backup(client, ops, now - timedelta(minutes=50))
@@ -111,6 +111,9 @@ def test_a_missed_target_or_a_failed_restore_does_not_pass_and_alerts(client, op
         headers=ops,
     ).json()
     assert failed["passed"] is False
+    status = client.get(f"{API}/dr/status?tenant=ws", headers=ops).json()[0]
+    assert status["last_passed_drill_at"] is None  # neither passed
+    clock.advance(DRILL_EVERY + timedelta(seconds=1))  # a quarter after the tenant was added
     assert client.get(f"{API}/dr/status?tenant=ws", headers=ops).json()[0]["drill_overdue"]
     with ctx.read() as session:
         topics = list(session.scalars(select(OutboxMessage.topic)))
@@ -221,6 +224,9 @@ def test_overdue_after_a_quarter(days):
     now = T0 + timedelta(days=days)
     assert drill_overdue(None, now)
     assert drill_overdue(T0, now) == (timedelta(days=days) > DRILL_EVERY)
+    # Never drilled: a quarter from when the tenant was added; a passed drill counts first.
+    assert drill_overdue(None, now, added_at=T0) == (timedelta(days=days) > DRILL_EVERY)
+    assert drill_overdue(now, now, added_at=T0) is False
 
 
 def test_backups_and_drills_replay_from_the_ledger(client, ops, clock, ctx, database):

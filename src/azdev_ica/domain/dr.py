@@ -51,5 +51,10 @@ def measure(
     )
 
 
-def drill_overdue(last_passed: datetime | None, now: datetime) -> bool:
-    return last_passed is None or now - last_passed > DRILL_EVERY
+def drill_overdue(
+    last_passed: datetime | None, now: datetime, added_at: datetime | None = None
+) -> bool:
+    """More than a quarter since the last passed drill; a tenant that never passed one gets a
+    quarter from when it was added to the policy (`added_at`; unknown: overdue)."""
+    since = last_passed if last_passed is not None else added_at
+    return since is None or now - since > DRILL_EVERY

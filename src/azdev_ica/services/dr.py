@@ -219,6 +219,9 @@ def dr_status(
     session: Session, *, principal: Principal, tenants: list[str], now: datetime
 ) -> list[TenantDr]:
     """Per tenant in scope: the newest backup and drill, and whether a drill is overdue."""
+    from azdev_ica.services.dr_overdue import tenants_added
+
+    added = tenants_added(session)
     out = []
     for tenant in sorted(tenants):
         if not principal.can_for(Permission.DR_READ, tenant):
@@ -243,7 +246,7 @@ def dr_status(
                 last_backup_at=last_backup,
                 last_drill_at=last_drill,
                 last_passed_drill_at=last_passed,
-                drill_overdue=drill_overdue(last_passed, now),
+                drill_overdue=drill_overdue(last_passed, now, added.get(tenant)),
             )
         )
     return out

@@ -40,6 +40,25 @@ def last_passed_drill(session: Session, tenant: str) -> datetime | None:
     return max(passed) if passed else None
 
 
+def tenants_added(session: Session) -> dict[str, datetime]:
+    """When each tenant first appeared in an applied policy version (the versions are
+    append-only, so this is a recorded fact, the same after `ica audit replay`)."""
+    from azdev_ica.db.tables import PolicyVersion
+    from azdev_ica.errors import PolicyError
+    from azdev_ica.policy.loader import parse_policy
+
+    added: dict[str, datetime] = {}
+    versions = session.scalars(select(PolicyVersion).order_by(PolicyVersion.applied_at))
+    for version in versions:
+        try:
+            tenants = parse_policy(version.document).tenants
+        except PolicyError:  # an old version today's loader no longer reads: its tenants
+            tenants = {}  # count from a later version
+        for tenant in tenants:
+            added.setdefault(tenant, version.applied_at)
+    return added
+
+
 def warn_overdue_drills(ctx: ServiceContext) -> list[str]:
     """Warn for each tenant whose drill is overdue, once per overdue period; return the
     tenants warned by this call."""
@@ -54,7 +73,8 @@ def warn_overdue_drills(ctx: ServiceContext) -> list[str]:
         def action(session: Session, tenant: str = tenant) -> bool:
             now = ctx.clock.now()
             last = last_passed_drill(session, tenant)
-            if not drill_overdue(last, now):
+            added = tenants_added(session).get(tenant)
+            if not drill_overdue(last, now, added):
                 return False
             since = rfc3339(last) if last is not None else NEVER
             seen = session.scalars(
@@ -66,7 +86,8 @@ def warn_overdue_drills(ctx: ServiceContext) -> list[str]:
                 return False
             session.add(DrillOverdueWarning(tenant=tenant, since=since, warned_at=now))
             session.flush()  # a concurrent warning fails here (unique), before any message
-            due = rfc3339(last + DRILL_EVERY) if last is not None else None
+            start = last if last is not None else added
+            due = rfc3339(start + DRILL_EVERY) if start is not None else None
             append_audit(
                 session,
                 actor=DRILL_ACTOR,
@@ -78,7 +99,7 @@ def warn_overdue_drills(ctx: ServiceContext) -> list[str]:
                 at=now,
             )
             summary = (
-                f"{tenant}: no DR drill has passed yet"
+                f"{tenant}: no DR drill has passed yet, a quarter after it was added"
                 if last is None
                 else f"{tenant}: the last passed DR drill finished {rfc3339(last)}, "
                 f"more than a quarter ago (due {due})"
