@@ -90,6 +90,11 @@ class Stack:
         assert status == 200, page
         return [self.approval(item["id"]) for item in page["items"]]
 
+    def incidents(self, run_key: str) -> list[dict[str, Any]]:
+        status, page = self.call("GET", "/api/v1/azdev/incidents", self.keys["admin"])
+        assert status == 200, page
+        return [item for item in page["items"] if item["run_key"] == run_key]
+
     def approval(self, approval_id: int) -> dict[str, Any]:
         status, data = self.call("GET", f"/api/v1/azdev/approval/{approval_id}", self.keys["admin"])
         assert status == 200, data

@@ -194,7 +194,13 @@ class Runner:
             label = str(step.get("name") or step.get("run") or f"{step['uses']} {step.get('with')}")
             if self.cancel_before and self.cancel_before in label:
                 status = "cancelled"
-            context = {"env": env, "steps": steps, "job": {"status": status}, "github": {}}
+            # Variables earlier steps set with GITHUB_ENV are in the `env` context too.
+            context = {
+                "env": {**env, **self.added_env},
+                "steps": steps,
+                "job": {"status": status},
+                "github": {},
+            }
             if not condition(step.get("if"), context, status):
                 self._record(StepRun(label, "skipped"))
                 if "id" in step:

@@ -33,12 +33,17 @@ class GitHubRun:
         *,
         failing_tests: bool = False,
         failing_deploy: bool = False,
+        failing_verify: bool = False,
     ) -> None:
         self.stack = stack
         self.run_id = str(next(_run_ids))
         self.run_key = f"gh:{GITHUB_REPO_ID}:{self.run_id}"
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.work, tools = make_workdir(
-            tmp_path, failing_tests=failing_tests, failing_deploy=failing_deploy
+            tmp_path,
+            failing_tests=failing_tests,
+            failing_deploy=failing_deploy,
+            failing_verify=failing_verify,
         )
         self.workflow = yaml.safe_load(GITHUB_EXAMPLE.read_text())
         self.workflow["jobs"]["deploy"]["env"]["ICA_URL"] = stack.url
@@ -194,3 +199,44 @@ def test_without_id_token_write_no_oidc_token_is_asked(stack, tmp_path):
     start = run.step("ICA start")
     assert start.code == 4
     assert "id-token: write" in start.stderr
+
+
+def test_a_failed_verification_fails_the_deployment_and_runs_the_rollback_path(stack, tmp_path):
+    good = GitHubRun(stack, tmp_path / "good")
+    signer = stack.sign_when_asked(good.run_key, [("alice", "approve"), ("bob", "approve")])
+    assert good.run() == "success", good.show()
+    signer.join(timeout=5)
+    [last_good] = [e["data"] for e in stack.run(good.run_key)["events"] if e["phase"] == "build"]
+
+    bad = GitHubRun(stack, tmp_path / "bad", failing_verify=True)
+    signer = stack.sign_when_asked(bad.run_key, [("alice", "approve"), ("bob", "approve")])
+    assert bad.run() == "failure", bad.show()
+    signer.join(timeout=5)
+    assert bad.step("./verify.sh").outcome == "failure"
+    verify = bad.step("ICA verify")
+    assert verify.code == 6, bad.show()  # ICA failed the deployment and named the rollback
+    answer = json.loads(verify.stdout)
+    assert answer["deployment_failed"] is True
+    assert answer["rollback"]["artifact_digest"] == last_good["artifact_digest"]
+    assert answer["rollback"]["run_key"] == good.run_key
+    # The rollback phase: rollback_initiated, then the gate's rollback rule. The example policy
+    # wants a fresh approval for a production rollback, so the gate denies it in this run and
+    # the rollback deploy does not start.
+    rollback = bad.step("ICA rollback")
+    assert rollback.outcome == "failure", bad.show()
+    assert "approval" in rollback.stdout
+    assert bad.step('./deploy.sh to-production "$ICA_ROLLBACK_DIGEST"').outcome == "skipped"
+    assert bad.step("ICA finish").outcome == "success"
+    recorded = stack.run(bad.run_key)
+    assert recorded["status"] == "failed"
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["verify"]["passed"] is False
+    assert events["rollback_initiated"]["to_artifact_digest"] == last_good["artifact_digest"]
+    assert "rollback_completed" not in events
+    actions = stack.audit_actions(bad.run_key)
+    assert actions.count("deployment.failed") == 1
+    assert actions.index("deployment.failed") < actions.index("gate.decide", actions.index(
+        "deployment.failed"))  # fmt: skip
+    [incident] = stack.incidents(bad.run_key)
+    assert incident["status"] == "open"
+    assert stack.lock()["status"] == "free"

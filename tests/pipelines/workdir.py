@@ -11,7 +11,8 @@ from pathlib import Path
 
 MAKEFILE = """\
 dist:
-\tmkdir -p dist && printf 'registry build %s\\n' "$$BUILD_BUILDID" > dist/registry.tar.gz
+\tmkdir -p dist
+\tprintf 'registry build %s\\n' "$$BUILD_BUILDID$$GITHUB_RUN_ID" > dist/registry.tar.gz
 test-coverage:
 \t@echo "running the unit tests"
 \t{tests}
@@ -42,7 +43,11 @@ SAMPLES = Path(__file__).parent.parent / "cli" / "samples"
 
 
 def make_workdir(
-    tmp_path: Path, *, failing_tests: bool = False, failing_deploy: bool = False
+    tmp_path: Path,
+    *,
+    failing_tests: bool = False,
+    failing_deploy: bool = False,
+    failing_verify: bool = False,
 ) -> tuple[Path, Path]:
     """(the checked-out repository, a directory of tools to put first on PATH)."""
     work, tools = tmp_path / "work", tmp_path / "tools"
@@ -58,6 +63,12 @@ def make_workdir(
         else DEPLOY
     )
     (work / "deploy.sh").chmod(0o755)
+    (work / "verify.sh").write_text(  # the user's post-deploy health and smoke checks
+        '#!/bin/bash\necho "smoke: /health answers 503" >&2\nexit 1\n'
+        if failing_verify
+        else '#!/bin/bash\necho "smoke: /health answers 200"\n'
+    )
+    (work / "verify.sh").chmod(0o755)
     (work / "ica-requirements.txt").write_text(f"azdev-ica==0.1.0 --hash=sha256:{'e' * 64}\n")
     python3 = tools / "python3"
     ica = Path(sys.executable).parent / "ica"  # what the package index would have installed
