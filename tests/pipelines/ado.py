@@ -272,7 +272,7 @@ class Agent:
                 self.canceled = True
                 status = "Canceled"
             condition = step.get("condition", "succeeded()")
-            if not self._true(condition, [status], {}):
+            if not self._true(condition, [status], {}, variables):
                 self._record(StepRun(stage, str(label), None))
                 continue
             code, out, err = self._step(step, variables, secrets, status)
@@ -286,10 +286,17 @@ class Agent:
         if self.on_step is not None:
             self.on_step(run)
 
-    def _true(self, condition: str, previous: list[str], dependencies: Mapping[str, str]) -> bool:
+    def _true(
+        self,
+        condition: str,
+        previous: list[str],
+        dependencies: Mapping[str, str],
+        variables: Mapping[str, str] | None = None,
+    ) -> bool:
         """Evaluate a condition: `previous` are the results the status functions look at (a
-        stage's or job's dependencies, or a step's job so far)."""
-        return bool(_Condition(condition, self.canceled, previous, dependencies).value())
+        stage's or job's dependencies, or a step's job so far); `variables` the job's, with
+        those earlier steps set (`variables['NAME']`)."""
+        return bool(_Condition(condition, self.canceled, previous, dependencies, variables).value())
 
     def _step(
         self,
@@ -360,13 +367,18 @@ _SUCCEEDED = ("Succeeded", "SucceededWithIssues")
 
 class _Condition:
     """The condition language's functions the kit may use: always(), succeeded(), failed(),
-    succeededOrFailed(), canceled(), and(), or(), not(), eq(), ne(), in(), string literals and
-    `dependencies.<stage>.result`. Anything else is Unsupported."""
+    succeededOrFailed(), canceled(), and(), or(), not(), eq(), ne(), in(), string literals,
+    `variables['NAME']` and `dependencies.<stage>.result`. Anything else is Unsupported."""
 
-    _TOKEN = re.compile(r"\s*(?:(\w+(?:\.\w+)*)|('(?:[^']|'')*')|([(),]))")
+    _TOKEN = re.compile(r"\s*(?:(variables\['[\w.]+'\])|(\w+(?:\.\w+)*)|('(?:[^']|'')*')|([(),]))")
 
     def __init__(
-        self, text: str, canceled: bool, previous: list[str], dependencies: Mapping[str, str]
+        self,
+        text: str,
+        canceled: bool,
+        previous: list[str],
+        dependencies: Mapping[str, str],
+        variables: Mapping[str, str] | None = None,
     ) -> None:
         self.text = text
         self.tokens: list[str] = []
@@ -381,6 +393,7 @@ class _Condition:
         self.canceled = canceled
         self.previous = previous
         self.dependencies = dependencies
+        self.variables = variables or {}
 
     def value(self) -> Any:
         result = self._expr()
@@ -400,6 +413,9 @@ class _Condition:
         token = self._take()
         if token.startswith("'"):
             return token[1:-1].replace("''", "'")
+        if token.startswith("variables['"):
+            # A variable not set reads as the empty string, as Azure DevOps documents.
+            return self.variables.get(token[len("variables['") : -2], "")
         if token.startswith("dependencies."):
             parts = token.split(".")
             if len(parts) != 3 or parts[2] != "result":

@@ -35,7 +35,9 @@ def test_status_functions(condition, canceled, previous, expected):
     assert _Condition(condition, canceled, previous, {"a": "Canceled"}).value() is expected
 
 
-@pytest.mark.parametrize("condition", ["succeeded('a')", "variables['x']", "eq(1)", "always("])
+@pytest.mark.parametrize(
+    "condition", ["succeeded('a')", "variables.x", "variables['x'", "eq(1)", "always("]
+)
 def test_anything_else_fails_the_test(condition):
     with pytest.raises((Unsupported, KeyError)):
         _Condition(condition, False, [], {}).value()
@@ -59,3 +61,15 @@ def test_a_stage_condition_does_not_carry_over_to_its_job(tmp_path: Path, job_co
     results = agent.run(_pipeline(job_condition))
     assert results["one"] == "Canceled"
     assert any(step.stage == "two" and step.code == 0 for step in agent.log) is runs
+
+
+@pytest.mark.parametrize(
+    ("condition", "variables", "expected"),
+    [
+        ("eq(variables['ICA_ROLLBACK'], 'true')", {"ICA_ROLLBACK": "true"}, True),
+        ("eq(variables['ICA_ROLLBACK'], 'true')", {}, False),  # not set: the empty string
+        ("and(failed(), eq(variables['A'], 'true'))", {"A": "true"}, True),
+    ],
+)
+def test_variables_as_azure_devops_reads_them(condition, variables, expected):
+    assert _Condition(condition, False, ["Failed"], {}, variables).value() is expected

@@ -44,13 +44,18 @@ class AzureRun:
         *,
         failing_tests: bool = False,
         failing_deploy: bool = False,
+        failing_verify: bool = False,
         **overrides: Any,
     ) -> None:
         self.stack = stack
         self.build_id = str(next(_build_ids))
         self.run_key = f"ado:{PROJECT}:{self.build_id}"
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.work, tools = make_workdir(
-            tmp_path, failing_tests=failing_tests, failing_deploy=failing_deploy
+            tmp_path,
+            failing_tests=failing_tests,
+            failing_deploy=failing_deploy,
+            failing_verify=failing_verify,
         )
         parameters = yaml.safe_load(AZURE_EXAMPLE.read_text())["extends"]["parameters"]
         parameters["icaUrl"] = stack.url
@@ -173,7 +178,13 @@ def test_a_production_deploy_runs_through_every_hook(stack, tmp_path):
         "ica_deploy": "Succeeded",
         "ica_closeout": "Succeeded",
     }, run.show()
-    assert all(step.code == 0 for step in run.agent.log), run.show()
+    rollback_steps = ("ICA rollback", './deploy.sh to-production "$(ICA_ROLLBACK_DIGEST)"')
+    ran = [step for step in run.agent.log if not step.name.startswith(rollback_steps)]
+    assert all(step.code == 0 for step in ran), run.show()
+    # Verification passed: the rollback path does not run.
+    skipped = [step for step in run.agent.log if step.name.startswith(rollback_steps)]
+    assert len(skipped) == 3
+    assert all(step.code is None for step in skipped)
 
     # The gate allowed and took the lock; the deploy step ran after it; finish released it.
     assert seen["gate"]["status"] == "allow"
@@ -196,7 +207,8 @@ def test_a_production_deploy_runs_through_every_hook(stack, tmp_path):
     )
     assert recorded["artifact_digest"] == digest_of(run.work / "dist" / "registry.tar.gz")
     events = {event["phase"]: event["data"] for event in recorded["events"]}
-    assert list(events) == ["build", "test", "scan", "deploy"]
+    assert list(events) == ["build", "test", "scan", "deploy", "verify"]
+    assert events["verify"]["passed"] is True
     assert events["test"] == {"passed": True, "coverage_percent": 87.3}
     assert events["scan"]["passed"] is True
     assert events["deploy"] == {
@@ -208,7 +220,7 @@ def test_a_production_deploy_runs_through_every_hook(stack, tmp_path):
 
     # Every `ica` step got its token from Entra ID with the federation assertion, itself.
     ica_steps = [s for s in run.agent.log if s.name.startswith("ICA ") and s.code is not None]
-    assert stack.tokens.hits["entra"] - entra_calls == len(ica_steps) == 8
+    assert stack.tokens.hits["entra"] - entra_calls == len(ica_steps) == 9
     form = stack.tokens.seen_forms[-1]
     assert (form["client_id"], form["scope"]) == (CLIENT_ID, run.parameters["entraScope"])
     output = run.output()
@@ -485,4 +497,50 @@ def test_ica_unreachable_for_too_long_fails_closed(stack, tmp_path):
     assert deploy.code is None  # not run
     assert not (run.work / "deployed.txt").exists()
     assert stack.run(run.run_key)["status"] == "failed"
+    assert stack.lock()["status"] == "free"
+
+
+def test_a_failed_verification_fails_the_deployment_and_runs_the_rollback_path(stack, tmp_path):
+    good = AzureRun(stack, tmp_path / "good")
+    good.agent.checks["ica_deploy"] = good.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    assert good.run()["ica_deploy"] == "Succeeded", good.show()
+    last_good = stack.run(good.run_key)["artifact_digest"]
+
+    bad = AzureRun(stack, tmp_path / "bad", failing_verify=True)
+    bad.agent.checks["ica_deploy"] = bad.environment_check(
+        [("alice", "approve"), ("bob", "approve")]
+    )
+    assert bad.run() == {
+        "ica_build": "Succeeded",
+        "ica_deploy": "Failed",
+        "ica_closeout": "Succeeded",  # it closed the run: failed
+    }, bad.show()
+    assert bad.step("./verify.sh to-production").code == 1
+    verify = bad.step("ICA verify event")
+    assert verify.code == 6, bad.show()  # ICA failed the deployment and named the rollback
+    answer_ = answer(verify.stdout)
+    assert answer_["deployment_failed"] is True
+    assert (answer_["rollback"]["artifact_digest"], answer_["rollback"]["run_key"]) == (
+        last_good,
+        good.run_key,
+    )
+    # The rollback path: rollback_initiated, then the gate's rollback rule for that digest. The
+    # example policy wants a fresh approval for a production rollback, so the gate denies it
+    # in this run and the rollback steps do not start.
+    rollback = bad.step("ICA rollback (the gate's rollback rule)")
+    assert rollback.code == 1, bad.show()
+    assert answer(rollback.stdout)["status"] == "deny"
+    assert bad.step('./deploy.sh to-production "$(ICA_ROLLBACK_DIGEST)"').code is None
+    assert bad.step("ICA rollback completed").code is None
+    recorded = stack.run(bad.run_key)
+    assert recorded["status"] == "failed"
+    events = {event["phase"]: event["data"] for event in recorded["events"]}
+    assert events["verify"]["passed"] is False
+    assert events["rollback_initiated"]["to_artifact_digest"] == last_good
+    actions = stack.audit_actions(bad.run_key)
+    assert actions.count("deployment.failed") == 1
+    [incident] = stack.incidents(bad.run_key)
+    assert incident["status"] == "open"
     assert stack.lock()["status"] == "free"

@@ -96,7 +96,12 @@ def test_a_production_deploy_with_github_oidc(stack, tmp_path):
     signer = stack.sign_when_asked(run.run_key, [("alice", "approve"), ("bob", "approve")])
     assert run.run() == "success", run.show()
     signer.join(timeout=5)
-    assert all(s.outcome in ("success",) for s in run.runner.log), run.show()
+    # Verification passed: everything ran but the rollback path (if: failure()).
+    rollback = [s for s in run.runner.log if s.outcome == "skipped"]
+    assert len(rollback) == 3, run.show()
+    assert all("rollback" in s.name.lower() or "ROLLBACK" in s.name for s in rollback)
+    ran = [s for s in run.runner.log if s.outcome != "skipped"]
+    assert all(s.outcome == "success" for s in ran), run.show()
     assert (seen["lock"]["status"], seen["lock"]["holder_run_key"]) == ("held", run.run_key)
     assert (run.work / "deployed.txt").exists()
     assert stack.lock()["status"] == "free"
@@ -110,10 +115,11 @@ def test_a_production_deploy_with_github_oidc(stack, tmp_path):
         RITA_GITHUB_ID,
     )
     events = {event["phase"]: event["data"] for event in recorded["events"]}
-    assert list(events) == ["build", "test", "scan", "deploy"]
+    assert list(events) == ["build", "test", "scan", "deploy", "verify"]
     assert events["test"] == {"passed": True, "coverage_percent": 87.3}
+    assert events["verify"]["passed"] is True
     ica_steps = [s for s in run.runner.log if s.name.startswith("ICA ")]
-    assert stack.tokens.hits["github"] - hits == len(ica_steps) == 8  # each asked for its token
+    assert stack.tokens.hits["github"] - hits == len(ica_steps) == 9  # each asked for its token
     assert "eyJ" not in "".join(s.stdout + s.stderr for s in run.runner.log)
 
     stack.seal()
@@ -177,7 +183,7 @@ def test_a_failed_deploy_is_reported_as_a_failed_deployment(stack, tmp_path):
     signer = stack.sign_when_asked(run.run_key, [("alice", "approve"), ("bob", "approve")])
     assert run.run() == "failure", run.show()
     signer.join(timeout=5)
-    assert run.step("deploy.sh").outcome == "failure"
+    assert run.step("deploy.sh to-production dist").outcome == "failure"
     assert run.step("ICA deploy").outcome == "success"  # if: success() || failure()
     recorded = stack.run(run.run_key)
     events = {event["phase"]: event["data"] for event in recorded["events"]}

@@ -111,6 +111,9 @@ def test_the_hooks_are_all_there():
         "run event test",
         "run event scan",
         "run event deploy",
+        "run event verify",
+        "run event rollback_initiated",
+        "run event rollback_completed",
         "approval wait",
         "gate evaluate",
         "run finish",
@@ -138,13 +141,29 @@ def test_the_finish_runs_always_with_the_job_status():
 
 def test_a_gate_precedes_every_deploy_step():
     steps = load(AZURE_TEMPLATE)["stages"][1]["jobs"][0]["strategy"]["runOnce"]["deploy"]["steps"]
-    [each] = [step for step in steps if isinstance(step, dict) and "each step in" in str(step)]
+    [each] = [
+        step
+        for step in steps
+        if isinstance(step, dict) and "each step in parameters.deploySteps" in str(step)
+    ]
     body = next(iter(each.values()))
     assert body[0]["parameters"]["script"].count("ica gate evaluate") == 1
     assert body[1] == {"${{ each pair in step }}": {"${{ pair.key }}": "${{ pair.value }}"}}
+    # The rollback steps run only once the gate's rollback rule allowed (the step before
+    # them sets ICA_ROLLBACK_ALLOWED only on allow).
+    [rollback] = [
+        step
+        for step in steps
+        if isinstance(step, dict) and "each step in parameters.rollbackSteps" in str(step)
+    ]
+    [only] = next(iter(rollback.values()))
+    assert only["condition"] == "and(failed(), eq(variables['ICA_ROLLBACK_ALLOWED'], 'true'))"
     workflow = load(GITHUB_EXAMPLE)["jobs"]["deploy"]["steps"]
-    deploy = next(i for i, s in enumerate(workflow) if "deploy.sh" in str(s.get("run")))
-    assert workflow[deploy - 1]["with"]["phase"] == "gate"
+    deploys = [i for i, s in enumerate(workflow) if "deploy.sh" in str(s.get("run"))]
+    assert len(deploys) == 2  # the deploy, and the rollback's deploy
+    assert workflow[deploys[0] - 1]["with"]["phase"] == "gate"
+    assert workflow[deploys[1] - 1]["with"]["phase"] == "rollback"  # the gate's rollback rule
+    assert "ICA_ROLLBACK_ALLOWED == 'true'" in workflow[deploys[1]]["if"]
 
 
 def test_a_bad_flag_in_a_copy_is_caught(tmp_path):
