@@ -333,6 +333,15 @@ def test_a_run_cancelled_while_waiting_at_the_check_is_closed_cancelled(stack, t
     assert approval["id"] == run.approval["id"]
     assert approval["status"] == "withdrawn"  # no pending approval for the SLA to escalate
     assert approval["closed_reason"] == f"run {run.run_key} finished: cancelled"
+    before = len(stack.ado.requests)
+    stack.deliver()  # the check that waited is answered: not approved
+    [callback] = stack.ado.requests[before:]
+    assert json.loads(callback["body"]) == {
+        "name": "TaskCompleted",
+        "taskId": f"task-job-{run.build_id}",
+        "jobId": f"job-{run.build_id}",
+        "result": "failed",
+    }
     assert not (run.work / "deployed.txt").exists()
     assert stack.lock()["status"] == "free"
 
