@@ -7,7 +7,7 @@ the retries at once (an HTTP 400: sending it again cannot help), `retry_after` a
 minimum wait (HTTP `Retry-After`). Any other exception counts as a temporary failure.
 
 The `notify` channel has no sender: the delivery job fans a `notify` row out to the channels
-that `ICA_NOTIFY` routes its topic and tenant to (`webhook`, `pagerduty`, `email`).
+that `ICA_NOTIFY` routes its topic and tenant to (`webhook`, `teams`, `pagerduty`, `email`).
 
 Error texts end up in the outbox's `last_error` and in logs: never put a URL, token or
 address in them.

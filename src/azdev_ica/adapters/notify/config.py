@@ -47,6 +47,16 @@ class WebhookChannel(_Model):
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
+class TeamsChannel(_Model):
+    """A Microsoft Teams channel through a Workflows incoming webhook ("Post to a channel when
+    a webhook request is received"): POST a message carrying an Adaptive Card. The URL (with
+    its signature) is the secret."""
+
+    type: Literal["teams"]
+    url: SecretStr
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+
 class PagerDutyChannel(_Model):
     """PagerDuty Events API v2: POST `{base_url}/v2/enqueue` with the routing key."""
 
@@ -68,7 +78,9 @@ class EmailChannel(_Model):
     to: tuple[Annotated[str, Field(pattern=_ADDRESS, max_length=320)], ...] = ()
 
 
-Channel = Annotated[WebhookChannel | PagerDutyChannel | EmailChannel, Field(discriminator="type")]
+Channel = Annotated[
+    WebhookChannel | TeamsChannel | PagerDutyChannel | EmailChannel, Field(discriminator="type")
+]
 
 
 class Route(_Model):
