@@ -257,7 +257,9 @@ def test_the_matrix_of_the_seed(app):
     writers = {role for role in Role if Permission.RUN_WRITE in permissions_of(role)}
     readers = {role for role in Role if Permission.RUN_READ in permissions_of(role)}
     assert writers == {Role.DEVOPS, Role.ADMIN}
-    assert readers == set(Role)
+    # Every role of a person reads it; a monitoring system's key reads only /metrics.
+    assert readers == set(Role) - {Role.MONITORING}
+    assert permissions_of(Role.MONITORING) == {Permission.METRICS_READ, Permission.SELF}
 
 
 class TestTenantScope:

@@ -24,6 +24,7 @@ from azdev_ica.api.routes import (
     incidents,
     inventory,
     metrics,
+    observe,
     people,
     runs,
     ui,
@@ -39,6 +40,7 @@ from azdev_ica.auth.jwt_bearer import JwtVerifier
 from azdev_ica.auth.signin_guard import SignInGuard
 from azdev_ica.clock import Clock, SystemClock
 from azdev_ica.db.engine import Database
+from azdev_ica.observe.instruments import Instruments, RequestMetricsMiddleware
 from azdev_ica.services.context import LedgerConfig, ServiceContext
 from azdev_ica.settings import Settings
 from azdev_ica.web import pages as console
@@ -110,6 +112,7 @@ def create_app(
                 scheduler.stop()
             if sealer is not None:
                 sealer.stop()
+            instruments.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -133,6 +136,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.ctx = ctx
+    app.state.instruments = instruments = Instruments()
     app.state.sealer = None
     app.state.jwt_verifier = JwtVerifier(settings.oidc_trust, clock=app.state.ctx.clock)
     app.state.signin_guard = SignInGuard.from_settings(settings)
@@ -145,6 +149,8 @@ def create_app(
     app.add_middleware(MethodNotAllowedMiddleware, routes=lambda: app.routes)
     app.add_middleware(DuplicateSlashMiddleware)  # `//api/...` from a check's URL + suffix
     app.add_middleware(SecurityHeadersMiddleware)
+    # Outermost: every answer counts, including those the middlewares above give.
+    app.add_middleware(RequestMetricsMiddleware, instruments=instruments)
 
     api = APIRouter(responses=COMMON_RESPONSES)
     api.include_router(runs.router)
@@ -165,6 +171,7 @@ def create_app(
     # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
     app.include_router(api, prefix="/api/azdev", include_in_schema=False)
     app.include_router(health.router)
+    app.include_router(observe.router)  # /metrics, for Prometheus (metrics:read)
     app.include_router(client.router)  # the pipeline client's zipapp (public)
     ui.install_ui(app)
     console.install(app)

@@ -44,6 +44,7 @@ TENANT_SCOPE = {
     Permission.REFRESH_READ: "data refresh requests of the grant's tenants only",
     Permission.POLICY_PROPOSE: "nothing: a policy governs every tenant (all-tenants grant)",
     Permission.POLICY_SIGN: "nothing: a policy governs every tenant (all-tenants grant)",
+    Permission.METRICS_READ: "nothing: metrics cover every tenant (all-tenants grant)",
 }
 
 # What a stage-scoped grant (API key, pipeline identity, person's grant) limits, per
@@ -81,6 +82,7 @@ _ABBREVIATIONS = {
     Role.SIGNOFF_DATA: "data",
     Role.APPROVER_MAJOR: "major",
     Role.TENANT_ADMIN: "t-admin",
+    Role.MONITORING: "monitor",
 }
 
 

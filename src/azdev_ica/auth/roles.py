@@ -48,6 +48,10 @@ class Permission(StrEnum):
     REFRESH_APPROVE = "refresh:approve"
     REFRESH_READ = "refresh:read"
 
+    # Operating ICA (issue 18): Prometheus scraping `/metrics`, fleet-wide (an all-tenants
+    # grant), so a monitoring key reads nothing else.
+    METRICS_READ = "metrics:read"
+
 
 class Role(StrEnum):
     DEVOPS = "azdev_devops"
@@ -62,6 +66,8 @@ class Role(StrEnum):
     SIGNOFF_DATA = "azdev_signoff_data"
     APPROVER_MAJOR = "azdev_approver_major"
     TENANT_ADMIN = "tenant_admin"
+    # A monitoring system's API key (Prometheus): `/metrics` and nothing else.
+    MONITORING = "azdev_monitoring"
 
 
 _READERS = frozenset(
@@ -114,6 +120,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.REFRESH_REQUEST,
         Permission.REFRESH_APPROVE,
     },
+    # Its own identity (`self`, e.g. `GET /me` to check the key) and `/metrics`, no data.
+    Role.MONITORING: frozenset({Permission.METRICS_READ, Permission.SELF}),
 }
 
 

@@ -41,11 +41,18 @@ ROLE_NAMES = (
     "azdev_signoff_data",
     "azdev_approver_major",
     "tenant_admin",
+    "azdev_monitoring",
 )
 
 
 def register(sub: Any) -> None:
-    serve = sub.add_parser("serve", help="serve the ICA API")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the ICA API",
+        description="Serve the API, the console and GET /metrics (Prometheus; needs a "
+        "metrics:read key, docs/observe.md). Worker processes share their metrics through "
+        "PROMETHEUS_MULTIPROC_DIR (default: <ICA_DATA_DIR>/metrics), emptied at start.",
+    )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
@@ -349,6 +356,11 @@ def _serve(args: argparse.Namespace) -> int:
         )
     # Worker processes read the deadline from the environment they inherit.
     os.environ[READ_TIMEOUT_ENV] = str(args.read_timeout)
+    # Metrics: every worker writes its counters to one directory, emptied for this run
+    # (PROMETHEUS_MULTIPROC_DIR, default <data_dir>/metrics); set before any worker starts.
+    from azdev_ica.observe import multiproc
+
+    multiproc.prepare(settings.data_dir / "metrics")
     uvicorn.run(
         "azdev_ica.api.asgi:app_factory",
         factory=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from azdev_ica.api.deps import Ctx, json_body, require
@@ -129,7 +129,7 @@ class LockOut(BaseModel):
 
 
 @router.post("/gate/evaluate", response_model=GateOut, dependencies=[Depends(json_body)])
-def gate_evaluate(body: GateRequest, ctx: Ctx, principal: Evaluator) -> GateOut:
+def gate_evaluate(body: GateRequest, ctx: Ctx, principal: Evaluator, request: Request) -> GateOut:
     """Whether the run may deploy to the target now: `allow` (and the target's lock is taken
     for the run), `deny` (a rule is broken) or `pending` (wait: the approval is not signed
     yet, or another run holds the lock). Every answer is recorded with the policy version."""
@@ -148,6 +148,12 @@ def gate_evaluate(body: GateRequest, ctx: Ctx, principal: Evaluator) -> GateOut:
             version=body.version,
             rollback=body.rollback,
         ),
+    )
+    request.app.state.instruments.observe_gate(
+        tenant=answer.tenant,
+        stage=answer.stage,
+        status=answer.status.value,
+        reasons=[reason.code for reason in answer.reasons],
     )
     return GateOut(
         status=answer.status.value,
