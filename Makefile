@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx lint typecheck pytest openapi settings-reference bench bench-full fuzz clean
+.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx promtool lint typecheck pytest openapi settings-reference bench bench-full fuzz clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -70,7 +70,15 @@ nginx:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
 	fi
 
-pytest: install-dev pg-binaries node-binaries chromium nginx
+# The Prometheus rule tests run promtool (Debian's prometheus package ships it; the server it
+# also ships is not started by the tests).
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		echo "installing promtool (Debian package prometheus)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+pytest: install-dev pg-binaries node-binaries chromium nginx promtool
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -41,6 +41,7 @@ ALL_MODULES = (
     "witness",
     "health",
     "siem",
+    "doctor",
 )
 
 
