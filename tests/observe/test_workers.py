@@ -151,3 +151,23 @@ def test_a_scrape_adds_up_both_workers(served):
     assert after[("ica_workers", frozenset())] == 2
     assert _health_count(after) == sent
     assert victim not in _pids(directory, "gauge_livesum")
+
+
+def test_each_serve_run_gets_a_fresh_directory_of_its_own(tmp_path, monkeypatch):
+    from azdev_ica.observe import multiproc
+
+    monkeypatch.delenv(multiproc.ENV, raising=False)
+    parent = tmp_path / "metrics"
+    dead = next(pid for pid in range(4_194_000, 4_000_000, -1) if not multiproc._alive(pid))
+    ended = parent / f"serve-{dead}"
+    running = parent / f"serve-{os.getppid()}"  # another replica's run, still going
+    for directory in (ended, running):
+        directory.mkdir(parents=True)
+        (directory / "counter_1.db").write_bytes(b"x")
+    made = multiproc.prepare(parent)
+    assert made == parent / f"serve-{os.getpid()}"
+    assert os.environ[multiproc.ENV] == str(made)
+    assert made.is_dir()
+    assert list(made.iterdir()) == []
+    assert not ended.exists()
+    assert (running / "counter_1.db").exists()

@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
         help="serve the ICA API",
         description="Serve the API, the console and GET /metrics (Prometheus; needs a "
         "metrics:read key, docs/observe.md). Worker processes share their metrics through "
-        "PROMETHEUS_MULTIPROC_DIR (default: <ICA_DATA_DIR>/metrics), emptied at start.",
+        "PROMETHEUS_MULTIPROC_DIR (default: <ICA_DATA_DIR>/metrics/serve-<pid>), emptied at "
+        "start.",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
@@ -357,10 +358,14 @@ def _serve(args: argparse.Namespace) -> int:
     # Worker processes read the deadline from the environment they inherit.
     os.environ[READ_TIMEOUT_ENV] = str(args.read_timeout)
     # Metrics: every worker writes its counters to one directory, emptied for this run
-    # (PROMETHEUS_MULTIPROC_DIR, default <data_dir>/metrics); set before any worker starts.
+    # (PROMETHEUS_MULTIPROC_DIR, default <data_dir>/metrics/serve-<pid>); set before any
+    # worker starts.
     from azdev_ica.observe import multiproc
 
-    multiproc.prepare(settings.data_dir / "metrics")
+    try:
+        multiproc.prepare(settings.data_dir / "metrics")
+    except OSError as exc:
+        return _fail(f"cannot prepare the metrics directory (PROMETHEUS_MULTIPROC_DIR): {exc}")
     uvicorn.run(
         "azdev_ica.api.asgi:app_factory",
         factory=True,

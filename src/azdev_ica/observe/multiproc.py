@@ -25,11 +25,22 @@ def directory() -> Path | None:
     return Path(value) if value else None
 
 
-def prepare(default: Path) -> Path:
-    """Create (mode 0700) and empty the multiprocess directory for a new server run and put it
-    in the environment: `PROMETHEUS_MULTIPROC_DIR` when set, else `default`. Only the client's
-    own `*.db` files are removed."""
-    path = directory() or default
+def prepare(parent: Path) -> Path:
+    """Create (mode 0700) and empty the multiprocess directory of a new server run and put it
+    in the environment. `PROMETHEUS_MULTIPROC_DIR` when set (only the client's own `*.db`
+    files are removed from it); else `<parent>/serve-<pid>`, one per `ica serve`, so replicas
+    that share a data directory never mix (or wipe) each other's counts; the directories of
+    runs that have ended are removed."""
+    import shutil
+
+    path = directory()
+    if path is None:
+        parent.mkdir(parents=True, exist_ok=True)
+        for old in parent.glob("serve-*"):
+            run = old.name.removeprefix("serve-")
+            if old.is_dir() and run.isdigit() and not _alive(int(run)):
+                shutil.rmtree(old, ignore_errors=True)
+        path = parent / f"serve-{os.getpid()}"
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     for leftover in path.glob("*.db"):
