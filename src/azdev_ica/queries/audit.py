@@ -74,7 +74,15 @@ def query_entries(
         query = query.where(
             or_(AuditEntry.year > year, and_(AuditEntry.year == year, AuditEntry.idx > index))
         )
-    query = query.order_by(AuditEntry.year, AuditEntry.idx).limit(limit + 1)
+    if filters.time_from is not None or filters.time_to is not None:
+        # Same order, but not read from the primary key: a window would otherwise walk the log
+        # from its start and filter (a recent week of a million entries: 0.5 s); this way the
+        # database reads the window through the time index (or with the other filter's index)
+        # and sorts it.
+        query = query.order_by(AuditEntry.year + 0, AuditEntry.idx + 0)
+    else:
+        query = query.order_by(AuditEntry.year, AuditEntry.idx)
+    query = query.limit(limit + 1)
     rows = list(session.scalars(query))
     next_cursor = None
     if len(rows) > limit:
