@@ -103,14 +103,21 @@ def _view(row: OutboxMessage) -> OutboxView:
 
 
 def list_messages(
-    ctx: ServiceContext, *, state: str | None = None, limit: int = 100
+    ctx: ServiceContext,
+    *,
+    state: str | None = None,
+    limit: int = 100,
+    tenants: frozenset[str] | None = None,
 ) -> list[OutboxView]:
-    """The newest rows first, optionally only those in `state`."""
+    """The newest rows first, optionally only those in `state`; with `tenants`, only rows of
+    those tenants (a row of no tenant, such as a ledger alert, only when `tenants` is None)."""
     if state is not None and state not in STATES:
         raise ValidationProblem(f"state must be one of {', '.join(STATES)}")
     query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(max(1, limit))
     if state is not None:
         query = query.where(OutboxMessage.state == state)
+    if tenants is not None:
+        query = query.where(OutboxMessage.tenant.in_(sorted(tenants)))
     with ctx.read() as session:
         return [_view(row) for row in session.scalars(query)]
 

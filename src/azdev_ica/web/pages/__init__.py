@@ -18,6 +18,7 @@ from azdev_ica.web.pages import (
     home,
     incidents,
     inventory,
+    notifications,
     policy,
     reports,
     run_detail,
@@ -47,5 +48,6 @@ def install(app: FastAPI) -> None:
         incidents,
         policy,
         reports,
+        notifications,
     ):
         app.include_router(module.router)
