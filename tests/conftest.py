@@ -84,6 +84,18 @@ def _migrate(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Any]:
+    """Playwright's sync driver, once per worker: its event loop stays running in this thread
+    while it lives, so a second `sync_playwright()` in the same worker would fail. Every test
+    that drives a browser launches it from this driver (the console's `chromium` fixture,
+    or its own launch with its own arguments)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     _migrate(f"sqlite:///{path}")

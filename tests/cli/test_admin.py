@@ -299,7 +299,7 @@ def test_a_bad_database_url_is_a_message(monkeypatch, tmp_path, capsys, url, mes
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["frobnicate"], ["db"], ["db", "downgrade"], ["policy"], ["apikey"]]
+    "argv", [[], ["frobnicate"], ["db"], ["db", "nonsense"], ["policy"], ["apikey"]]
 )
 def test_usage_errors_exit_64(capsys, argv):
     with pytest.raises(SystemExit) as caught:

@@ -27,6 +27,7 @@ import azdev_ica
 from azdev_ica.db.tables import OutboxMessage
 from azdev_ica.services.approvals import RequestApproval, request_approval
 from azdev_ica.services.gates import EvaluateGate, evaluate
+from azdev_ica.services.monthly_reports import keep_monthly_report
 from azdev_ica.services.overrides import request_override
 from azdev_ica.services.policy_changes import propose_policy
 from tests.conftest import example_policy
@@ -134,7 +135,9 @@ def objects(ctx: Any, run_key: str, make_person: Any) -> dict[str, Any]:
         document=example_policy().replace("sla_hours: 4", "sla_hours: 5"),
         reason="A longer SLA",
     ).proposal
+    assert keep_monthly_report(ctx, month="2026-10")  # the report.monthly notification
     return {
+        "report": "2026-10",
         "approval": approval.id,
         "run": denied,
         "override": override.id,
@@ -149,6 +152,7 @@ FILL = {
     "/runs/{}": "run",
     "/overrides/{}": "override",
     "/policy/proposals/{}": "proposal",
+    "/reports/{}": "report",
 }
 
 

@@ -39,11 +39,23 @@ def test_the_reports_page_lists_kept_reports_and_opens_them(page, ctx, local_use
     page.wait_for_load_state()
     assert "2026-11" in page.title() + page.locator("h1").first.inner_text()
 
+    # The notification's link: the month's own page, with the hash its ledger entry holds.
+    page.goto("/reports/2026-11")
+    assert page.locator("#report-sha256").inner_text() == kept.sha256
+    page.get_by_role("link", name="Open the report (HTML)").click()
+    page.wait_for_load_state()
+    assert "2026-11" in page.title() + page.locator("h1").first.inner_text()
 
-def test_a_person_of_some_tenants_sees_no_kept_report(page, ctx, local_user):
+
+def test_a_person_of_some_tenants_sees_no_kept_report(page, ctx, local_user, watched):
     ctx.clock.set(datetime(2026, 12, 1, 0, 1, tzinfo=UTC))
     assert keep_monthly_report(ctx, month="2026-11")
     person = local_user("wes@example.org", [("azdev_auditor", "ws")])
     sign_in(page, ctx, person, start="/reports")
     assert page.locator("#reports").count() == 0
+    watched.expected_statuses.add(404)
+    answer = page.goto("/reports/2026-11")  # out of scope answers like absent
+    assert answer.status == 404
+    assert page.locator("#report-sha256").count() == 0
+    page.go_back()
     assert page.get_by_role("link", name="report of 2026-11 for your tenants").is_visible()

@@ -489,7 +489,7 @@ def test_an_oversize_body_is_refused_with_icas_problem(stack):
     )
 
 
-def test_a_person_signs_in_with_a_browser_through_nginx(stack):
+def test_a_person_signs_in_with_a_browser_through_nginx(stack, playwright_driver):
     """Chromium, trusting nginx's certificate by its public key only (no error is ignored
     for any other), fills in the sign-in form; the browser sends its own Origin."""
     import base64
@@ -497,7 +497,6 @@ def test_a_person_signs_in_with_a_browser_through_nginx(stack):
 
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-    from playwright.sync_api import sync_playwright
 
     from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS
 
@@ -508,23 +507,22 @@ def test_a_person_signs_in_with_a_browser_through_nginx(stack):
     )
     pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
     login, password = stack.signin
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"],
-        )
-        try:
-            page = browser.new_page()
-            answer = page.goto(f"{stack.url}/ui/login")
-            assert answer is not None
-            assert answer.status == 200
-            assert answer.headers["strict-transport-security"].startswith("max-age=63072000")
-            page.get_by_label("Sign-in name").fill(login)
-            page.get_by_label("Password").fill(password)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(f"{stack.url}/ui/")
-            assert page.get_by_text("Signed in as").count() == 1
-            cookies = {c["name"]: c for c in page.context.cookies()}
-            assert cookies["__Host-ica_session"]["secure"] is True
-        finally:
-            browser.close()
+    browser = playwright_driver.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"],
+    )
+    try:
+        page = browser.new_page()
+        answer = page.goto(f"{stack.url}/ui/login")
+        assert answer is not None
+        assert answer.status == 200
+        assert answer.headers["strict-transport-security"].startswith("max-age=63072000")
+        page.get_by_label("Sign-in name").fill(login)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{stack.url}/ui/")
+        assert page.get_by_text("Signed in as").count() == 1
+        cookies = {c["name"]: c for c in page.context.cookies()}
+        assert cookies["__Host-ica_session"]["secure"] is True
+    finally:
+        browser.close()

@@ -189,33 +189,30 @@ def approve_on_the_console(browser: Any, url: str, person: Person, approval: str
 
 
 def test_the_quick_start_reaches_a_signed_approval_and_an_allowed_gate(
-    served: str, fresh_env: dict[str, str], tmp_path: Path
+    served: str, fresh_env: dict[str, str], tmp_path: Path, playwright_driver: Any
 ) -> None:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make chromium`")
-    from playwright.sync_api import sync_playwright
-
     state = tmp_path / "terminal.env"
     state.write_text("")
     terminal = Terminal(env=fresh_env, state=state)
     people: dict[str, Person] = {}
     signed: list[str] = []
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for block in quickstart_blocks()[1:]:
-                out = terminal.run(block)
-                for login, link in LINK_RE.findall(out):
-                    people[login] = Person(login)
-                    enrol(browser, served, link, people[login])
-                for approval in PENDING_RE.findall(out):
-                    if approval in signed:
-                        continue
-                    for person in people.values():
-                        approve_on_the_console(browser, served, person, approval)
-                    signed.append(approval)
-        finally:
-            browser.close()
+    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        for block in quickstart_blocks()[1:]:
+            out = terminal.run(block)
+            for login, link in LINK_RE.findall(out):
+                people[login] = Person(login)
+                enrol(browser, served, link, people[login])
+            for approval in PENDING_RE.findall(out):
+                if approval in signed:
+                    continue
+                for person in people.values():
+                    approve_on_the_console(browser, served, person, approval)
+                signed.append(approval)
+    finally:
+        browser.close()
 
     transcript = "\n".join(terminal.outputs)
     assert sorted(people) == ["ana", "ben"], transcript
