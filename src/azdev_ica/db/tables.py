@@ -1148,6 +1148,18 @@ Index("ix_azdev_audit_entry_action", AuditEntry.action, AuditEntry.year, AuditEn
 Index("ix_azdev_audit_entry_tenant", AuditEntry.tenant, AuditEntry.year, AuditEntry.idx)
 
 
+# --- Pipelines: a deploy needs a successful build of its artifact (migration 0027) ---
+
+
+# --- The gate at the database's speed (migration 0028) ---
+
+
+# --- Ledger: inclusion proofs and audit windows at ten million entries (migration 0029) ---
+
+
+# --- Pipelines' leftovers (migration 0030) ---
+
+
 # Append-only tables, with the columns that identify a row (INSERT OR REPLACE guard on SQLite).
 APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_policy_version": (("id",),),
