@@ -231,3 +231,58 @@ class TestStats:
         samoa = make_key("azdev_auditor", ["ws"])
         stats = client.get(f"{API}/overrides/stats", headers={"Authorization": f"Bearer {samoa}"})
         assert stats.json()["quarters"][0]["total"] == 0
+
+
+class TestEveryoneWhoTriggeredTheRunIsItsRequester:
+    """A re-run started by someone else: whoever triggered any attempt of the run is on the
+    requesting side, and none of them signs or reviews its override (segregation of duties)."""
+
+    @pytest.fixture
+    def triggers(self, make_person: Any) -> dict[str, Any]:
+        signer = [("azdev_override_signer", "to")]
+        return {
+            "ana": make_person("ana", signer, [("ado", "ana-ado-id")]),
+            "ben": make_person("ben", signer, [("ado", "ben-ado-id")]),
+        }
+
+    def rerun(self, client: Any, devops: str, run_key: str, by: str) -> None:
+        _, project_id, run_id = run_key.split(":")
+        body = {"provider": "ado", "project_id": project_id, "run_id": run_id,
+                "pipeline_name": "registry-deploy", "attempt": 2, "tenant": "to",
+                "stage": "production", "requested_for": by}  # fmt: skip
+        response = post(client, "/run/start", {"Authorization": f"Bearer {devops}"}, body)
+        assert (response.status_code, response.json()["attempt"]) == (200, 2), response.text
+
+    def test_neither_the_first_trigger_nor_the_one_who_re_ran_it_signs(
+        self, ctx, client, devops, signers, triggers
+    ):
+        run_key = new_run(ctx, requested_for="ana-ado-id")  # ana ran it
+        self.rerun(client, devops, run_key, "ben-ado-id")  # ben re-ran it
+        override_id = ask(client, devops, run_key).json()["id"]
+        for person in (triggers["ana"], triggers["ben"]):
+            refused = sign(client, person, override_id)
+            assert (refused.status_code, refused.json().get("code")) == (
+                403,
+                "requester_cannot_sign",
+            ), refused.text
+        assert actions(ctx)[-1] == "override.refuse"
+        assert sign(client, signers["cfo"], override_id).json()["status"] == "signed"
+
+    def test_a_re_run_after_the_request_makes_its_trigger_a_requester_too(
+        self, ctx, client, devops, triggers
+    ):
+        run_key = new_run(ctx, requested_for="ana-ado-id")
+        override_id = ask(client, devops, run_key).json()["id"]
+        self.rerun(client, devops, run_key, "ben-ado-id")
+        refused = sign(client, triggers["ben"], override_id)
+        assert (refused.status_code, refused.json().get("code")) == (403, "requester_cannot_sign")
+
+    def test_whoever_re_ran_it_does_not_review_it(self, ctx, client, devops, signers, triggers):
+        run_key = new_run(ctx, requested_for="ana-ado-id")
+        self.rerun(client, devops, run_key, "ben-ado-id")
+        override_id = ask(client, devops, run_key).json()["id"]
+        assert sign(client, signers["ceo"], override_id).json()["status"] == "signed"
+        review = post(client, f"/override/{override_id}/review", triggers["ben"].headers,
+                      {"findings": "justified; patch verified"})  # fmt: skip
+        assert (review.status_code, review.json().get("code")) == (403, "signer_cannot_review")
+        assert sign(client, signers["cfo"], override_id).status_code == 403  # closed already

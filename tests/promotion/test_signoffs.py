@@ -106,6 +106,25 @@ def test_the_requester_of_a_run_of_that_artifact_cannot_sign_it_off(client, make
     assert sign_off(client, people["uma"], "ws", "production", V2, "uat").status_code == 201
 
 
+def test_whoever_triggered_any_attempt_of_the_run_cannot_sign_it_off(
+    client, make_key, make_person, people
+):
+    """A re-run started by someone else: the person who re-ran it and the person who triggered
+    the first attempt are both requesters of the run, and neither signs its artifact off."""
+    ci = bearer(make_key("azdev_devops"))
+    ulla = make_person("ulla", [("azdev_signoff_uat", "ws")], [("ado", "ulla-ado")])
+    start = {"provider": "ado", "project_id": "p1", "run_id": "78", "pipeline_name": "cd",
+             "tenant": "ws", "stage": "staging", "artifact_digest": V1,
+             "requested_for": "ulla-ado"}  # fmt: skip
+    assert client.post(f"{API}/run/start", json=start, headers=ci).status_code == 201
+    rerun = {**start, "attempt": 2, "requested_for": "uma-ado"}  # uma re-ran ulla's run
+    assert client.post(f"{API}/run/start", json=rerun, headers=ci).status_code == 200
+    for person in (people["uma"], ulla):
+        refused = sign_off(client, person, "ws", "production", V1, "uat")
+        assert (refused.status_code, refused.json().get("code")) == (403, "requester_cannot_sign")
+    assert sign_off(client, people["uma"], "ws", "production", V2, "uat").status_code == 201
+
+
 def test_a_scoped_reader_sees_only_its_tenants(client, people, make_key):
     assert sign_off(client, people["quinn"], "ws", "staging", V1, "qa").status_code == 201
     assert sign_off(client, people["tui"], "to", "production", V1, "uat").status_code == 201

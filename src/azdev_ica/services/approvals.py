@@ -30,7 +30,6 @@ from azdev_ica.db.tables import (
     ApprovalSignature,
     PipelineRun,
     RoleGrant,
-    RunRequester,
 )
 from azdev_ica.domain import approvals as rules
 from azdev_ica.domain.approvals import ApprovalStatus, Decision, Half
@@ -52,6 +51,7 @@ from azdev_ica.services.github_reviews import answer_reviews
 from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
 from azdev_ica.services.outbox import enqueue
 from azdev_ica.services.people import active_grants, get_person, person_for_provider_id
+from azdev_ica.services.requesters import LINK_PROVIDER, requester_people, run_triggers
 
 NOTIFY_CHANNEL = "notify"
 ADO_CALLBACK_CHANNEL = "ado_callback"
@@ -67,7 +67,6 @@ MAX_DELEGATION = timedelta(days=14)
 EXPIRY_ACTOR = Actor(kind="system", id="job:approval-expiry")
 
 # The person-link provider of a run's provider (run keys say `gh`, links say `github`).
-_LINK_PROVIDER = {"ado": "ado", "gh": "github"}
 
 
 @dataclass(frozen=True)
@@ -322,7 +321,7 @@ def _requester_of(run: PipelineRun, principal: Principal) -> tuple[str | None, s
     ):
         return "github", actor_id
     if run.requested_for:
-        return _LINK_PROVIDER.get(run.provider), run.requested_for
+        return LINK_PROVIDER.get(run.provider), run.requested_for
     return None, None
 
 
@@ -666,21 +665,11 @@ def _requesters(session: Session, row: Approval) -> frozenset[str]:
     ids = {row.requested_by}
     if row.requester_person_id is not None:
         ids.add(f"person:{row.requester_person_id}")
-    triggered = {
-        (provider, user_id)
-        for provider, user_id in session.execute(
-            select(RunRequester.provider, RunRequester.provider_user_id).where(
-                RunRequester.run_pk == row.run_pk
-            )
-        )
-        if user_id is not None
-    }
+    run = session.get(PipelineRun, row.run_pk)
+    triggers = run_triggers(session, run) if run is not None else set()
     if row.requester_provider and row.requester_provider_id:
-        triggered.add((row.requester_provider, row.requester_provider_id))
-    for provider, user_id in sorted(triggered):
-        person = person_for_provider_id(session, provider, user_id)
-        if person is not None:
-            ids.add(f"person:{person.id}")
+        triggers.add((row.requester_provider, row.requester_provider_id))
+    ids.update(f"person:{person_id}" for person_id in requester_people(session, triggers))
     return frozenset(ids)
 
 

@@ -31,11 +31,10 @@ from azdev_ica.errors import (
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.outbox import enqueue
-from azdev_ica.services.people import person_for_provider_id
+from azdev_ica.services.requesters import run_requester_people
 
 PENDING, SIGNED, REJECTED = "pending", "signed", "rejected"
 REVIEW_ACTOR = Actor(kind="system", id="job:override-review")
-_LINK_PROVIDER = {"ado": "ado", "gh": "github"}
 
 
 @dataclass(frozen=True)
@@ -396,14 +395,12 @@ def _signatures(session: Session, override_id: int) -> list[OverrideSignature]:
 
 
 def _requesters(session: Session, row: Override) -> frozenset[str]:
-    """The requesting side as principal ids: who asked, and the person who triggered the run."""
+    """The requesting side as principal ids: who asked, and everyone who triggered any attempt
+    of the run (a re-run started by someone else included)."""
     ids = {row.requested_by}
     run = session.get(PipelineRun, row.run_pk)
-    if run is not None and run.requested_for:
-        provider = _LINK_PROVIDER.get(run.provider)
-        person = person_for_provider_id(session, provider, run.requested_for) if provider else None
-        if person is not None:
-            ids.add(f"person:{person.id}")
+    if run is not None:
+        ids.update(f"person:{person_id}" for person_id in run_requester_people(session, run))
     return frozenset(ids)
 
 

@@ -6,8 +6,9 @@ Rules, checked at signing time:
 - only a person signs (never an API key or a pipeline), holding the kind's role for that
   tenant (`azdev_signoff_qa`, `azdev_signoff_uat` — the country's national counterpart —,
   `azdev_signoff_data`, `azdev_approver_major`); a grant for every tenant counts;
-- segregation of duties: nobody signs off an artifact that a run they requested (as linked
-  to them through their provider accounts) built or deploys for that tenant;
+- segregation of duties: nobody signs off an artifact that a run they requested (triggered
+  any attempt of, as linked to them through their provider accounts) built or deploys for
+  that tenant;
 - a second sign-off of the same (tenant, stage, digest, kind), by anyone, is answered with
   the recorded one (a retried call), not recorded twice;
 - `ci` is not signed: it is the run's own unit-test result, read by the gate.
@@ -34,10 +35,8 @@ from azdev_ica.errors import (
 )
 from azdev_ica.services.audit import append_audit, rfc3339
 from azdev_ica.services.context import ServiceContext
-from azdev_ica.services.people import person_for_provider_id
+from azdev_ica.services.requesters import run_requester_people
 
-# The person-link provider of a run's provider (run keys say `gh`, links say `github`).
-_LINK_PROVIDER = {"ado": "ado", "gh": "github"}
 SIGNED_KINDS = tuple(kind for kind in SignoffKind if kind.role is not None)
 
 
@@ -145,22 +144,17 @@ def give_signoff(
 
 
 def _requested_runs(session: Session, person_id: int, command: GiveSignoff) -> list[str]:
-    """Runs of the tenant with this artifact that the signer triggered (through a link)."""
+    """Runs of the tenant with this artifact that the signer triggered (any attempt, through a
+    link)."""
     runs = session.scalars(
-        select(PipelineRun).where(
+        select(PipelineRun)
+        .where(
             PipelineRun.tenant == command.tenant,
             PipelineRun.artifact_digest == command.artifact_digest,
-            PipelineRun.requested_for.is_not(None),
         )
+        .order_by(PipelineRun.id)
     ).all()
-    out = []
-    for run in runs:
-        provider = _LINK_PROVIDER.get(run.provider)
-        assert run.requested_for is not None
-        person = person_for_provider_id(session, provider, run.requested_for) if provider else None
-        if person is not None and person.id == person_id:
-            out.append(run.run_key)
-    return out
+    return [run.run_key for run in runs if person_id in run_requester_people(session, run)]
 
 
 def _login(session: Session, person_id: int) -> str:
