@@ -105,3 +105,27 @@ def test_bad_periods_are_problems(client, ci, query):
     answer = client.get(f"{API}/metrics/delivery?{query}", headers=ci)
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_a_deployment_failed_by_verification_or_monitoring_is_a_failed_change(client, ci):
+    """Seed 000 §5.2, §6.1: a failed verification or a monitoring trigger marks the deployment
+    failed, and the change failure rate counts it; an error rate within the seed's 5 % is no
+    failure, and neither is a verification that passed."""
+
+    def post_deploy(run_key: str, phase: str, data: dict[str, Any]) -> None:
+        event = {"run_key": run_key, "phase": phase, "data": data}
+        response = client.post(f"{API}/run/event", json=event, headers=ci)
+        assert response.status_code == 201, response.text
+
+    verified = release(client, ci, "1", tenant="to", deployed="succeeded", finish="Succeeded")
+    post_deploy(verified, "verify", {"passed": True})
+    calm = release(client, ci, "2", tenant="to", deployed="succeeded", finish="Succeeded")
+    post_deploy(calm, "monitor", {"trigger": "error_rate", "value": 2.0})
+    failed = release(client, ci, "3", tenant="to", deployed="succeeded", finish="Succeeded")
+    post_deploy(failed, "verify", {"passed": False, "checks": [{"name": "smoke", "passed": False}]})
+    crashing = release(client, ci, "4", tenant="to", deployed="succeeded", finish="Succeeded")
+    post_deploy(crashing, "monitor", {"trigger": "crash_loop"})
+
+    tonga = client.get(f"{API}/metrics/delivery?{PERIOD}&tenant=to", headers=ci).json()
+    assert tonga["change_failure_rate"] == pytest.approx(2 / 4)
+    assert tonga["deployment_frequency_per_day"] == pytest.approx(2 / 7)

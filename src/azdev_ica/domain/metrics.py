@@ -11,7 +11,10 @@ Definitions, version 1:
   deployment's finish (successful deployments whose run reported its commit time, the
   run's `commit_at`; a commit time after the deployment is left out).
 - change failure rate: production deployments that failed or were rolled back or caused an
-  incident / production deployments.
+  incident / production deployments. A deployment that a later failed post-deploy
+  verification or monitoring failure trigger on its run marked failed (seed 000 §5.2, §6.1;
+  `domain/runs.deployment_failure`) is a failed one (and neither a deployment of the
+  frequency nor one of the lead time).
 - MTTR: median time from an incident's detection (its `detected_at`: when the failure began,
   by default when it was opened) to its resolution (resolved incidents).
 - approval SLA compliance: approvals decided within the SLA / approvals decided.

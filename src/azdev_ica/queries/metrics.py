@@ -3,7 +3,9 @@ computed with the versioned definitions of `domain/metrics.py`."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -23,7 +25,7 @@ from azdev_ica.domain.metrics import (
     compute,
     quarter_start,
 )
-from azdev_ica.domain.runs import FAILURE_TRIGGERS
+from azdev_ica.domain.runs import deployment_failure
 from azdev_ica.errors import NoPolicy, OutOfScope
 from azdev_ica.services.context import ServiceContext
 
@@ -114,24 +116,32 @@ def delivery_facts(
             PipelineEvent.occurred_at < period.end,
         )
     ).all()
-    # Monitoring marked the deployment failed: a failure trigger on the same run after it.
-    monitor_failed = {
-        (run_pk, occurred)
-        for run_pk, occurred, data in session.execute(
-            select(PipelineEvent.run_pk, PipelineEvent.occurred_at, PipelineEvent.data).where(
-                PipelineEvent.phase == "monitor"
-            )
+    # Post-deploy verification or monitoring marked the deployment failed (a failed `verify`,
+    # a monitoring failure trigger: `domain/runs.deployment_failure`, as the deployment
+    # queries read it) or it was rolled back: an event of that kind on the same run after it.
+    deployed_runs = select(PipelineEvent.run_pk).where(
+        PipelineEvent.phase == "deploy",
+        PipelineEvent.occurred_at >= period.start,
+        PipelineEvent.occurred_at < period.end,
+    )
+    marked_failed: dict[int, list[datetime]] = defaultdict(list)
+    rolled_back: dict[int, list[datetime]] = defaultdict(list)
+    for run_pk, phase, occurred, data in session.execute(
+        select(
+            PipelineEvent.run_pk, PipelineEvent.phase, PipelineEvent.occurred_at, PipelineEvent.data
+        ).where(
+            PipelineEvent.run_pk.in_(deployed_runs),
+            PipelineEvent.phase.in_(("verify", "monitor", *ROLLBACK_PHASES)),
         )
-        if (data or {}).get("trigger") in FAILURE_TRIGGERS
-    }
-    rolled_back = {
-        (run_pk, occurred)
-        for run_pk, occurred in session.execute(
-            select(PipelineEvent.run_pk, PipelineEvent.occurred_at).where(
-                PipelineEvent.phase.in_(ROLLBACK_PHASES)
-            )
-        )
-    }
+    ):
+        if phase in ROLLBACK_PHASES:
+            rolled_back[run_pk].append(occurred)
+        elif deployment_failure(phase, data) is not None:
+            marked_failed[run_pk].append(occurred)
+
+    def after(moments: dict[int, list[datetime]], run_pk: int, deployed_at: datetime) -> bool:
+        return any(moment >= deployed_at for moment in moments.get(run_pk, ()))
+
     for event, run in events:
         outcome = (event.data or {}).get("status")
         if outcome not in ("succeeded", "failed"):
@@ -147,15 +157,10 @@ def delivery_facts(
                 stage=(event.data or {}).get("stage") or run.stage or "",
                 finished_at=event.occurred_at,
                 succeeded=outcome == "succeeded"
-                and not any(
-                    pk == run.id and occurred >= event.occurred_at
-                    for pk, occurred in monitor_failed
-                ),
+                and not after(marked_failed, run.id, event.occurred_at),
                 # The run's commit time as its pipeline reported it (None: not reported).
                 commit_at=run.commit_at,
-                rolled_back=any(
-                    pk == run.id and occurred >= event.occurred_at for pk, occurred in rolled_back
-                ),
+                rolled_back=after(rolled_back, run.id, event.occurred_at),
                 caused_incident=run.id in incident_runs,
             )
         )
