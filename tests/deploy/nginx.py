@@ -1,4 +1,5 @@
-"""Debian's nginx, run by the tests with deploy/nginx/ica.conf.template, and a throwaway CA.
+"""Debian's nginx, run by the tests with deploy/nginx/ica.conf.template (its throwaway CA
+is tests/support/tls.py's).
 
 The template is filled in as the nginx image's entrypoint does it (envsubst of the given
 variables only: nginx's own `$host` and friends are left alone) and included in a small main
@@ -6,8 +7,6 @@ configuration of the test's own, as the image's /etc/nginx/nginx.conf includes c
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import pwd
 import re
@@ -15,15 +14,12 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from tests.deploy.conftest import DEPLOY
+from tests.support.tls import Certificates, make_certificates
+
+__all__ = ["Certificates", "Nginx", "fill_in", "make_certificates", "nginx_binary"]
 
 TEMPLATE = DEPLOY / "nginx" / "ica.conf.template"
 
@@ -31,76 +27,6 @@ TEMPLATE = DEPLOY / "nginx" / "ica.conf.template"
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "")
     assert found, "nginx is missing: `make nginx` installs Debian's"
-    return found
-
-
-@dataclass
-class Certificates:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def make_certificates(directory: Path, host: str = "localhost") -> Certificates:
-    """A CA of the test's own and a server certificate it signed for `host` and 127.0.0.1."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ICA test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    found = Certificates(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-    found.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    found.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    found.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    found.key.chmod(0o600)
     return found
 
 
