@@ -25,6 +25,7 @@ from azdev_ica.auth.principal import Actor
 from azdev_ica.db.tables import AuditEntry, SiemCursor
 from azdev_ica.services.alerts import WARNING, _raise
 from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.outages import backoff_delay, note_failure
 
 __all__ = [
     "SIEM_ACTOR",
@@ -145,15 +146,11 @@ def record_failure(
         row = session.get(SiemCursor, destination)
         if row is None:
             return False
-        if row.failing_since is None:
-            row.failing_since = at
         row.failures = (row.failures or 0) + 1
-        delay = min(backoff * (2 ** min(row.failures - 1, 30)), backoff_max)
-        row.next_attempt_at = at + delay
-        row.last_error = error[:2000]
-        if row.alerted or at - row.failing_since < alert_after:
+        row.next_attempt_at = at + backoff_delay(row.failures, base=backoff, cap=backoff_max)
+        if not note_failure(row, error, at=at, alert_after=alert_after):
             return False
-        row.alerted = True
+        assert row.failing_since is not None
         behind = _behind(session, Position(row.year, row.idx))
         minutes = int((at - row.failing_since).total_seconds() // 60)
         _raise(

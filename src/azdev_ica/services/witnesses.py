@@ -25,6 +25,7 @@ from azdev_ica.ledger.cosignature import Cosignature
 from azdev_ica.services.alerts import CRITICAL, WARNING, _raise
 from azdev_ica.services.audit import append_audit
 from azdev_ica.services.context import ServiceContext
+from azdev_ica.services.outages import note_failure
 
 __all__ = [
     "TOPIC_REFUSED",
@@ -107,12 +108,9 @@ def record_failure(
     when this call raised the alert."""
     with ctx.db.write() as session:
         row = _status(session, witness)
-        if row.failing_since is None:
-            row.failing_since = at
-        row.last_error = error[:2000]
-        if row.alerted or at - row.failing_since < alert_after:
+        if not note_failure(row, error, at=at, alert_after=alert_after):
             return False
-        row.alerted = True
+        assert row.failing_since is not None
         minutes = int((at - row.failing_since).total_seconds() // 60)
         _raise(
             session,
