@@ -215,6 +215,22 @@ class TestPersonalTokensFromTheUi:
         assert "token.create" in actions
         assert "token.revoke" in actions
 
+    def test_the_api_names_the_new_token_secret_as_every_new_secret_is_named(self, signed_in):
+        """`POST /me/tokens` answers the token as `secret` (as `ica apikey create --output
+        json` does); `token`, the earlier name, stays during its deprecation."""
+        created = signed_in.post(
+            "/api/v1/azdev/me/tokens",
+            json={"name": "laptop", "hours": 8},
+            headers={**JSON, "X-CSRF-Token": csrf_of(signed_in)},
+        )
+        assert created.status_code == 201, created.text
+        issued = created.json()
+        assert issued["secret"].startswith(f"icp_{issued['prefix']}_")
+        assert issued["token"] == issued["secret"]
+        with new_browser(signed_in.app) as cli:
+            bearer = {"Authorization": f"Bearer {issued['secret']}", "Accept": "application/json"}
+            assert cli.get("/api/v1/azdev/runs", headers=bearer).status_code == 200
+
     def test_an_api_key_has_no_personal_tokens(self, browser, make_key):
         answer = browser.post(
             "/ui/tokens",

@@ -67,7 +67,14 @@ class TokenRequest(Strict):
 
 class TokenOut(BaseModel):
     prefix: str
-    token: str = Field(description="Shown only this once")
+    secret: str = Field(
+        description="The personal token (`icp_...`), shown only this once; `secret` as every "
+        "newly issued secret is named (`ica apikey create --output json`)"
+    )
+    token: str = Field(
+        deprecated=True,
+        description="The same value as `secret`, kept for earlier readers; read `secret`",
+    )
     expires_at: str
 
 
@@ -181,6 +188,7 @@ def create_my_token(ctx: Ctx, principal: Self, body: TokenRequest) -> TokenOut:
     )
     return TokenOut(
         prefix=issued.token.prefix,
+        secret=issued.secret,
         token=issued.secret,
         expires_at=rfc3339(issued.token.expires_at),
     )
