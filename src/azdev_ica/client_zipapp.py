@@ -24,6 +24,7 @@ MODULES = (
     "__init__.py",
     "cli/__init__.py",
     "cli/main.py",
+    "cli/parsing.py",
     "cli/pipeline.py",
     "cli/approvals.py",
     "cli/gate_client.py",

@@ -1,7 +1,11 @@
-"""The pipeline commands import only what they use: `ica run event` against a plain http://
-address loads no TLS, no `http.client`, no `email` and nothing of the server's commands.
+"""The pipeline commands import only what they use: against a plain http:// address, `ica run
+event` (and start, finish, `ica gate evaluate`, `ica approval status`) loads no TLS, no
+`http.client`/`email`, no `socket` enum tables, no `typing`, no `shutil` (argparse's terminal
+width), no `urllib.parse`, nothing of the server's commands and no other subcommand's module.
 
-Checked on the modules a real process ends up holding (no timing: the machine is shared);
+Checked on the modules a real process imports, read from `python -X importtime` (no timing is
+looked at: the machine is shared), for the installed console script's way in and for the
+zipapp ICA serves, against an allowed list: anything new on the path fails here first.
 bench/cli_startup.py measures the time against curl.
 """
 
@@ -17,30 +21,124 @@ from typing import Any
 
 import pytest
 
-# What `ica run event` must not load (each is tens of milliseconds on an agent, or the server).
+from azdev_ica import client_zipapp
+
+# Each is milliseconds on an agent, or the server: named so a failure says what came back.
 HEAVY = (
     "ssl",
+    "socket",
+    "selectors",
     "http.client",
     "email",
+    "urllib.parse",
     "urllib.request",
+    "ipaddress",
+    "encodings.idna",
+    "typing",
+    "shutil",
+    "textwrap",
     "dataclasses",
     "uuid",
     "subprocess",
     "sqlalchemy",
+    "pydantic",
     "fastapi",
     "azdev_ica.cli.admin",
     "azdev_ica.cli.ledger",
     "azdev_ica.cli.users",
-    "azdev_ica.cli.gate_client",
-    "azdev_ica.cli.approvals",
+    "azdev_ica.cli.formats",
 )
 
-PROBE = """
-import json, sys
-from azdev_ica.cli.main import main
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
-"""
+# What the pipeline commands may import beyond what `import json, sys` already loads: argparse
+# (and its gettext/locale), the raw socket module, and the client's own modules.
+ALLOWED = frozenset(
+    {
+        "__future__",
+        "argparse",
+        "gettext",
+        "locale",
+        "_locale",
+        "warnings",
+        "errno",
+        "collections.abc",
+        "_socket",
+        "azdev_ica",
+        "azdev_ica.cli",
+        "azdev_ica.cli.main",
+        "azdev_ica.cli.parsing",
+        "azdev_ica.cli.pipeline",
+        "azdev_ica.cli.http",
+        "azdev_ica.cli.wire",
+        "azdev_ica.cli.identity",
+        "azdev_ica.cli.listing",
+        "azdev_ica.cli.approvals",
+        "azdev_ica.cli.gate_client",
+    }
+)
+# How the zipapp is started (`python ica.pyz` runs its __main__ through runpy, from the zip).
+ZIPAPP_START = frozenset(
+    {
+        "runpy",
+        "importlib",
+        "importlib.machinery",
+        "importlib.util",
+        "importlib._abc",
+        "contextlib",
+        "zlib",
+        "__main__",
+    }
+)
+
+EVENT = ["run", "event", "test", "--run-key", "ado:p:1", "--set", "passed=true"]
+COMMANDS = {
+    "run event": (EVENT, {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client"}),
+    "run start": (
+        ["run", "start", "--provider", "ado", "--project-id", "p", "--run-id", "1",
+         "--pipeline-name", "app", "--commit", "a" * 40, "--commit-time",
+         "2026-01-01T00:00:00+00:00"],
+        {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client"},
+    ),
+    "run finish": (
+        ["run", "finish", "--run-key", "ado:p:1", "--status", "success"],
+        {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client"},
+    ),
+    "gate evaluate": (
+        ["gate", "evaluate", "--run-key", "ado:p:1", "--tenant", "ws", "--stage", "prod"],
+        {"azdev_ica.cli.approvals"},
+    ),
+    "approval status": (
+        ["approval", "status", "7", "--output", "json"],
+        {"azdev_ica.cli.gate_client"},
+    ),
+}  # fmt: skip
+
+ANSWERS = {
+    "/api/v1/azdev/run/event": {
+        "event": {"event_id": "e1", "phase": "test", "attempt": 1},
+        "run": {"run_key": "ado:p:1"},
+    },
+    "/api/v1/azdev/run/start": {"run_key": "ado:p:1", "attempt": 1, "status": "running"},
+    "/api/v1/azdev/run/finish": {"run_key": "ado:p:1", "status": "success"},
+    "/api/v1/azdev/gate/evaluate": {
+        "status": "allow",
+        "run_key": "ado:p:1",
+        "tenant": "ws",
+        "stage": "prod",
+        "reasons": [],
+    },
+}
+
+APPROVAL = {
+    "id": 7,
+    "status": "approved",
+    "tenant": "ws",
+    "stage": "prod",
+    "link": "http://ica/approvals/7",
+    "run_key": "ado:p:1",
+    "expires_at": "2026-01-02T00:00:00Z",
+    "sla_due_at": "2026-01-01T04:00:00Z",
+    "signatures": [],
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +147,20 @@ def ica_url() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.dumps(
-                {
-                    "event": {"event_id": "e1", "phase": "test", "attempt": 1},
-                    "run": {"run_key": "ado:p:1"},
-                }
-            ).encode()
-            self.send_response(201)
+        def _answer(self, data: object) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer(ANSWERS[self.path])
+
+        def do_GET(self) -> None:
+            self._answer(APPROVAL)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -70,31 +169,57 @@ def ica_url() -> Iterator[str]:
     server.server_close()
 
 
-def _modules_after(argv: list[str], url: str) -> tuple[int, set[str], str]:
+def imported(argv: list[str], url: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run `python -X importtime ARGV`; the names of the modules it imported."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *argv],
-        env={"ICA_URL": url, "ICA_TOKEN": "k", "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-X", "importtime", *argv],
+        env={"ICA_URL": url, "ICA_TOKEN": "k", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    lines = done.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
-    return result["code"], set(result["modules"]), done.stdout
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    names.discard("imported package")
+    return done, names
 
 
-def test_run_event_imports_only_what_it_uses(ica_url: str) -> None:
-    code, modules, out = _modules_after(
-        ["run", "event", "test", "--run-key", "ado:p:1", "--set", "passed=true"], ica_url
-    )
-    assert code == 0, out
-    assert "recorded on ado:p:1" in out
-    loaded = sorted(name for name in HEAVY if name in modules)
-    assert loaded == []
+@pytest.fixture(scope="module")
+def baseline(ica_url: str) -> set[str]:
+    """What the interpreter itself and `import json, sys` load."""
+    _, names = imported(["-c", "import json, sys"], ica_url)
+    assert {"json", "re", "encodings"} <= names
+    return names
 
 
-def test_an_admin_command_still_sees_the_whole_tree(ica_url: str) -> None:
+CONSOLE_SCRIPT = "import sys; from azdev_ica.cli.main import main; sys.exit(main())"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_pipeline_command_imports_only_what_it_uses(name, ica_url, baseline):
+    argv, others = COMMANDS[name]
+    done, names = imported(["-c", CONSOLE_SCRIPT, *argv], ica_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(names & set(HEAVY)) == []
+    assert sorted(names & others) == []  # the other pipeline commands' modules
+    assert sorted(names - baseline - ALLOWED) == []
+
+
+def test_the_zipapp_imports_no_more(tmp_path, ica_url, baseline):
+    pyz = tmp_path / "ica.pyz"
+    pyz.write_bytes(client_zipapp.build())
+    done, names = imported([str(pyz), *EVENT], ica_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "recorded on ado:p:1" in done.stdout
+    assert sorted(names & set(HEAVY)) == []
+    assert sorted(names - baseline - ALLOWED - ZIPAPP_START) == []
+
+
+def test_an_admin_command_still_sees_the_whole_tree() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "azdev_ica.cli.main", "--help"],
         capture_output=True,
@@ -105,3 +230,18 @@ def test_an_admin_command_still_sees_the_whole_tree(ica_url: str) -> None:
     assert done.returncode == 0
     for command in ("run", "approval", "gate", "serve", "audit", "user", "report"):
         assert f"    {command}" in done.stdout
+
+
+@pytest.mark.parametrize("columns", ["60", "200", None, "wide", "-3"])
+def test_the_help_is_as_wide_as_argparse_would_make_it(columns, monkeypatch) -> None:
+    """The width argparse takes from shutil (COLUMNS, else the terminal, else 80), worked
+    out without importing shutil."""
+    import shutil
+
+    from azdev_ica.cli.parsing import terminal_columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns

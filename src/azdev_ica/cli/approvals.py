@@ -13,9 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from azdev_ica.cli import http
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_APPROVED = 0
 EXIT_NOT_APPROVED = 1  # rejected, withdrawn or expired

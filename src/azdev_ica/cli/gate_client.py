@@ -13,11 +13,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from azdev_ica.cli import http
+from azdev_ica.cli.parsing import Parser
 from azdev_ica.cli.pipeline import UsageError, _detected_run_key, _positive_float
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_ALLOW = 0
 EXIT_DENY = 1
@@ -51,7 +54,7 @@ if TYPE_CHECKING:  # a runtime subscript of collections.abc.Callable needs Pytho
 
 
 def register(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--url", help="ICA's base URL (default: $ICA_URL)")
     common.add_argument(
         "--timeout", type=_positive_float, default=60.0, help="seconds to keep retrying one call"
@@ -197,6 +200,8 @@ def _lock_text(data: Any) -> str:
 
 def _lock_show(args: argparse.Namespace) -> int:
     def call(client: http.Client, env: Mapping[str, str]) -> http.JsonResponse:
+        from urllib.parse import quote
+
         path = f"/api/v1/azdev/lock/{quote(args.tenant, safe='')}/{quote(args.stage, safe='')}"
         return client.get_json(path)
 

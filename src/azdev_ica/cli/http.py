@@ -5,8 +5,9 @@ jitter (honouring Retry-After), inside one total time budget. Every error it rai
 the server's RFC 9457 problem document when there is one, and the CLI exit code it means.
 Redirects are not followed, so the credential is only ever sent to the configured address.
 
-It starts fast (cli/wire.py speaks HTTP itself: no `http.client`, `email` or `ssl` import for
-a plain http:// address) and keeps to Python 3.8 syntax: it is part of the served zipapp.
+It starts fast (cli/wire.py speaks HTTP itself: no `http.client`, `email`, `ssl`, `socket`
+or `urllib.parse` import for a plain http:// address, and no `typing`) and keeps to Python
+3.8 syntax: it is part of the served zipapp.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import json
 import os
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import azdev_ica
 from azdev_ica.cli import wire
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:
+    from typing import Any
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REQUEST_TIMEOUT = 10.0
@@ -135,13 +138,12 @@ class Client:
         """`refresh` fetches a new token: a short-lived workload-identity token that ICA
         answers with 401 (it expired during a long `ica approval wait`) is fetched again once
         and the request repeated."""
-        parsed = urllib.parse.urlsplit(base_url)
         try:
-            parsed.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError:
-            raise ValueError("the URL's port is not a number") from None
-        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-            raise ValueError(f"not an http(s) URL: {redact_url(base_url)!r}")
+            wire.split_url(base_url)
+        except ValueError as exc:
+            if "port" in str(exc):
+                raise
+            raise ValueError(f"not an http(s) URL: {redact_url(base_url)!r}") from None
         if timeout <= 0:
             raise ValueError("the timeout must be positive")
         self.base_url = base_url.rstrip("/")
@@ -349,6 +351,10 @@ def idempotency_key() -> str:
 
 def redact_url(url: str) -> str:
     """`url` without any user:password part, fit for messages and logs."""
+    if "@" not in url:
+        return url
+    import urllib.parse  # only to take credentials out of a message
+
     parts = urllib.parse.urlsplit(url)
     if parts.username is None and parts.password is None:
         return url

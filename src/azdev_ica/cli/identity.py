@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 
 from azdev_ica.cli import wire
@@ -175,6 +174,8 @@ def ado_id_token(
             "the workload-identity token expired and the service connection's id is unknown: set "
             "ICA_SERVICE_CONNECTION_ID (AzureCLI@2 sets AZURESUBSCRIPTION_SERVICE_CONNECTION_ID)"
         )
+    import urllib.parse  # only for a workload identity: ICA_TOKEN needs none of it
+
     joiner = "&" if urllib.parse.urlsplit(request_uri).query else "?"
     url = (
         f"{request_uri}{joiner}api-version=7.1-preview.1"
@@ -206,6 +207,8 @@ def entra_token(
     """An Entra access token for `scope`, by the client-credentials grant with the
     federation assertion as the client assertion (the v2.0 token endpoint)."""
     base = _check_url(authority.rstrip("/"), "ICA_ENTRA_AUTHORITY")
+    import urllib.parse  # only for a workload identity: ICA_TOKEN needs none of it
+
     url = f"{base}/{urllib.parse.quote(tenant_id, safe='')}/oauth2/v2.0/token"
     form = urllib.parse.urlencode(
         {
@@ -235,6 +238,8 @@ def github_token(
 ) -> str:
     """A GitHub Actions OIDC token with `audience` from the runner's token service."""
     _check_url(request_url, "ACTIONS_ID_TOKEN_REQUEST_URL")
+    import urllib.parse  # only for a workload identity: ICA_TOKEN needs none of it
+
     joiner = "&" if urllib.parse.urlsplit(request_url).query else "?"
     url = f"{request_url}{joiner}audience={urllib.parse.quote(audience, safe='')}"
     headers = {"Authorization": f"bearer {request_token}", "Accept": "application/json"}
@@ -246,9 +251,10 @@ def github_token(
 
 
 def _check_url(url: str, what: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise IdentityError(f"{what} is not an http(s) URL: {redact_url(url)!r}")
+    try:
+        wire.split_url(url)  # the reading the exchange itself will make
+    except ValueError:
+        raise IdentityError(f"{what} is not an http(s) URL: {redact_url(url)!r}") from None
     return url
 
 

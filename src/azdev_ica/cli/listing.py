@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
-from urllib.parse import urlencode
 
 from azdev_ica.cli import http
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:
+    from typing import Any
 
 API = "/api/v1/azdev"
 PAGE_MAX = 500
@@ -56,6 +58,8 @@ def fetch(
         if post:
             data = client.post_json(path, page, None).data
         else:
+            from urllib.parse import urlencode  # (registering `run list` needs none of it)
+
             data = client.get_json(f"{path}?{urlencode(page)}").data
         items.extend(data["items"])
         cursor = data.get("next_cursor")

@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from collections.abc import Iterator, Sequence
 
-EX_USAGE = 64
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error; 2 means "still pending" for some commands, so use 64."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
-
+from azdev_ica.cli.parsing import Parser
 
 # The pipeline client's commands and the one module that registers each: `ica run event`
 # builds only its own branch of the tree, so it imports neither the server's commands nor
@@ -51,8 +41,6 @@ def build_parser(
     """The command tree: only `command`'s branch when it is a pipeline command, otherwise the
     whole tree (also used by tests to check commands written in pipeline files).
     `pipeline_only`: the tree of the zipapp ICA serves, which holds only the pipeline client."""
-    import importlib
-
     only = PIPELINE_COMMANDS.get(command or "")
     if only:
         registrations = [only]
@@ -60,7 +48,7 @@ def build_parser(
         registrations = [("pipeline", "register"), ("gate_client", "register")]
     else:
         registrations = [(name, "register") for name in ALL_MODULES]
-    parser = _Parser(
+    parser = Parser(
         prog="ica",
         description="ICA: deployment governance. Pipelines report runs; deploys wait at gates.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,25 +56,28 @@ def build_parser(
     from azdev_ica import __version__
 
     parser.add_argument("--version", action="version", version=f"ica {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for module, function in registrations:
-        getattr(importlib.import_module(f"azdev_ica.cli.{module}"), function)(sub)
+        name = f"azdev_ica.cli.{module}"
+        __import__(name)  # (importlib itself is one more import)
+        getattr(sys.modules[name], function)(sub)
     for path, leaf in leaves(parser):
-        note = textwrap.fill(WHERE[where_it_works(path, leaf)], width=88)
+        note = WHERE[where_it_works(path, leaf)]
         leaf.epilog = f"{leaf.epilog}\n\n{note}" if leaf.epilog else note
         if leaf.formatter_class is argparse.HelpFormatter:
             leaf.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
-# Where a command works, said in every command's help (`ica X --help`).
+# Where a command works, said in every command's help (`ica X --help`); wrapped at 88
+# columns here rather than by `textwrap` (an import `ica run event` does not need).
 WHERE = {
-    "http": "Works over HTTP: ICA's address in ICA_URL (or --url) and a credential in "
-    "ICA_TOKEN (an API key, or your personal token where a person acts), or a pipeline's "
-    "workload identity.",
+    "http": "Works over HTTP: ICA's address in ICA_URL (or --url) and a credential in ICA_TOKEN "
+    "(an\nAPI key, or your personal token where a person acts), or a pipeline's workload "
+    "identity.",
     "database": "Works on the server's database directly: run it on ICA's host, with the "
-    "server's settings (ICA_DATABASE_URL, ICA_DATA_DIR, ...); it needs no ICA_TOKEN.",
+    "server's\nsettings (ICA_DATABASE_URL, ICA_DATA_DIR, ...); it needs no ICA_TOKEN.",
     "local": "Works locally: needs neither a running ICA nor its database.",
 }
 # Commands that touch neither the server nor its database.

@@ -21,12 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from azdev_ica.cli import http
+from azdev_ica.cli.parsing import Parser
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_REFUSED = http.EXIT_REFUSED
@@ -77,20 +80,55 @@ class UsageError(Exception):
     """Something the caller must supply is missing or malformed."""
 
 
-class PipelineContext(NamedTuple):
-    """What the pipeline's environment says about the current run."""
+class PipelineContext:
+    """What the pipeline's environment says about the current run.
 
-    provider: str
-    project_id: str | None
-    run_id: str | None
-    attempt: int | None
-    pipeline_name: str | None
-    project: str | None
-    branch: str | None
-    commit: str | None
-    requested_for: str | None
-    requested_for_email: str | None
-    job_status: str | None
+    (A plain class: `typing.NamedTuple` would import `typing` on every call.)"""
+
+    __slots__ = (
+        "attempt",
+        "branch",
+        "commit",
+        "job_status",
+        "pipeline_name",
+        "project",
+        "project_id",
+        "provider",
+        "requested_for",
+        "requested_for_email",
+        "run_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        project_id: str | None,
+        run_id: str | None,
+        attempt: int | None,
+        pipeline_name: str | None,
+        project: str | None,
+        branch: str | None,
+        commit: str | None,
+        requested_for: str | None,
+        requested_for_email: str | None,
+        job_status: str | None,
+    ) -> None:
+        self.provider = provider
+        self.project_id = project_id
+        self.run_id = run_id
+        self.attempt = attempt
+        self.pipeline_name = pipeline_name
+        self.project = project
+        self.branch = branch
+        self.commit = commit
+        self.requested_for = requested_for
+        self.requested_for_email = requested_for_email
+        self.job_status = job_status
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"PipelineContext({fields})"
 
 
 def detect(env: Mapping[str, str]) -> PipelineContext | None:
@@ -165,7 +203,7 @@ def register(sub: Any) -> None:
 
 def common_arguments() -> argparse.ArgumentParser:
     """--url, --timeout and --output, shared by `ica run` and `ica approval` actions."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--url", help="ICA's base URL (default: $ICA_URL), e.g. https://ica.example.org"
     )
@@ -444,14 +482,14 @@ def _execute(args: argparse.Namespace, call: Any, text: Any, exit_code: Any = No
     return EXIT_OK if exit_code is None else int(exit_code(response.data))
 
 
-_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def commit_time_from_git(commit: str | None, cwd: str | None = None) -> str | None:
     """The committer time (strict ISO 8601) of `commit` in the git checkout at `cwd` (default:
     the current directory), or None when git, the checkout or the commit is not there: the
     commit time only feeds lead time, so its absence never fails a run's start."""
-    if not commit or not _SHA.fullmatch(commit):
+    if not commit or not 7 <= len(commit) <= 64 or not _HEX.issuperset(commit):
         return None
     import subprocess
 

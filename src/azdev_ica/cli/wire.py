@@ -4,16 +4,18 @@
 starting and importing. `urllib.request` alone imports `http.client`, `email` and `ssl`
 (about three times the rest of the client), so plain http:// calls go through this module,
 which imports `ssl` only for https:// and falls back to `urllib.request` only when a proxy is
-configured for the address (urllib honours http_proxy / https_proxy / no_proxy).
+configured for the address (urllib honours http_proxy / https_proxy / no_proxy). It speaks
+to `_socket` directly (the `socket` module converts every constant to an enum when it is
+imported, which costs more than the whole exchange) and splits the URL itself (`urllib.parse`
+brings `ipaddress` along).
 
 Standard library only, and Python 3.8 syntax: it is part of the zipapp ICA serves.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
-import urllib.parse
 from collections.abc import Mapping
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -28,15 +30,61 @@ class CertificateRefused(Exception):
     """TLS verification of the server failed: retrying will not help."""
 
 
+class Url:
+    """The parts of an http(s) URL the exchange needs."""
+
+    __slots__ = ("host", "port", "scheme", "target")
+
+    def __init__(self, scheme: str, host: str, port: int | None, target: str) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.target = target
+
+
+def split_url(url: str) -> Url:
+    """`scheme://[user[:password]@]host[:port][/path][?query][#fragment]` read as
+    urllib.parse.urlsplit reads it (host in lower case, an IPv6 host in brackets, the
+    fragment dropped). ValueError for anything but http(s) with a host, for a port that is
+    not a number from 0 to 65535, and for a space or control character anywhere (it would
+    break the request line)."""
+    if any(ch <= " " or ch == "\x7f" for ch in url):
+        raise ValueError("not an http(s) URL")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise ValueError("not an http(s) URL")
+    cut = [index for index in (rest.find(ch) for ch in "/?#") if index >= 0]
+    end = min(cut) if cut else len(rest)
+    netloc, rest = rest[:end], rest[end:].split("#", 1)[0]
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, bracket, after = hostport[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ValueError("not an http(s) URL")
+        port_text = after[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not host:
+        raise ValueError("not an http(s) URL")
+    port = None
+    if port_text:
+        if not (port_text.isdigit() and port_text.isascii()) or int(port_text) > 65535:
+            raise ValueError("the URL's port is not a number")
+        port = int(port_text)
+    path, _, query = rest.partition("?")
+    return Url(scheme, host.lower(), port, (path or "/") + ("?" + query if query else ""))
+
+
 def uses_proxy(url: str, env: Mapping[str, str] | None = None) -> bool:
     """Whether the environment routes `url` through a proxy (the rules urllib applies)."""
     environ = os.environ if env is None else env
-    parts = urllib.parse.urlsplit(url)
+    parts = split_url(url)
     names = (parts.scheme + "_proxy", (parts.scheme + "_proxy").upper())
     if not any(environ.get(name) for name in names):
         return False
     no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    host = (parts.hostname or "").lower()
+    host = parts.host
     for entry in (item.strip().lower() for item in no_proxy.split(",")):
         if not entry:
             continue
@@ -58,11 +106,11 @@ def exchange(
     _refuse_line_breaks(method, url, headers)
     if uses_proxy(url):
         return _through_urllib(method, url, body, headers, timeout)
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
+    parts = split_url(url)
+    host = parts.host
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    target = parts.target
     netloc_host = f"[{host}]" if ":" in host else host
     default_port = port == (443 if secure else 80)
     lines = [
@@ -75,10 +123,7 @@ def exchange(
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise NoAnswer(_describe(exc)) from None
+    sock = _connect(host, port, timeout)
     try:
         if secure:
             sock = _wrap_tls(sock, host)
@@ -101,18 +146,44 @@ def _refuse_line_breaks(method: str, url: str, headers: Mapping[str, str]) -> No
             raise ValueError(f"{what} contains a line break or NUL; it cannot be sent")
 
 
-def _wrap_tls(sock: socket.socket, host: str) -> socket.socket:
-    import ssl
+def _connect(host: str, port: int, timeout: float) -> _socket.socket:
+    """socket.create_connection((host, port), timeout) over `_socket`: each address the name
+    resolves to in turn. The name goes to getaddrinfo as bytes (a str is run through the
+    `idna` codec, one more import, even when it is plain ASCII)."""
+    try:
+        name = host.encode("ascii") if host.isascii() else host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"the host name {host!r} is not valid") from None
+    error: OSError | None = None
+    try:
+        found = _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM)
+    except OSError as exc:
+        raise NoAnswer(_describe(exc)) from None
+    for family, kind, proto, _, address in found:
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+        else:
+            return sock
+    raise NoAnswer(_describe(error) if error else f"{host} has no address")
+
+
+def _wrap_tls(sock: _socket.socket, host: str) -> _socket.socket:
+    import ssl  # (imports `socket` too: only https pays for it)
 
     context = ssl.create_default_context()
     try:
-        return context.wrap_socket(sock, server_hostname=host)
+        return context.wrap_socket(sock, server_hostname=host)  # type: ignore[arg-type]
     except ssl.SSLCertVerificationError as exc:
         sock.close()
         raise CertificateRefused(str(exc)) from None
 
 
-def _read_response(sock: socket.socket, method: str) -> tuple[int, dict[str, str], bytes]:
+def _read_response(sock: _socket.socket, method: str) -> tuple[int, dict[str, str], bytes]:
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
@@ -159,7 +230,7 @@ def _read_response(sock: socket.socket, method: str) -> tuple[int, dict[str, str
             raise NoAnswer("the answer is too large")
 
 
-def _dechunk(sock: socket.socket, data: bytes) -> bytes:
+def _dechunk(sock: _socket.socket, data: bytes) -> bytes:
     body = b""
     while True:
         while b"\r\n" not in data:
@@ -179,15 +250,18 @@ def _dechunk(sock: socket.socket, data: bytes) -> bytes:
             raise NoAnswer("the answer is too large")
 
 
-def _more(sock: socket.socket) -> bytes:
+def _more(sock: _socket.socket) -> bytes:
     chunk = sock.recv(65536)
     if not chunk:
         raise NoAnswer("truncated chunked answer")
     return chunk
 
 
+_TIMEOUTS = (TimeoutError, getattr(_socket, "timeout", TimeoutError))  # the same from 3.10
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout):
+    if isinstance(exc, _TIMEOUTS):
         return "timed out"
     text = getattr(exc, "strerror", None) or str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
