@@ -35,11 +35,19 @@ MODULES = (
     "cli/listing.py",
 )
 
+# Run as the archive (`python3 ica.pyz`) or, as the kit runs it, extracted and compiled once
+# (`python3 -S app/__main__.py`: the modules' bytecode is then cached, where from inside the
+# archive every call compiles them again); either way its own folder holds the package.
 MAIN = """\
+import os
 import sys
 
 if sys.version_info < (3, 8):
     sys.exit("ica: the pipeline client needs Python 3.8 or later")
+
+here = os.path.dirname(os.path.abspath(__file__))
+if here not in sys.path:
+    sys.path.insert(0, here)
 
 from azdev_ica.cli.main import main
 

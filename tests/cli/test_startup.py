@@ -89,22 +89,24 @@ ZIPAPP_START = frozenset(
     }
 )
 
+# Not for `ica run ...`: the other pipeline commands, and `run list`'s module.
+NOT_RUN = {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client", "azdev_ica.cli.listing"}
 EVENT = ["run", "event", "test", "--run-key", "ado:p:1", "--set", "passed=true"]
 COMMANDS = {
-    "run event": (EVENT, {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client"}),
+    "run event": (EVENT, NOT_RUN),
     "run start": (
         ["run", "start", "--provider", "ado", "--project-id", "p", "--run-id", "1",
          "--pipeline-name", "app", "--commit", "a" * 40, "--commit-time",
          "2026-01-01T00:00:00+00:00"],
-        {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client"},
+        NOT_RUN,
     ),
     "run finish": (
         ["run", "finish", "--run-key", "ado:p:1", "--status", "success"],
-        {"azdev_ica.cli.approvals", "azdev_ica.cli.gate_client"},
+        NOT_RUN,
     ),
     "gate evaluate": (
         ["gate", "evaluate", "--run-key", "ado:p:1", "--tenant", "ws", "--stage", "prod"],
-        {"azdev_ica.cli.approvals"},
+        {"azdev_ica.cli.approvals", "azdev_ica.cli.listing"},
     ),
     "approval status": (
         ["approval", "status", "7", "--output", "json"],
@@ -230,6 +232,21 @@ def test_an_admin_command_still_sees_the_whole_tree() -> None:
     assert done.returncode == 0
     for command in ("run", "approval", "gate", "serve", "audit", "user", "report"):
         assert f"    {command}" in done.stdout
+
+
+@pytest.mark.parametrize("action", ["start", "event", "finish", "show", "list", "evnt"])
+def test_a_run_action_built_alone_has_the_whole_trees_help(action, capsys, monkeypatch):
+    """`ica run event` builds its own parser only; what it says is what the whole tree says."""
+    from azdev_ica.cli.main import build_parser, main
+
+    monkeypatch.setenv("COLUMNS", "100")
+    said = []
+    for run in (lambda argv: main(argv), lambda argv: build_parser().parse_args(argv)):
+        with pytest.raises(SystemExit) as done:
+            run(["run", action, "--help"])
+        said.append((done.value.code, capsys.readouterr()))
+    assert said[0] == said[1]
+    assert said[0][0] == (0 if action != "evnt" else 64)
 
 
 @pytest.mark.parametrize("columns", ["60", "200", None, "wide", "-3"])

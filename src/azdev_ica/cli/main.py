@@ -36,11 +36,12 @@ ALL_MODULES = (
 
 
 def build_parser(
-    command: str | None = None, *, pipeline_only: bool = False
+    command: str | None = None, *, pipeline_only: bool = False, action: str | None = None
 ) -> argparse.ArgumentParser:
-    """The command tree: only `command`'s branch when it is a pipeline command, otherwise the
-    whole tree (also used by tests to check commands written in pipeline files).
-    `pipeline_only`: the tree of the zipapp ICA serves, which holds only the pipeline client."""
+    """The command tree: only `command`'s branch when it is a pipeline command (and of `ica
+    run`, only `action`), otherwise the whole tree (also used by tests to check commands
+    written in pipeline files). `pipeline_only`: the tree of the zipapp ICA serves, which
+    holds only the pipeline client."""
     only = PIPELINE_COMMANDS.get(command or "")
     if only:
         registrations = [only]
@@ -61,7 +62,10 @@ def build_parser(
     for module, function in registrations:
         name = f"azdev_ica.cli.{module}"
         __import__(name)  # (importlib itself is one more import)
-        getattr(sys.modules[name], function)(sub)
+        if function == "register_run":
+            sys.modules[name].register_run(sub, action)  # `ica run event`: that action alone
+        else:
+            getattr(sys.modules[name], function)(sub)
     for path, leaf in leaves(parser):
         note = WHERE[where_it_works(path, leaf)]
         leaf.epilog = f"{leaf.epilog}\n\n{note}" if leaf.epilog else note
@@ -118,8 +122,10 @@ def where_it_works(path: tuple[str, ...], parser: argparse.ArgumentParser) -> st
 
 def main(argv: Sequence[str] | None = None, *, pipeline_only: bool = False) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    command = next((item for item in arguments if not item.startswith("-")), None)
-    parser = build_parser(command, pipeline_only=pipeline_only)
+    words = [item for item in arguments[:2] if not item.startswith("-")]
+    command = words[0] if words else None
+    action = words[1] if len(words) == 2 else None  # `ica run event ...`: builds `event` only
+    parser = build_parser(command, pipeline_only=pipeline_only, action=action)
     args = parser.parse_args(arguments)
     result: int = args.func(args)
     return result

@@ -217,8 +217,13 @@ def common_arguments() -> argparse.ArgumentParser:
     return common
 
 
-def register_run(sub: Any) -> argparse.ArgumentParser:
-    """`ica run ...` alone (what `ica run event` builds); returns the shared arguments."""
+RUN_ACTIONS = ("start", "event", "finish", "show", "list")
+
+
+def register_run(sub: Any, only: str | None = None) -> argparse.ArgumentParser:
+    """`ica run ...` alone; returns the shared arguments. `only`: the action named on the
+    command line (`ica run event` builds `event` alone: a leaf's help, usage and errors are
+    the same without its siblings)."""
     run = sub.add_parser(
         "run",
         help="report a pipeline run to ICA (for use inside pipelines)",
@@ -241,6 +246,20 @@ def register_run(sub: Any) -> argparse.ArgumentParser:
         )
         return parser
 
+    builders = {
+        "start": _add_start,
+        "event": _add_event,
+        "finish": _add_finish,
+        "show": _add_show,
+        "list": _add_list,
+    }
+    for name, build in builders.items():
+        if only not in builders or name == only:
+            build(add)
+    return common
+
+
+def _add_start(add: Any) -> None:
     start = add("start", "record that a run started (repeating it is harmless)")
     start.add_argument("--provider", choices=("ado", "gh"), help="default: detected")
     start.add_argument("--project-id", help="Azure project id or GitHub repository id")
@@ -263,6 +282,8 @@ def register_run(sub: Any) -> argparse.ArgumentParser:
     start.add_argument("--requested-for-email")
     start.set_defaults(func=_start)
 
+
+def _add_event(add: Any) -> None:
     event = add("event", "record a phase event of the run")
     event.add_argument("phase", choices=PHASES)
     _run_key_arguments(event)
@@ -285,6 +306,8 @@ def register_run(sub: Any) -> argparse.ArgumentParser:
     )
     event.set_defaults(func=_event)
 
+
+def _add_finish(add: Any) -> None:
     finish = add("finish", "record that the run (this attempt) finished")
     finish.add_argument(
         "--status",
@@ -294,14 +317,17 @@ def register_run(sub: Any) -> argparse.ArgumentParser:
     _run_key_arguments(finish)
     finish.set_defaults(func=_finish)
 
+
+def _add_show(add: Any) -> None:
     show = add("show", "print the run as ICA recorded it")
     show.add_argument("--run-key", help="default: the current pipeline's run")
     show.set_defaults(func=_show)
 
+
+def _add_list(add: Any) -> None:
     from azdev_ica.cli.listing import register_run_list
 
     register_run_list(add)
-    return common
 
 
 def _run_key_arguments(parser: argparse.ArgumentParser) -> None:
