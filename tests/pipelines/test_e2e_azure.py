@@ -268,6 +268,10 @@ def test_a_failed_test_step_fails_the_run_and_nothing_deploys(stack, tmp_path):
     assert "deploy" not in events
     assert stack.lock()["status"] == "free"
     assert stack.keys["ci"] not in run.output()  # the API key reached ica, never the log
+    # The checked zipapp was extracted and compiled once: each `ica` step loads bytecode.
+    client = tmp_path / "agent-temp" / "ica-client"
+    assert list((client / "app" / "azdev_ica" / "cli" / "__pycache__").glob("wire.*.pyc"))
+    assert f'python3 -S "{client}/app/__main__.py"' in (client / "ica").read_text()
 
 
 def test_a_cancelled_run_is_recorded_cancelled_and_frees_the_lock(stack, tmp_path):

@@ -149,6 +149,10 @@ def test_a_failed_test_step_ends_the_run_failed(stack, tmp_path):
     assert events["test"] == {"passed": False}
     assert events["scan"]["passed"] is False  # the scan never ran
     assert stack.lock()["status"] == "free"
+    # The checked zipapp was extracted and compiled once: each `ica` step loads bytecode.
+    client = run.work.parent / "runner-temp" / "ica-client"
+    assert list((client / "app" / "azdev_ica" / "cli" / "__pycache__").glob("wire.*.pyc"))
+    assert f'python3 -S "{client}/app/__main__.py"' in (client / "ica").read_text()
 
 
 def test_a_cancelled_run_is_recorded_cancelled(stack, tmp_path):
