@@ -9,12 +9,20 @@ import random
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from azdev_ica.audit.verify import verify_ledger
 from azdev_ica.auth.principal import Actor
-from azdev_ica.db.tables import AuditEntry, AuditInbox, AuditNode
+from azdev_ica.db.tables import (
+    AUDIT_BLOCK_SIZE,
+    AuditEntry,
+    AuditInbox,
+    AuditNode,
+    AuditTimeBlock,
+)
 from azdev_ica.jobs.sealer import STORED_LEVEL, checkpoint_store, node_reader, seal_now
 from azdev_ica.ledger.entry import EntryError
 from azdev_ica.ledger.merkle import (
@@ -27,6 +35,7 @@ from azdev_ica.ledger.merkle import (
 )
 from azdev_ica.services.audit import append_audit
 from tests.audit.ledgerdb import unguarded, with_ledger
+from tests.ledger import reference
 
 OPERATOR = Actor(kind="operator", id="layout")
 
@@ -147,3 +156,67 @@ def test_a_body_that_is_not_a_json_object_is_refused(ctx):
     with pytest.raises(EntryError, match="JSON object"):
         seal_now(ctx)
     assert stored(ctx)[0].size == before
+
+
+def test_an_inclusion_proof_is_one_read_and_the_rfc_9162_path_for_any_size(ctx):
+    """Property: for random tree sizes and leaves, the proof read from the database is the
+    literal RFC 9162 PATH (tests/ledger/reference.py), and reading it is a single statement
+    (stored nodes by key and, below `STORED_LEVEL`, one block of leaf hashes)."""
+    small = with_ledger(ctx, batch_size=29)  # batches end in the middle of subtrees
+    records(small, 140)
+    seal_now(small)
+    records(small, 60)
+    seal_now(small)
+    tree, rows, _ = stored(small)
+    entries = [bytes(entry) for _, entry, _ in rows]
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        derandomize=True,
+    )
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        size = data.draw(st.integers(1, tree.size), label="size")
+        index = data.draw(st.integers(0, size - 1), label="index")
+        with small.read() as session:
+            nodes = node_reader(session, 2026)
+            session.connection()  # the transaction's own statements are not the proof's
+            statements.clear()
+            proof = inclusion_proof(index, size, nodes)
+        assert proof == reference.path(index, entries[:size])
+        assert len(statements) <= 1, statements
+
+    event.listen(small.db.engine, "before_cursor_execute", count)
+    try:
+        check()
+    finally:
+        event.remove(small.db.engine, "before_cursor_execute", count)
+
+
+def test_the_sealer_records_the_time_span_of_each_block_it_completes(ctx):
+    """Migration 0029: a batch that completes a block of `AUDIT_BLOCK_SIZE` entries writes the
+    block's earliest and latest action time (audit queries with a window read by them)."""
+    records(ctx, AUDIT_BLOCK_SIZE + 10)
+    seal_now(ctx)
+    with ctx.read() as session:
+        blocks = list(
+            session.execute(
+                select(AuditTimeBlock.block, AuditTimeBlock.min_time, AuditTimeBlock.max_time)
+                .where(AuditTimeBlock.year == 2026)
+                .order_by(AuditTimeBlock.block)
+            )
+        )
+        times = list(
+            session.scalars(
+                select(AuditEntry.time)
+                .where(AuditEntry.year == 2026, AuditEntry.idx < AUDIT_BLOCK_SIZE)
+                .order_by(AuditEntry.idx)
+            )
+        )
+    assert [tuple(b) for b in blocks] == [(0, min(times), max(times))]

@@ -1155,6 +1155,29 @@ Index("ix_azdev_audit_entry_tenant", AuditEntry.tenant, AuditEntry.year, AuditEn
 
 
 # --- Ledger: inclusion proofs and audit windows at ten million entries (migration 0029) ---
+# Audit queries answer in log order; a time filter is on the action's own time, which follows
+# the log order only roughly (an entry is sealed after its action, stragglers later). Each
+# complete block of `AUDIT_BLOCK_SIZE` entries records the earliest and latest time in it, so
+# a window maps to the span of blocks that can hold its entries (plus the incomplete block at
+# the end), and the query reads that span in log order through the usual index and stops at
+# its limit, instead of reading every entry of the window and sorting them.
+AUDIT_BLOCK_BITS = 12
+AUDIT_BLOCK_SIZE = 1 << AUDIT_BLOCK_BITS
+
+
+class AuditTimeBlock(Base):
+    """Entries ``[block * AUDIT_BLOCK_SIZE, (block + 1) * AUDIT_BLOCK_SIZE)`` of a shard (all
+    sealed): the earliest and latest action time among them. Written by the sealer when a
+    batch completes the block; never changed."""
+
+    __tablename__ = "azdev_audit_time_block"
+
+    year: Mapped[int] = mapped_column(Integer)
+    block: Mapped[int] = mapped_column(BigInteger)
+    min_time: Mapped[datetime]
+    max_time: Mapped[datetime]
+
+    __table_args__ = (PrimaryKeyConstraint("year", "block"),)
 
 
 # --- Pipelines' leftovers (migration 0030) ---
@@ -1168,6 +1191,7 @@ APPEND_ONLY_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "azdev_audit_entry": (("year", "idx"), ("inbox_id",)),
     "azdev_audit_node": (("year", "seq"),),
     "azdev_audit_tree": (("year", "size"),),
+    "azdev_audit_time_block": (("year", "block"),),
     "azdev_audit_checkpoint": (("year", "size"),),
     "azdev_audit_key": (("id",), ("vkey",)),
     "azdev_approval_signature": (("id",), ("approval_id", "half")),

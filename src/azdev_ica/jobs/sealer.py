@@ -28,7 +28,9 @@ scans the whole inbox:
 What a batch writes
 -------------------
 One transaction per batch: the entry rows, the tree nodes the batch completes at level
-`STORED_LEVEL` and up (about one per 32 entries), and a tree head. On PostgreSQL the server
+`STORED_LEVEL` and up (about one per 32 entries), the time span of each block of
+`AUDIT_BLOCK_SIZE` entries the batch completes (for audit queries with a time window), and a
+tree head. On PostgreSQL the server
 composes the entries itself from the inbox rows (one INSERT ... SELECT; the same bytes as
 `compose_entry`) with their leaf hashes (`sha256()`), and only the 32-byte leaf hashes come
 back to extend the tree: the bodies never travel. SQLite composes them here.
@@ -71,11 +73,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, or_, select, text
+from sqlalchemy import Executable, insert, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
 from azdev_ica.adapters.checkpoint_store import CheckpointStoreError, FolderCheckpointStore
 from azdev_ica.db.tables import (
+    AUDIT_BLOCK_BITS,
+    AUDIT_BLOCK_SIZE,
     AuditCheckpoint,
     AuditEntry,
     AuditInbox,
@@ -135,6 +139,7 @@ __all__ = [
     "release_lease",
     "seal_now",
     "wait_for_entry",
+    "write_time_blocks",
 ]
 
 SEALER_LEASE = "ledger.sealer"
@@ -275,28 +280,53 @@ it is folded from the leaf hashes of its at most 64 entries, which each entry ro
 
 
 def node_reader(session: Session, year: int) -> GetNodes:
-    """A batched `get_nodes` for the tree of ``year``: one SELECT of stored nodes, one of the
-    leaf hashes under the requested low nodes (at most ``2**STORED_LEVEL`` per node)."""
+    """A batched `get_nodes` for the tree of ``year`` in one round trip: one SELECT that reads
+    the requested stored nodes by key and, for requested nodes below `STORED_LEVEL`, the leaf
+    hashes under them (at most ``2**STORED_LEVEL`` per node, adjacent rows of the primary key);
+    the low nodes are folded here. An inclusion proof thus reads its O(log n) stored hashes and
+    at most one block of 64 leaf hashes, whatever the size of the tree."""
 
     def get_nodes(ids: list[tuple[int, int]]) -> list[bytes]:
         high = [(level, index) for level, index in ids if level >= STORED_LEVEL]
         low = [(level, index) for level, index in ids if level < STORED_LEVEL]
         found: dict[tuple[int, int], bytes] = {}
-        if high:
-            wanted = {stored_hash_index(level, index): (level, index) for level, index in high}
-            for seq, h in session.execute(
-                select(AuditNode.seq, AuditNode.hash).where(
+        wanted = {stored_hash_index(level, index): (level, index) for level, index in high}
+        parts: list[Any] = []
+        if wanted:
+            parts.append(
+                select(AuditNode.seq.label("key"), AuditNode.hash.label("hash")).where(
                     AuditNode.year == year, AuditNode.seq.in_(list(wanted))
                 )
-            ):
-                found[wanted[seq]] = stored_bytes(h)
-        if low:
-            leaves = _leaf_hashes(session, year, low)
-            for level, index in low:
-                first = index << level
-                hashes = [leaves.get(i) for i in range(first, first + (1 << level))]
-                if all(h is not None for h in hashes):
-                    found[(level, index)] = _fold_perfect([h for h in hashes if h is not None])
+            )
+        ranges = _merged_ranges(low)
+        if ranges:
+            # Leaves come back under negative keys (-1 - idx), so one result holds both.
+            parts.append(
+                select((-1 - AuditEntry.idx).label("key"), AuditEntry.leaf.label("hash")).where(
+                    AuditEntry.year == year,
+                    or_(*(AuditEntry.idx.between(first, end - 1) for first, end in ranges)),
+                )
+            )
+        leaves: dict[int, bytes] = {}
+        legacy: list[int] = []
+        if parts:
+            statement: Executable = parts[0]
+            if len(parts) > 1:
+                statement = union_all(*parts)
+            for key, h in session.execute(statement):
+                if key >= 0:
+                    found[wanted[key]] = stored_bytes(h)
+                elif h is None:
+                    legacy.append(-1 - key)
+                else:
+                    leaves[-1 - key] = stored_bytes(h)
+        if legacy:
+            leaves.update(_legacy_leaf_hashes(session, year, legacy))
+        for level, index in low:
+            first = index << level
+            hashes = [leaves.get(i) for i in range(first, first + (1 << level))]
+            if all(h is not None for h in hashes):
+                found[(level, index)] = _fold_perfect([h for h in hashes if h is not None])
         missing = [node for node in ids if node not in found]
         if missing:
             raise LedgerUnavailable(f"tree {year} is missing stored nodes {missing[:3]}")
@@ -305,29 +335,28 @@ def node_reader(session: Session, year: int) -> GetNodes:
     return get_nodes
 
 
-def _leaf_hashes(session: Session, year: int, nodes: list[tuple[int, int]]) -> dict[int, bytes]:
-    """The leaf hashes of the entries under ``nodes`` (from the entry rows, or for entries sealed
-    before leaves were stored with them, from the stored level-0 nodes)."""
-    ranges = {(index << level, (index + 1) << level) for level, index in nodes}
-    condition = or_(*(AuditEntry.idx.between(first, end - 1) for first, end in ranges))
-    leaves: dict[int, bytes] = {}
-    legacy: list[int] = []
-    for idx, leaf in session.execute(
-        select(AuditEntry.idx, AuditEntry.leaf).where(AuditEntry.year == year, condition)
-    ):
-        if leaf is None:
-            legacy.append(idx)
+def _merged_ranges(nodes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The leaf ranges ``[first, end)`` under ``nodes``, adjacent ones merged."""
+    merged: list[tuple[int, int]] = []
+    for first, end in sorted((index << level, (index + 1) << level) for level, index in nodes):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
-            leaves[idx] = stored_bytes(leaf)
-    if legacy:
-        seqs = {stored_hash_index(0, idx): idx for idx in legacy}
+            merged.append((first, end))
+    return merged
+
+
+def _legacy_leaf_hashes(session: Session, year: int, indexes: list[int]) -> dict[int, bytes]:
+    """Leaf hashes of entries sealed before leaves were stored with them: stored level-0 nodes."""
+    seqs = {stored_hash_index(0, idx): idx for idx in indexes}
+    return {
+        seqs[seq]: stored_bytes(h)
         for seq, h in session.execute(
             select(AuditNode.seq, AuditNode.hash).where(
                 AuditNode.year == year, AuditNode.seq.in_(list(seqs))
             )
-        ):
-            leaves[seqs[seq]] = stored_bytes(h)
-    return leaves
+        )
+    }
 
 
 def _fold_perfect(hashes: list[bytes]) -> bytes:
@@ -692,6 +721,10 @@ class _Tree:
     cursor: int
     entries: list[tuple[object, ...]] = field(default_factory=list)
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    start: int = field(init=False)  # the tree's size before this batch
+
+    def __post_init__(self) -> None:
+        self.start = self.range.size
 
     def append(self, entry: bytes, columns: tuple[object, ...], inbox_id: int | None) -> None:
         """Add an entry composed here; ``columns``: the query columns after ``entry`` and its
@@ -721,6 +754,7 @@ class _Tree:
             else:  # Core executemany: SQLite's own bulk path, no ORM bookkeeping
                 values = [dict(zip(names, row, strict=True)) for row in rows]
                 session.connection().execute(insert(Base.metadata.tables[table]), values)
+        write_time_blocks(session, self.year, self.start, self.range.size)
         session.execute(
             insert(AuditTree).values(
                 year=self.year,
@@ -733,6 +767,28 @@ class _Tree:
             )
         )
         self.entries, self.nodes = [], []
+        self.start = self.range.size
+
+
+def write_time_blocks(session: Session, year: int, start: int, size: int) -> None:
+    """Record the time span of each block of entries that growing the shard of ``year`` from
+    ``start`` to ``size`` entries completes (see `AuditTimeBlock`): one INSERT ... SELECT over
+    the completed blocks' entries."""
+    first = start >> AUDIT_BLOCK_BITS
+    end = size >> AUDIT_BLOCK_BITS
+    if first < end:
+        session.execute(
+            _TIME_BLOCKS,
+            {"year": year, "first": first << AUDIT_BLOCK_BITS, "end": end << AUDIT_BLOCK_BITS},
+        )
+
+
+_TIME_BLOCKS = text(
+    "INSERT INTO azdev_audit_time_block (year, block, min_time, max_time) "  # noqa: S608 - a constant
+    f"SELECT year, idx / {AUDIT_BLOCK_SIZE}, min(time), max(time) FROM azdev_audit_entry "
+    "WHERE year = :year AND idx >= :first AND idx < :end "
+    f"GROUP BY year, idx / {AUDIT_BLOCK_SIZE}"
+)
 
 
 _ENTRY_COLUMNS = (

@@ -8,17 +8,20 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import (
+    AUDIT_BLOCK_BITS,
+    AUDIT_BLOCK_SIZE,
     AuditCheckpoint,
     AuditEntry,
     AuditInbox,
     AuditKey,
     AuditShard,
+    AuditTimeBlock,
     AuditTree,
 )
 from azdev_ica.db.types import stored_bytes
@@ -51,7 +54,7 @@ def query_entries(
 
     A tenant-scoped caller sees only entries of its tenants (never the global ones).
     """
-    query = select(AuditEntry)
+    conditions: list[ColumnElement[bool]] = []
     for column, value in (
         (AuditEntry.year, filters.year),
         (AuditEntry.actor_id, filters.actor),
@@ -61,34 +64,128 @@ def query_entries(
         (AuditEntry.tenant, filters.tenant),
     ):
         if value is not None:
-            query = query.where(column == value)
+            conditions.append(column == value)
+    # The window is checked on each entry read, not used to pick an index: the time index
+    # would read the whole window and sort it (PostgreSQL prefers it, misjudging how many of
+    # the window's entries lie in the span), whereas the span is read in log order and the
+    # read stops at the limit. coalesce(time, time) is time, but no index is on it.
+    time = func.coalesce(AuditEntry.time, AuditEntry.time)
     if filters.time_from is not None:
-        query = query.where(AuditEntry.time >= filters.time_from)
+        conditions.append(time >= filters.time_from)
     if filters.time_to is not None:
-        query = query.where(AuditEntry.time < filters.time_to)
+        conditions.append(time < filters.time_to)
     scope = principal.scope(Permission.AUDIT_READ)
     if scope is not None:
-        query = query.where(AuditEntry.tenant.in_(sorted(scope)))
-    if cursor is not None:
-        year, index = _decode_cursor(cursor)
-        query = query.where(
-            or_(AuditEntry.year > year, and_(AuditEntry.year == year, AuditEntry.idx > index))
-        )
-    if filters.time_from is not None or filters.time_to is not None:
-        # Same order, but not read from the primary key: a window would otherwise walk the log
-        # from its start and filter (a recent week of a million entries: 0.5 s); this way the
-        # database reads the window through the time index (or with the other filter's index)
-        # and sorts it.
-        query = query.order_by(AuditEntry.year + 0, AuditEntry.idx + 0)
+        conditions.append(AuditEntry.tenant.in_(sorted(scope)))
+    after = _decode_cursor(cursor) if cursor is not None else None
+    if filters.time_from is None and filters.time_to is None:
+        query = select(AuditEntry).where(*conditions)
+        if after is not None:
+            year, index = after
+            query = query.where(
+                or_(AuditEntry.year > year, and_(AuditEntry.year == year, AuditEntry.idx > index))
+            )
+        query = query.order_by(AuditEntry.year, AuditEntry.idx).limit(limit + 1)
+        rows = list(session.scalars(query))
     else:
-        query = query.order_by(AuditEntry.year, AuditEntry.idx)
-    query = query.limit(limit + 1)
-    rows = list(session.scalars(query))
+        # A window: read only the spans of the log that can hold its entries (see
+        # `_window_spans`), each in log order through the same indexes, until the page is full.
+        # Each span is read in chunks of the log that double in size (a block, two, four...):
+        # a chunk is read whole and sorted, so a dense window fills the page from its first
+        # block, and a sparse one (a rare actor over a month) costs a few reads, not one per
+        # block.
+        rows = []
+        for year, first, end in _window_spans(session, filters, after):
+            top = end if end is not None else _shard_end(session, year)
+            low, step = first, AUDIT_BLOCK_SIZE
+            while len(rows) <= limit:
+                high = low + step
+                span = [AuditEntry.year == year, AuditEntry.idx >= low]
+                if high < top or end is not None:  # the open end's last chunk: no bound
+                    span.append(AuditEntry.idx < min(high, top))
+                query = (
+                    select(AuditEntry)
+                    .where(*conditions, *span)
+                    .order_by(AuditEntry.year, AuditEntry.idx)
+                    .limit(limit + 1 - len(rows))
+                )
+                rows.extend(session.scalars(query))
+                if high >= top:
+                    break
+                low, step = high, step * 2
+            if len(rows) > limit:
+                break
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = _encode_cursor(rows[-1].year, rows[-1].idx)
     return rows, next_cursor
+
+
+def _shard_end(session: Session, year: int) -> int:
+    """One past the last index of the shard (an index look-up)."""
+    last = session.scalar(select(func.max(AuditEntry.idx)).where(AuditEntry.year == year))
+    return 0 if last is None else int(last) + 1
+
+
+def _window_spans(
+    session: Session, filters: AuditFilter, after: tuple[int, int] | None
+) -> list[tuple[int, int, int | None]]:
+    """The spans ``(year, first index, end index or None: to the end)`` of the log, in log
+    order, outside which no entry of the time window lies (and beyond the cursor).
+
+    Each complete block of a shard records its entries' earliest and latest time
+    (`AuditTimeBlock`): the blocks that overlap the window make one span (with any block
+    between them), and the incomplete block at the end of the shard, whose times are not
+    recorded yet, is always read. A shard whose blocks are not all recorded is read whole.
+    """
+    overlap: list[ColumnElement[bool]] = []
+    if filters.time_from is not None:
+        overlap.append(AuditTimeBlock.max_time >= filters.time_from)
+    if filters.time_to is not None:
+        overlap.append(AuditTimeBlock.min_time < filters.time_to)
+    hit = case((and_(*overlap), AuditTimeBlock.block))
+    blocks = {
+        year: (count, last, low, high)
+        for year, count, last, low, high in session.execute(
+            select(
+                AuditTimeBlock.year,
+                func.count(),
+                func.max(AuditTimeBlock.block),
+                func.min(hit),
+                func.max(hit),
+            ).group_by(AuditTimeBlock.year)
+        )
+    }
+    years = set(session.scalars(select(AuditShard.year))) | set(blocks)
+    spans: list[tuple[int, int, int | None]] = []
+    for year in sorted(years):
+        if filters.year is not None and year != filters.year:
+            continue
+        if after is not None and year < after[0]:
+            continue
+        found = blocks.get(year)
+        if found is None or found[0] != found[1] + 1:
+            year_spans: list[tuple[int, int | None]] = [(0, None)]
+        else:
+            _, last, low, high = found
+            tail = (last + 1) << AUDIT_BLOCK_BITS
+            if low is None:
+                year_spans = [(tail, None)]
+            elif high == last:
+                year_spans = [(low << AUDIT_BLOCK_BITS, None)]
+            else:
+                year_spans = [
+                    (low << AUDIT_BLOCK_BITS, (high + 1) << AUDIT_BLOCK_BITS),
+                    (tail, None),
+                ]
+        for first, end in year_spans:
+            if after is not None and year == after[0]:
+                first = max(first, after[1] + 1)
+                if end is not None and first >= end:
+                    continue
+            spans.append((year, first, end))
+    return spans
 
 
 def _encode_cursor(year: int, index: int) -> str:
