@@ -77,13 +77,16 @@ class PolicyCache:
         ).first()
         if row is None:
             raise NoPolicy("no policy has been applied: run `ica policy apply FILE`")
-        sha256 = row[0]
+        return self.version(session, row[0], row[1])
+
+    def version(self, session: Session, sha256: str, version_id: int) -> Policy:
+        """The applied policy version `version_id` (hash `sha256`), parsed once."""
         with self._lock:
             cached = self._parsed.get(sha256)
         if cached is not None:
             return cached
         document = session.scalars(
-            select(PolicyVersion.document).where(PolicyVersion.id == row[1])
+            select(PolicyVersion.document).where(PolicyVersion.id == version_id)
         ).one()
         policy = parse_policy(document, source=f"policy {sha256[:12]}")
         with self._lock:

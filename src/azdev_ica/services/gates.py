@@ -1,36 +1,55 @@
 """The deployment gate: allow, deny or pending for one run and one target (seed 000 §5.1).
 
-One evaluation is one transaction: gather the facts (the run, its `test` and `scan` events,
-its approval for the target, a signed emergency override, the target's window), let the pure
-rules of `domain/gates.py` decide, deal with the target's lock (`services/locks.py`: an allow
-takes it, a held lock answers pending), and record the decision (a row and an audit entry
-naming the policy version). Nothing here waits for the ledger's sealer.
+One evaluation is one transaction in three parts:
 
-Reason codes are stable (docs/gates.md lists them). Beyond the domain's codes, the service
-adds `dependencies_missing` (the policy has an allow list and the request listed nothing),
-`currency_mismatch` (the cost is in another currency than the approved budget) and
-`override` (a signed emergency override lifted the rules listed in `overridden`). With a
-`promotion` section in the policy, the promotion rules add `previous_stage_not_passed`,
-`signoff_missing` and `major_release_approval_missing`; a request flagged as a rollback adds
-`rollback_not_last_good`, or on allow `rollback` (`services/promotion_gate.py`).
+1. gather the facts: one composed statement reads the active policy's version, the run, its
+   latest approval for the target, a signed emergency override of the same artifact, and the
+   data of its latest `test` and `scan` events; the promotion and rollback history when the
+   policy or the request needs it; then the target's lock row (locked for the transaction,
+   so racing pipelines are serialised by the database) and its queue;
+2. decide: `domain/gate_decision.py` (pure, standard library only) returns the status, the
+   reasons in order, the codes an override lifted and the steps to take with the lock;
+3. record: the lock's changes (`services/locks.py`), the decision row and its audit entry
+   naming the policy version, written with SQLAlchemy Core. Nothing here waits for the
+   ledger's sealer.
+
+Reason codes are stable (docs/gates.md lists them; `domain/gates.py` and
+`domain/gate_decision.py` define them).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, literal, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
-from azdev_ica.db.tables import Approval, GateEvaluation, Override, PipelineEvent, PipelineRun
+from azdev_ica.db.tables import (
+    Approval,
+    GateEvaluation,
+    Override,
+    PipelineEvent,
+    PipelineRun,
+    PolicyVersion,
+)
+from azdev_ica.domain import gate_decision as decision_rules
 from azdev_ica.domain import gates as rules
 from azdev_ica.domain.approvals import ApprovalStatus
-from azdev_ica.domain.gates import GateStatus, ReasonCode
+from azdev_ica.domain.gate_decision import (
+    CURRENCY_MISMATCH,
+    DEPENDENCIES_MISSING,
+    NOT_OVERRIDABLE,
+    OVERRIDE,
+    Decision,
+    Reason,
+)
+from azdev_ica.domain.gates import GateStatus
+from azdev_ica.domain.windows import Schedule
 from azdev_ica.errors import (
     NotFound,
     OutOfScope,
@@ -40,16 +59,21 @@ from azdev_ica.errors import (
 )
 from azdev_ica.policy import Policy
 from azdev_ica.policy.gates import normalise_dependency
-from azdev_ica.queries.approvals import effective_status
 from azdev_ica.services import alerts, locks, promotion_gate
 from azdev_ica.services.audit import append_audit
 from azdev_ica.services.context import ServiceContext
 
-DEPENDENCIES_MISSING = "dependencies_missing"
-CURRENCY_MISMATCH = "currency_mismatch"
-OVERRIDE = "override"
-# What an override never lifts: a deployment happens inside a running run, one at a time.
-NOT_OVERRIDABLE = frozenset({ReasonCode.RUN_NOT_FOUND.value, ReasonCode.RUN_FINISHED.value})
+__all__ = [
+    "CURRENCY_MISMATCH",
+    "DEPENDENCIES_MISSING",
+    "NOT_OVERRIDABLE",
+    "OVERRIDE",
+    "EvaluateGate",
+    "GateAnswer",
+    "Reason",
+    "evaluate",
+    "has_allow",
+]
 
 
 @dataclass(frozen=True)
@@ -67,16 +91,6 @@ class EvaluateGate:
     version: str | None = None
     # A rollback to the target's last good version (seed 000 §6.1).
     rollback: bool = False
-
-
-@dataclass(frozen=True)
-class Reason:
-    code: str
-    message: str
-    outcome: GateStatus = GateStatus.DENY
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -102,10 +116,9 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
 
     def action(session: Session) -> GateAnswer:
         now = ctx.clock.now()
-        policy = ctx.policies.active(session)
-        run = session.scalars(
-            select(PipelineRun).where(PipelineRun.run_key == command.run_key)
-        ).one_or_none()
+        found = _read_facts(session, command)
+        policy = _policy(ctx, session, found)
+        run = found.run if found is not None else None
         if run is not None and not principal.can_on_run(
             Permission.GATE_EVALUATE, run.tenant, run.stage
         ):
@@ -128,170 +141,241 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
         digest = command.artifact_digest or (run.artifact_digest if run else None)
         commit = command.commit or (run.commit if run else None)
         scope = rules.Scope(tenant=tenant, stage=stage, artifact_digest=digest or "", commit=commit)
-        if run is None:
-            facts = rules.GateFacts(scope=scope, run_found=False)
-            missing = rules.evaluate_gate(facts, rules.GateRules()).reasons
-            found = tuple(_from_domain(r) for r in missing)
-            return _record(
-                ctx,
-                session,
-                now,
-                principal,
-                command.run_key,
-                None,
-                scope,
-                policy,
-                GateStatus.DENY,
-                found,
-            )
+        if run is None or found is None:
+            decided = decision_rules.run_not_found(scope)
+            return _record(session, now, principal, command.run_key, None, scope, policy, decided)
 
-        gate_policy = policy.gates
-        approval = _approval(session, run, tenant, stage)
-        approval_facts, extra = _approval_facts(approval, command, now)
+        approval = found.approval
         if approval is not None and command.currency in (None, approval.currency):
             # A cost near the approved budget warns (seed 000 §7.2), once per approval.
             cost = command.cost_impact_minor
-            alerts.check_budget(ctx, session, policy=policy, approval=approval,
-                                cost_minor=cost if cost is not None else approval.cost_impact_minor,
-                                actor=principal.actor, source="gate.evaluate")  # fmt: skip
-        override = _signed_override(session, run, tenant, stage, digest)
-        timezone = policy.tenants[tenant].timezone
-        window = gate_policy.schedule(tenant=tenant, stage=stage, timezone=timezone).evaluate(now)
-        dependencies = frozenset(normalise_dependency(d) for d in command.dependencies or ())
-        facts = rules.GateFacts(
-            scope=scope,
-            run_finished=run.status != "running",
-            cost_impact=_cost(command, approval),
-            approval=approval_facts,
-            tests=_tests(session, run),
-            scan=_scan(session, run),
-            dependencies=dependencies,
-            window=window.state,
-            window_reason=window.reason,
-        )
+            cost = cost if cost is not None else approval.cost_impact_minor
+            if policy.budgets.reached(cost, approval.budget_minor):
+                alerts.check_budget(ctx, session, policy=policy,
+                                    approval=session.get_one(Approval, approval.id),
+                                    cost_minor=cost, actor=principal.actor,
+                                    source="gate.evaluate")  # fmt: skip
+        gate_policy = policy.gates
+        window = _schedule(policy, tenant, stage).evaluate(now)
         approval_stages = gate_policy.approval_stages
         if approval_stages is None:
             approval_stages = frozenset(s.name for s in policy.stages if s.production)
-        requires_approval = stage in approval_stages
+        dependencies = None
+        if command.dependencies is not None:
+            dependencies = frozenset(normalise_dependency(d) for d in command.dependencies)
         rollback = None
         if command.rollback:
-            rollback = promotion_gate.rollback_facts(
+            rollback = promotion_gate.rollback_facts(session, policy, tenant=tenant, stage=stage)
+        promotion = None
+        if policy.promotion is not None and not (
+            rollback is not None and decision_rules.rollback_is_valid(rollback, scope)
+        ):
+            promotion = promotion_gate.promotion_facts(
                 session, policy, tenant=tenant, stage=stage, digest=digest
             )
-            if rollback.without_approval:
-                requires_approval = False
-        domain_rules = rules.GateRules(
-            requires_approval=requires_approval,
-            min_coverage_percent=gate_policy.min_coverage_percent,
-            requires_tests=gate_policy.require_tests,
-            requires_scan=gate_policy.require_scan,
-            dependency_allow_list=gate_policy.dependency_allow_list,
+        lock = locks.read_lock(session, tenant=tenant, stage=stage)
+        facts = decision_rules.EvaluationFacts(
+            now=now,
+            scope=scope,
+            run_pk=run.id,
+            run_key=run.run_key,
+            run_running=run.status == "running",
+            rules=rules.GateRules(
+                requires_approval=stage in approval_stages,
+                min_coverage_percent=gate_policy.min_coverage_percent,
+                requires_tests=gate_policy.require_tests,
+                requires_scan=gate_policy.require_scan,
+                dependency_allow_list=gate_policy.dependency_allow_list,
+            ),
+            cost_impact_minor=command.cost_impact_minor,
+            currency=command.currency,
+            dependencies=dependencies,
+            version=command.version,
+            approval=approval,
+            tests=found.tests,
+            scan=found.scan,
+            window=window.state,
+            window_reason=window.reason,
+            override_id=found.override_id,
+            promotion=promotion,
+            rollback=rollback,
+            lock=lock,
+            lease=gate_policy.lock_lease,
+            stale=gate_policy.queue_stale,
         )
-        reasons = [_from_domain(r) for r in rules.evaluate_gate(facts, domain_rules).reasons]
-        if gate_policy.dependency_allow_list is not None and command.dependencies is None:
-            reasons.append(
-                Reason(
-                    DEPENDENCIES_MISSING,
-                    "the policy has a dependency allow list: send the "
-                    "run's dependencies (or its SBOM)",
-                )
-            )
-        reasons.extend(extra)
-        if rollback is not None and not rollback.valid:
-            reasons.append(
-                Reason(
-                    promotion_gate.ROLLBACK_NOT_LAST_GOOD,
-                    promotion_gate.rollback_refusal(rollback, digest),
-                )
-            )
-        if rollback is None or not rollback.valid:
-            unmet = promotion_gate.promotion_missing(
-                session,
-                policy,
-                tenant=tenant,
-                stage=stage,
-                digest=digest,
-                version=command.version,
-                tests_passed=facts.tests is not None and facts.tests.passed,
-            )
-            reasons.extend(Reason(m.code.value, m.message) for m in unmet)
-        overridden: tuple[str, ...] = ()
-        if override is not None:
-            overridden = tuple(r.code for r in reasons if r.code not in NOT_OVERRIDABLE)
-            reasons = [r for r in reasons if r.code in NOT_OVERRIDABLE]
-        denied = any(r.outcome is GateStatus.DENY for r in reasons)
-        turn: locks.Turn | None = None
-        if denied:
-            locks.leave_queue(session, run=run, tenant=tenant, stage=stage,
-                              actor=principal.actor, now=now)  # fmt: skip
-        else:
-            turn = locks.take_turn(
-                session,
-                run=run,
-                tenant=tenant,
-                stage=stage,
-                actor=principal.actor,
-                now=now,
-                lease=gate_policy.lock_lease,
-                stale=gate_policy.queue_stale,
-                ready=not reasons,
-            )
-            if turn.blocked_by is not None:
-                where = f" (you are number {turn.position} in the queue)" if turn.position else ""
-                reasons.append(
-                    Reason(
-                        ReasonCode.LOCK_HELD.value,
-                        f"run {turn.blocked_by} has this target's deployment lock; "
-                        f"wait your turn{where}",
-                        GateStatus.PENDING,
-                    )
-                )
-        if denied:
-            status = GateStatus.DENY
-        elif reasons:
-            status = GateStatus.PENDING
-        else:
-            status = GateStatus.ALLOW
-        if override is not None and status is GateStatus.ALLOW:
-            lifted = ", ".join(overridden) or "nothing"
-            reasons.append(
-                Reason(
-                    OVERRIDE,
-                    f"emergency override {override.id} is signed; it lifts: {lifted}",
-                    GateStatus.ALLOW,
-                )
-            )
-        good = rollback.last_good if rollback is not None and rollback.valid else None
-        if rollback is not None and good is not None and status is GateStatus.ALLOW:
-            fresh = "without a fresh approval (the policy allows it)"
-            if not rollback.without_approval:
-                fresh = "with its approval"
-            reasons.append(
-                Reason(
-                    promotion_gate.ROLLBACK,
-                    f"rollback to the last good version {good.artifact_digest} {fresh}",
-                    GateStatus.ALLOW,
-                )
-            )
-        return _record(
-            ctx,
-            session,
-            now,
-            principal,
-            run.run_key,
-            run,
-            scope,
-            policy,
-            status,
-            tuple(reasons),
-            approval_id=approval.id if approval else None,
-            override_id=override.id if override else None,
-            overridden=overridden,
-            turn=turn,
-            rollback=rollback.as_record() if rollback is not None else None,
-        )
+        decided = decision_rules.decide(facts)
+        locks.apply(session, tenant=tenant, stage=stage, lock=lock, steps=decided.lock_steps,
+                    ensure=decided.turn is not None, actor=principal.actor, now=now)  # fmt: skip
+        return _record(session, now, principal, run.run_key, run.id, scope, policy, decided,
+                       approval_id=approval.id if approval else None,
+                       override_id=found.override_id)  # fmt: skip
 
     return ctx.run_action(action)
+
+
+# --- the facts of one evaluation, in one statement ------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Run:
+    id: int
+    run_key: str
+    tenant: str | None
+    stage: str | None
+    artifact_digest: str | None
+    commit: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class _Found:
+    policy_sha256: str | None
+    policy_id: int | None
+    run: _Run
+    approval: decision_rules.ApprovalRecord | None
+    override_id: int | None
+    tests: rules.UnitTestFacts | None
+    scan: rules.ScanFacts | None
+
+
+def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
+    """The active policy's version, the run, its latest approval for the target, its signed
+    override of the artifact and its latest `test` and `scan` events, in one round trip
+    (None: no run has this key)."""
+    run = PipelineRun
+    tenant: Any = literal(command.tenant) if command.tenant is not None else run.tenant
+    stage: Any = literal(command.stage) if command.stage is not None else run.stage
+    digest: Any = (
+        literal(command.artifact_digest) if command.artifact_digest else run.artifact_digest
+    )
+    latest = aliased(Approval)
+    approval_id = (
+        select(latest.id)
+        .where(latest.run_pk == run.id, latest.tenant == tenant, latest.stage == stage)
+        .order_by(latest.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    override_id = (
+        select(Override.id)
+        .where(
+            Override.run_pk == run.id,
+            Override.tenant == tenant,
+            Override.stage == stage,
+            Override.status == "signed",
+            or_(Override.artifact_digest.is_(None), Override.artifact_digest == digest),
+        )
+        .order_by(Override.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+    def latest_event(phase: str) -> Any:
+        return (
+            select(PipelineEvent.data)
+            .where(
+                PipelineEvent.run_pk == run.id,
+                PipelineEvent.phase == phase,
+                PipelineEvent.attempt == run.attempt,
+            )
+            .order_by(PipelineEvent.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    policy = select(PolicyVersion.id).order_by(PolicyVersion.id.desc()).limit(1).scalar_subquery()
+    policy_sha = select(PolicyVersion.sha256).where(PolicyVersion.id == policy).scalar_subquery()
+    query = (
+        select(
+            policy.label("policy_id"),
+            policy_sha.label("policy_sha256"),
+            run.id,
+            run.run_key,
+            run.tenant,
+            run.stage,
+            run.artifact_digest,
+            run.commit,
+            run.status,
+            override_id.label("override_id"),
+            latest_event("test").label("test_data"),
+            latest_event("scan").label("scan_data"),
+            Approval.id.label("approval_id"),
+            Approval.status.label("approval_status"),
+            Approval.expires_at.label("approval_expires_at"),
+            Approval.tenant.label("approval_tenant"),
+            Approval.stage.label("approval_stage"),
+            Approval.artifact_digest.label("approval_digest"),
+            Approval.commit.label("approval_commit"),
+            Approval.budget_minor,
+            Approval.currency,
+            Approval.cost_impact_minor,
+        )
+        .select_from(run)
+        .outerjoin(Approval, Approval.id == approval_id)
+        .where(run.run_key == command.run_key)
+    )
+    row = session.execute(query).one_or_none()
+    if row is None:
+        return None
+    approval = None
+    if row.approval_id is not None:
+        approval = decision_rules.ApprovalRecord(
+            id=row.approval_id,
+            status=ApprovalStatus(row.approval_status),
+            expires_at=row.approval_expires_at,
+            scope=rules.Scope(
+                tenant=row.approval_tenant,
+                stage=row.approval_stage,
+                artifact_digest=row.approval_digest or "",
+                commit=row.approval_commit,
+            ),
+            budget_minor=row.budget_minor,
+            currency=row.currency,
+            cost_impact_minor=row.cost_impact_minor,
+        )
+    return _Found(
+        policy_sha256=row.policy_sha256,
+        policy_id=row.policy_id,
+        run=_Run(
+            id=row.id,
+            run_key=row.run_key,
+            tenant=row.tenant,
+            stage=row.stage,
+            artifact_digest=row.artifact_digest,
+            commit=row.commit,
+            status=row.status,
+        ),
+        approval=approval,
+        override_id=row.override_id,
+        tests=_tests(row.test_data),
+        scan=_scan(row.scan_data),
+    )
+
+
+def _policy(ctx: ServiceContext, session: Session, found: _Found | None) -> Policy:
+    if found is None or found.policy_sha256 is None or found.policy_id is None:
+        return ctx.policies.active(session)  # raises NoPolicy when none was applied
+    return ctx.policies.version(session, found.policy_sha256, found.policy_id)
+
+
+_SCHEDULES: dict[tuple[str, str, str], Schedule] = {}
+_SCHEDULES_LOCK = threading.Lock()
+
+
+def _schedule(policy: Policy, tenant: str, stage: str) -> Schedule:
+    """The target's windows and freezes, parsed once per policy version."""
+    key = (policy.sha256, tenant, stage)
+    with _SCHEDULES_LOCK:
+        cached = _SCHEDULES.get(key)
+    if cached is not None:
+        return cached
+    timezone = policy.tenants[tenant].timezone
+    schedule = policy.gates.schedule(tenant=tenant, stage=stage, timezone=timezone)
+    with _SCHEDULES_LOCK:
+        if len(_SCHEDULES) > 4096:
+            _SCHEDULES.clear()
+        _SCHEDULES[key] = schedule
+    return schedule
 
 
 def _check_target(policy: Policy, tenant: str, stage: str) -> None:
@@ -301,74 +385,8 @@ def _check_target(policy: Policy, tenant: str, stage: str) -> None:
         raise UnknownStage(f"stage {stage!r} is not in the active policy")
 
 
-def _from_domain(reason: rules.Reason) -> Reason:
-    return Reason(reason.code.value, reason.message, reason.outcome)
-
-
-def _approval(session: Session, run: PipelineRun, tenant: str, stage: str) -> Approval | None:
-    """The run's latest approval request for the target."""
-    return session.scalars(
-        select(Approval)
-        .where(Approval.run_pk == run.id, Approval.tenant == tenant, Approval.stage == stage)
-        .order_by(Approval.id.desc())
-        .limit(1)
-    ).one_or_none()
-
-
-def _approval_facts(
-    approval: Approval | None, command: EvaluateGate, now: Any
-) -> tuple[rules.ApprovalFacts | None, list[Reason]]:
-    if approval is None:
-        return None, []
-    extra: list[Reason] = []
-    budget: Decimal | None = None
-    if approval.budget_minor is not None:
-        if command.currency is not None and command.currency != approval.currency:
-            extra.append(
-                Reason(
-                    CURRENCY_MISMATCH,
-                    f"the cost is in {command.currency}; the approved "
-                    f"budget is in {approval.currency}",
-                )
-            )
-        else:
-            budget = Decimal(approval.budget_minor)
-    scope = rules.Scope(
-        tenant=approval.tenant,
-        stage=approval.stage,
-        artifact_digest=approval.artifact_digest or "",
-        commit=approval.commit,
-    )
-    status: ApprovalStatus = effective_status(approval, now)
-    return rules.ApprovalFacts(status=status, scope=scope, budget=budget), extra
-
-
-def _cost(command: EvaluateGate, approval: Approval | None) -> Decimal:
-    if command.cost_impact_minor is not None:
-        return Decimal(command.cost_impact_minor)
-    if approval is not None and approval.cost_impact_minor is not None:
-        return Decimal(approval.cost_impact_minor)
-    return Decimal(0)
-
-
-def _latest_event(session: Session, run: PipelineRun, phase: str) -> dict[str, Any] | None:
-    """The data of the run's latest event of `phase` in its current attempt."""
-    data = session.scalar(
-        select(PipelineEvent.data)
-        .where(
-            PipelineEvent.run_pk == run.id,
-            PipelineEvent.phase == phase,
-            PipelineEvent.attempt == run.attempt,
-        )
-        .order_by(PipelineEvent.id.desc())
-        .limit(1)
-    )
-    return data if isinstance(data, dict) else None
-
-
-def _tests(session: Session, run: PipelineRun) -> rules.UnitTestFacts | None:
-    data = _latest_event(session, run, "test")
-    if data is None:
+def _tests(data: Any) -> rules.UnitTestFacts | None:
+    if not isinstance(data, dict):
         return None
     coverage = data.get("coverage_percent")
     return rules.UnitTestFacts(
@@ -377,9 +395,8 @@ def _tests(session: Session, run: PipelineRun) -> rules.UnitTestFacts | None:
     )
 
 
-def _scan(session: Session, run: PipelineRun) -> rules.ScanFacts | None:
-    data = _latest_event(session, run, "scan")
-    if data is None:
+def _scan(data: Any) -> rules.ScanFacts | None:
+    if not isinstance(data, dict):
         return None
     findings = data.get("findings") or {}
     return rules.ScanFacts(
@@ -389,60 +406,45 @@ def _scan(session: Session, run: PipelineRun) -> rules.ScanFacts | None:
     )
 
 
-def _signed_override(
-    session: Session, run: PipelineRun, tenant: str, stage: str, digest: str | None
-) -> Override | None:
-    """A signed emergency override of this run and target, bound to the same artifact."""
-    found = session.scalars(
-        select(Override)
-        .where(
-            Override.run_pk == run.id,
-            Override.tenant == tenant,
-            Override.stage == stage,
-            Override.status == "signed",
-        )
-        .order_by(Override.id.desc())
-    ).all()
-    return next((o for o in found if o.artifact_digest in (None, digest)), None)
+# --- the record ------------------------------------------------------------------------------
 
 
 def _record(
-    ctx: ServiceContext,
     session: Session,
-    decided_at: datetime,
+    now: datetime,
     principal: Principal,
     run_key: str,
-    run: PipelineRun | None,
+    run_pk: int | None,
     scope: rules.Scope,
     policy: Policy,
-    status: GateStatus,
-    reasons: tuple[Reason, ...],
+    decided: Decision,
     *,
     approval_id: int | None = None,
     override_id: int | None = None,
-    overridden: tuple[str, ...] = (),
-    turn: locks.Turn | None = None,
-    rollback: dict[str, Any] | None = None,
 ) -> GateAnswer:
-    # The evaluation's own instant (the lock changes were stamped with it too).
-    now = decided_at
-    row = GateEvaluation(
-        run_pk=run.id if run else None,
-        run_key=run_key,
-        tenant=scope.tenant,
-        stage=scope.stage,
-        artifact_digest=scope.artifact_digest or None,
-        commit=scope.commit,
-        status=status.value,
-        codes=[r.code for r in reasons],
-        approval_id=approval_id,
-        override_id=override_id,
-        policy_hash=policy.sha256,
-        decided_at=now,
-        decided_by=principal.id,
-    )
-    session.add(row)
-    session.flush()
+    """The decision row and its audit entry (the lock changes were stamped with `now` too)."""
+    digest = scope.artifact_digest or None
+    decision_id = session.execute(
+        insert(GateEvaluation)
+        .values(
+            run_pk=run_pk,
+            run_key=run_key,
+            tenant=scope.tenant,
+            stage=scope.stage,
+            artifact_digest=digest,
+            commit=scope.commit,
+            status=decided.status.value,
+            codes=decided.codes,
+            approval_id=approval_id,
+            override_id=override_id,
+            policy_hash=policy.sha256,
+            decided_at=now,
+            decided_by=principal.id,
+        )
+        .returning(GateEvaluation.id)
+    ).scalar_one()
+    turn = decided.turn
+    rollback = decided.rollback
     append_audit(
         session,
         actor=principal.actor,
@@ -451,40 +453,36 @@ def _record(
         subject_id=run_key,
         tenant=scope.tenant,
         data={
-            "decision": row.id,
+            "decision": decision_id,
             "stage": scope.stage,
-            "artifact_digest": row.artifact_digest,
+            "artifact_digest": digest,
             "commit": scope.commit,
-            "status": status.value,
-            "reasons": [r.as_dict() for r in reasons],
+            "status": decided.status.value,
+            "reasons": [r.as_dict() for r in decided.reasons],
             "approval_id": approval_id,
             "override_id": override_id,
-            "overridden": list(overridden),
+            "overridden": list(decided.overridden),
             "policy_sha256": policy.sha256,
             "queue_position": turn.position if turn else None,
             # A rollback request is always recorded as one (seed 000 §6.1).
-            "rollback": rollback,
+            "rollback": rollback.as_record() if rollback is not None else None,
         },
         at=now,
     )
-    holder = turn.blocked_by if turn else None
-    expires = None
-    if status is GateStatus.ALLOW:
-        expires = now + policy.gates.lock_lease
     return GateAnswer(
-        decision_id=row.id,
-        status=status,
-        reasons=reasons,
+        decision_id=decision_id,
+        status=decided.status,
+        reasons=decided.reasons,
         run_key=run_key,
         tenant=scope.tenant,
         stage=scope.stage,
         policy_hash=policy.sha256,
         approval_id=approval_id,
         override_id=override_id,
-        overridden=overridden,
-        lock_holder=holder,
+        overridden=decided.overridden,
+        lock_holder=turn.blocked_by if turn else None,
         queue_position=turn.position if turn else None,
-        lock_expires_at=expires,
+        lock_expires_at=decided.lock_expires_at,
     )
 
 

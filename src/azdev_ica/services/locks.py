@@ -3,7 +3,9 @@
 A run takes the lock when the gate allows it (`services/gates.py`), with a lease; the lock is
 freed when the run finishes, when the lease runs out, or when an administrator releases it
 with a reason. Runs that are ready except for the lock wait in a queue, first come first
-served: when the lock is free only the run at the head of the queue may take it.
+served: when the lock is free only the run at the head of the queue may take it. What a gate
+evaluation does with the lock is decided in `domain/locks.py` (pure): the gate reads the
+lock here (:func:`read_lock`), decides, and applies the steps (:func:`apply`).
 
 Every function here works inside the caller's transaction and starts by locking the target's
 row (`SELECT ... FOR UPDATE`, created on first use): two pipelines racing for one target are
@@ -14,14 +16,16 @@ serialised by the database, so exactly one of them wins. Every change is an audi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Permission
 from azdev_ica.db.tables import DeployLock, LockWaiter, PipelineRun
+from azdev_ica.domain import locks as plan
+from azdev_ica.domain.locks import Turn
 from azdev_ica.errors import NotFound, OutOfScope, ValidationProblem
 from azdev_ica.services.alerts import check_queue
 from azdev_ica.services.audit import append_audit, rfc3339
@@ -40,13 +44,7 @@ class LockState:
     queue: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Turn:
-    """Where a run stands for a target's lock at one evaluation."""
-
-    holds: bool  # the run holds the lock now
-    blocked_by: str | None  # the run key holding it, or the waiter ahead of this run
-    position: int | None  # 1-based place in the queue, when queued
+__all__ = ["LEASE_ACTOR", "LockState", "Turn", "apply", "read_lock"]
 
 
 def _target_key(tenant: str, stage: str) -> str:
@@ -113,109 +111,138 @@ def _dequeue(session: Session, row: DeployLock, waiter: LockWaiter, actor: Actor
     _audit(session, row, "lock.dequeue", actor, at, run_key=waiter.run_key, reason=reason)
 
 
-def live_queue(
-    session: Session, row: DeployLock, *, now: datetime, stale: timedelta
-) -> list[LockWaiter]:
-    """The waiting runs in order, after dropping those that lost their place: their run has
-    finished, or they have not asked again within `stale`."""
-    waiters = list(
-        session.execute(
-            select(LockWaiter, PipelineRun.status)
-            .join(PipelineRun, PipelineRun.id == LockWaiter.run_pk)
-            .where(LockWaiter.tenant == row.tenant, LockWaiter.stage == row.stage)
-            .order_by(LockWaiter.id)
+def read_lock(session: Session, *, tenant: str, stage: str) -> plan.LockFacts:
+    """The target's lock (its row locked for the transaction when it exists) and its
+    waiters in queue order, with whether the holder's and each waiter's run still runs."""
+    row = session.execute(
+        select(DeployLock.holder_run_pk, DeployLock.holder_run_key, DeployLock.expires_at)
+        .where(DeployLock.tenant == tenant, DeployLock.stage == stage)
+        .with_for_update()
+    ).one_or_none()
+    # Read after the row is locked: a racing evaluation's queue changes are committed.
+    waiters = (
+        select(
+            literal(1).label("kind"),
+            LockWaiter.id,
+            LockWaiter.run_pk,
+            LockWaiter.run_key,
+            LockWaiter.last_seen_at,
+            PipelineRun.status,
         )
+        .join(PipelineRun, PipelineRun.id == LockWaiter.run_pk)
+        .where(LockWaiter.tenant == tenant, LockWaiter.stage == stage)
     )
-    live: list[LockWaiter] = []
-    for waiter, status in waiters:
-        if status != "running":
-            _dequeue(session, row, waiter, LEASE_ACTOR, now, "run finished")
-        elif waiter.last_seen_at + stale <= now:
-            _dequeue(session, row, waiter, LEASE_ACTOR, now, "did not ask again in time")
+    holder_pk = row.holder_run_pk if row is not None else None
+    if holder_pk is not None:
+        holder = select(
+            literal(0).label("kind"),
+            PipelineRun.id,
+            PipelineRun.id,
+            PipelineRun.run_key,
+            PipelineRun.start_time,
+            PipelineRun.status,
+        ).where(PipelineRun.id == holder_pk)
+        found = session.execute(union_all(waiters, holder).order_by("kind", "id")).all()
+    elif row is not None:
+        found = session.execute(waiters.order_by(LockWaiter.id)).all()
+    else:
+        found = []  # never taken: no run can wait for it either
+    holder_running = True
+    queue: list[plan.Waiter] = []
+    for kind, waiter_id, waiter_run_pk, run_key, last_seen_at, status in found:
+        if kind == 0:
+            holder_running = status == "running"
         else:
-            live.append(waiter)
-    return live
+            queue.append(
+                plan.Waiter(waiter_id, waiter_run_pk, run_key, status == "running", last_seen_at)
+            )
+    if row is None:
+        return plan.LockFacts(exists=False, queue=tuple(queue))
+    return plan.LockFacts(
+        exists=True,
+        holder_run_pk=holder_pk,
+        holder_run_key=row.holder_run_key,
+        expires_at=row.expires_at,
+        holder_running=holder_running,
+        queue=tuple(queue),
+    )
 
 
-def take_turn(
+def apply(
     session: Session,
     *,
-    run: PipelineRun,
     tenant: str,
     stage: str,
+    lock: plan.LockFacts,
+    steps: tuple[plan.Step, ...],
+    ensure: bool,
     actor: Actor,
     now: datetime,
-    lease: timedelta,
-    stale: timedelta,
-    ready: bool,
-) -> Turn:
-    """One gate evaluation's dealings with the lock.
-
-    `ready` says every other rule passed. A ready run takes (or renews) the lock when it is
-    free and no one waits ahead of it; otherwise it joins the queue (once) and learns who is
-    in its way. A run that is not ready only learns who is in its way.
-    """
-    row = lock_row(session, tenant, stage, now)
-    expire_if_due(session, row, now)
-    queue = live_queue(session, row, now=now, stale=stale)
-    mine = next((w for w in queue if w.run_pk == run.id), None)
-    if row.holder_run_pk == run.id:
-        if ready:
-            row.expires_at = now + lease
-            row.updated_at = now
-            _audit(session, row, "lock.acquire", actor, now, run_key=run.run_key,
-                   expires_at=rfc3339(row.expires_at), renewed=True)  # fmt: skip
-        return Turn(holds=True, blocked_by=None, position=None)
-    ahead = queue if mine is None else queue[: queue.index(mine)]
-    blocked_by = row.holder_run_key or (ahead[0].run_key if ahead else None)
-    if blocked_by is None:
-        if ready:
-            row.holder_run_pk = run.id
-            row.holder_run_key = run.run_key
-            row.acquired_at = now
-            row.expires_at = now + lease
-            row.updated_at = now
-            _audit(session, row, "lock.acquire", actor, now, run_key=run.run_key,
-                   expires_at=rfc3339(row.expires_at), renewed=False)  # fmt: skip
-            if mine is not None:
-                _dequeue(session, row, mine, actor, now, "acquired")
-            return Turn(holds=True, blocked_by=None, position=None)
-        return Turn(holds=False, blocked_by=None, position=None)
-    if mine is None and ready:
-        mine = LockWaiter(
-            tenant=tenant,
-            stage=stage,
-            run_pk=run.id,
-            run_key=run.run_key,
-            queued_at=now,
-            last_seen_at=now,
-        )
-        session.add(mine)
-        session.flush()
-        _audit(session, row, "lock.queue", actor, now, run_key=run.run_key,
-               position=len(queue) + 1)  # fmt: skip
-        queue.append(mine)
-        # More than 5 waiting runs warns (seed 000 §7.2), once per crossing.
-        check_queue(session, tenant=tenant, stage=stage, queue=[w.run_key for w in queue],
-                    joined=run.run_key, actor=actor, now=now)  # fmt: skip
-    elif mine is not None:
-        mine.last_seen_at = now
-    position = queue.index(mine) + 1 if mine is not None else None
-    return Turn(holds=False, blocked_by=blocked_by, position=position)
-
-
-def leave_queue(
-    session: Session, *, run: PipelineRun, tenant: str, stage: str, actor: Actor, now: datetime
 ) -> None:
-    """A run that the gate denies stops waiting for the lock."""
-    waiter = session.scalars(
-        select(LockWaiter).where(
-            LockWaiter.tenant == tenant, LockWaiter.stage == stage, LockWaiter.run_pk == run.id
+    """Carry out the steps `domain/locks.py` decided, in order, each with its audit entry;
+    `ensure` creates the target's lock row when it has none yet (a racing creator hits the
+    unique key and the action is retried, then finds the row)."""
+    if not lock.exists and (ensure or steps):
+        session.execute(insert(DeployLock).values(tenant=tenant, stage=stage, updated_at=now))
+    target = (DeployLock.tenant == tenant, DeployLock.stage == stage)
+
+    def audit(action: str, by: Actor, **data: object) -> None:
+        append_audit(
+            session,
+            actor=by,
+            action=action,
+            subject_type="lock",
+            subject_id=_target_key(tenant, stage),
+            tenant=tenant,
+            data={"stage": stage, **data},
+            at=now,
         )
-    ).one_or_none()
-    if waiter is not None:
-        row = lock_row(session, tenant, stage, now)
-        _dequeue(session, row, waiter, actor, now, "denied")
+
+    for step in steps:
+        if isinstance(step, plan.Expire):
+            session.execute(
+                update(DeployLock)
+                .where(*target)
+                .values(
+                    holder_run_pk=None,
+                    holder_run_key=None,
+                    acquired_at=None,
+                    expires_at=None,
+                    updated_at=now,
+                )
+            )
+            audit("lock.expire", LEASE_ACTOR, run_key=step.run_key, reason=step.reason)
+        elif isinstance(step, plan.Dequeue):
+            session.execute(delete(LockWaiter).where(LockWaiter.id == step.waiter_id))
+            audit("lock.dequeue", LEASE_ACTOR if step.by_system else actor,
+                  run_key=step.run_key, reason=step.reason)  # fmt: skip
+        elif isinstance(step, plan.Acquire):
+            values: dict[str, object] = {"expires_at": step.expires_at, "updated_at": now}
+            if not step.renewed:
+                values |= {"holder_run_pk": step.run_pk, "holder_run_key": step.run_key,
+                           "acquired_at": now}  # fmt: skip
+            session.execute(update(DeployLock).where(*target).values(**values))
+            audit("lock.acquire", actor, run_key=step.run_key,
+                  expires_at=rfc3339(step.expires_at), renewed=step.renewed)  # fmt: skip
+        elif isinstance(step, plan.Join):
+            session.execute(
+                insert(LockWaiter).values(
+                    tenant=tenant,
+                    stage=stage,
+                    run_pk=step.run_pk,
+                    run_key=step.run_key,
+                    queued_at=now,
+                    last_seen_at=now,
+                )
+            )
+            audit("lock.queue", actor, run_key=step.run_key, position=step.position)
+            # More than 5 waiting runs warns (seed 000 §7.2), once per crossing.
+            check_queue(session, tenant=tenant, stage=stage, queue=list(step.queue),
+                        joined=step.run_key, actor=actor, now=now)  # fmt: skip
+        else:
+            session.execute(
+                update(LockWaiter).where(LockWaiter.id == step.waiter_id).values(last_seen_at=now)
+            )
 
 
 def release_for_run(session: Session, *, run: PipelineRun, actor: Actor, now: datetime) -> None:
