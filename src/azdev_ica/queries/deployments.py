@@ -21,12 +21,12 @@ a target) and the inventory read this.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import literal, null, or_, select, union_all
+from sqlalchemy.orm import Session, aliased
 
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, UnauthorisedChange
 from azdev_ica.domain.runs import deployment_failure
@@ -54,45 +54,6 @@ class DeploymentRecord:
         return self.succeeded and self.authorised and self.spoiled_by is None
 
 
-def spoilers(session: Session, run_pks: Iterable[int]) -> dict[int, list[tuple[datetime, str]]]:
-    """Per run: the moments a later event spoiled its deployments, with why."""
-    pks = sorted(set(run_pks))
-    found: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
-    if not pks:
-        return found
-    rows = session.execute(
-        select(
-            PipelineEvent.run_pk, PipelineEvent.phase, PipelineEvent.occurred_at, PipelineEvent.data
-        )
-        .where(
-            PipelineEvent.run_pk.in_(pks),
-            PipelineEvent.phase.in_(("monitor", "verify", "rollback_initiated")),
-        )
-        .order_by(PipelineEvent.occurred_at, PipelineEvent.id)
-    )
-    for run_pk, phase, occurred_at, data in rows:
-        if phase in ("monitor", "verify"):
-            why = deployment_failure(phase, data)
-            if why is not None:
-                found[run_pk].append((occurred_at, why))
-        else:
-            found[run_pk].append((occurred_at, "rolled_back"))
-    return found
-
-
-def unauthorised_events(session: Session, run_pks: Iterable[int]) -> set[tuple[int, str]]:
-    """The deploy events of these runs that the gate never allowed, as (run_pk, event_id)."""
-    pks = sorted(set(run_pks))
-    if not pks:
-        return set()
-    rows = session.execute(
-        select(UnauthorisedChange.run_pk, UnauthorisedChange.event_id).where(
-            UnauthorisedChange.run_pk.in_(pks)
-        )
-    )
-    return {(run_pk, event_id) for run_pk, event_id in rows}
-
-
 def spoiled(
     found: dict[int, list[tuple[datetime, str]]], run_pk: int, deployed_at: datetime
 ) -> str | None:
@@ -112,58 +73,117 @@ def deployment_history(
     `digest_or_stage` = (digest, stage) narrows to deployments of that artifact or to that
     stage (what the promotion rules read: where the artifact went, what production runs). The
     filters use the deploy events' indexed target columns, so the cost follows one target's
-    history, not the fleet's."""
-    query = (
-        select(PipelineEvent, PipelineRun)
-        .join(PipelineRun, PipelineRun.id == PipelineEvent.run_pk)
-        .where(PipelineEvent.phase == "deploy")
+    history, not the fleet's. One statement reads the deployments, what spoiled them and
+    which of them the gate never allowed."""
+    event, run = PipelineEvent, PipelineRun
+    deploys = (
+        select(
+            literal("deploy").label("kind"),
+            event.id,
+            event.run_pk,
+            event.occurred_at,
+            event.data,
+            event.phase,
+            event.event_id,
+            run.tenant,
+            run.stage,
+            run.artifact_digest,
+            run.run_key,
+        )
+        .join(run, run.id == event.run_pk)
+        .where(event.phase == "deploy")
     )
+    deploy_runs = select(event.run_pk).where(event.phase == "deploy")
+    filters = []
     if tenant is not None:
-        query = query.where(PipelineEvent.target_tenant == tenant)
+        filters.append(event.target_tenant == tenant)
     if stage is not None:
-        query = query.where(PipelineEvent.target_stage == stage)
+        filters.append(event.target_stage == stage)
     if digest_or_stage is not None:
         digest, other_stage = digest_or_stage
-        query = query.where(
-            or_(
-                PipelineEvent.target_digest == digest,
-                PipelineEvent.target_stage == other_stage,
-            )
-        )
-    rows = session.execute(query.order_by(PipelineEvent.occurred_at, PipelineEvent.id)).all()
-    picked: list[tuple[PipelineEvent, PipelineRun, str, str]] = []
-    for event, run in rows:
-        data = event.data or {}
+        filters.append(or_(event.target_digest == digest, event.target_stage == other_stage))
+    deploys = deploys.where(*filters)
+    deploy_runs = deploy_runs.where(*filters)
+    # What spoiled those runs' deployments and which of their deploys the gate never allowed,
+    # in the same round trip (one statement, three kinds of rows).
+    later = aliased(PipelineEvent)
+    spoiling = select(
+        literal("spoil"),
+        later.id,
+        later.run_pk,
+        later.occurred_at,
+        later.data,
+        later.phase,
+        later.event_id,
+        null(),
+        null(),
+        null(),
+        null(),
+    ).where(
+        later.run_pk.in_(deploy_runs),
+        later.phase.in_(("monitor", "verify", "rollback_initiated")),
+    )
+    flagged_rows = select(
+        literal("unauthorised"),
+        UnauthorisedChange.id,
+        UnauthorisedChange.run_pk,
+        null(),
+        null(),
+        null(),
+        UnauthorisedChange.event_id,
+        null(),
+        null(),
+        null(),
+        null(),
+    ).where(UnauthorisedChange.run_pk.in_(deploy_runs))
+    rows: list[Any] = list(session.execute(union_all(deploys, spoiling, flagged_rows)).all())
+    events: list[Any] = []
+    spoiling_rows: list[Any] = []
+    flagged: set[tuple[int, str]] = set()
+    for row in rows:
+        if row.kind == "deploy":
+            events.append(row)
+        elif row.kind == "spoil":
+            spoiling_rows.append(row)
+        else:
+            flagged.add((row.run_pk, row.event_id))
+    events.sort(key=lambda r: (r.occurred_at, r.id))
+    spoiling_rows.sort(key=lambda r: (r.occurred_at, r.id))
+    found: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
+    for row in spoiling_rows:
+        if row.phase in ("monitor", "verify"):
+            why = deployment_failure(row.phase, row.data)
+            if why is not None:
+                found[row.run_pk].append((row.occurred_at, why))
+        else:
+            found[row.run_pk].append((row.occurred_at, "rolled_back"))
+    out = []
+    for row in events:
+        data = row.data or {}
         if data.get("status") not in ("succeeded", "failed"):
             continue
-        target_tenant = data.get("tenant") or run.tenant
-        target_stage = data.get("stage") or run.stage
+        target_tenant = data.get("tenant") or row.tenant
+        target_stage = data.get("stage") or row.stage
         if target_tenant is None or target_stage is None:
             continue
         if tenant is not None and target_tenant != tenant:
             continue
         if stage is not None and target_stage != stage:
             continue
-        picked.append((event, run, target_tenant, target_stage))
-    found = spoilers(session, (run.id for _, run, _, _ in picked))
-    flagged = unauthorised_events(session, (run.id for _, run, _, _ in picked))
-    out = []
-    for event, run, target_tenant, target_stage in picked:
-        data = event.data or {}
         succeeded = data.get("status") == "succeeded"
         out.append(
             DeploymentRecord(
                 tenant=target_tenant,
                 stage=target_stage,
-                artifact_digest=data.get("artifact_digest") or run.artifact_digest,
+                artifact_digest=data.get("artifact_digest") or row.artifact_digest,
                 version=data.get("version"),
-                run_pk=run.id,
-                run_key=run.run_key,
-                deployed_at=event.occurred_at,
-                event_pk=event.id,
+                run_pk=row.run_pk,
+                run_key=row.run_key,
+                deployed_at=row.occurred_at,
+                event_pk=row.id,
                 succeeded=succeeded,
-                spoiled_by=spoiled(found, run.id, event.occurred_at) if succeeded else None,
-                authorised=(run.id, event.event_id) not in flagged,
+                spoiled_by=spoiled(found, row.run_pk, row.occurred_at) if succeeded else None,
+                authorised=(row.run_pk, row.event_id) not in flagged,
             )
         )
     return out
