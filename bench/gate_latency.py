@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
 from tests.support.liveserver import LiveServer  # noqa: E402
 from tests.support.pgserver import PgServer  # noqa: E402
 
@@ -95,8 +97,9 @@ def _history(ctx: Any, pipeline: Principal, count: int) -> None:
 
 
 @contextmanager
-def serving(url: str, folder: Path, history: int) -> Iterator[tuple[str, Request, Request]]:
-    """A server with a run ready for the gate: (base URL, the gate's request, health's)."""
+def serving(url: str, folder: Path, history: int) -> Iterator[tuple[str, Request, Request, Engine]]:
+    """A server with a run ready for the gate: (base URL, the gate's request, health's, the
+    server's engine)."""
     settings = Settings(data_dir=folder, database_url=url, secret_key="b" * 48)
     create_key_file(settings.resolved_ledger_key_file(), f"{settings.public_host}/audit")
     database = Database.from_url(url, pool_size=5)
@@ -149,14 +152,14 @@ def serving(url: str, folder: Path, history: int) -> Iterator[tuple[str, Request
         connection.close()
         if answer.get("status") != "allow":  # a denial would measure the wrong path
             raise RuntimeError(f"the gate did not allow the bench's run: {answer}")
-        yield server.url, gate, Request("GET", "/health")
+        yield server.url, gate, Request("GET", "/health"), database.engine
     finally:
         server.stop()
         database.dispose()
 
 
 def _measure(url: str, folder: Path, requests: int, history: int) -> dict[str, list[float]]:
-    with serving(url, folder, history) as (base, gate, health):
+    with serving(url, folder, history) as (base, gate, health, _engine):
         _timed(base, health, 20)  # warm up both paths
         _timed(base, gate, 20)
         return {"health": _timed(base, health, requests), "gate": _timed(base, gate, requests)}
@@ -171,16 +174,17 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
         tempfile.TemporaryDirectory(prefix="ica-bench-") as folder,
         serving(database, Path(folder), history=min(200, sizes.gate_requests)) as served,
     ):
-        base, gate, health = served
+        base, gate, health, engine = served
         saturation(base, health, clients=4, total=20)  # warm up
         saturation(base, gate, clients=4, total=20)
         health_rate = saturation(base, health, clients=4, total=sizes.gate_requests)
         gate_rate = saturation(base, gate, clients=4, total=sizes.gate_requests)
         ratio = gate_rate / health_rate
+        trips = round_trips(engine, lambda: _timed(base, gate, 10)) / 10
         found.append(
             Figure(
                 "Gate evaluations at saturation (4 clients, one server process)",
-                f"{gate_rate:.0f}/s",
+                f"{gate_rate:.0f}/s ({trips:g} round trips each)",
                 f"GET /health {health_rate:.0f}/s",
                 ratio,
                 ">= 0.5",
@@ -201,6 +205,23 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
             )
         )
     return found
+
+
+def round_trips(engine: Engine, work: Callable[[], object]) -> int:
+    """How many statements `engine` sends to the database while `work` runs (each one is a
+    round trip; BEGIN and COMMIT are not counted)."""
+    count = 0
+
+    def counted(*_: object) -> None:
+        nonlocal count
+        count += 1
+
+    event.listen(engine, "before_cursor_execute", counted)
+    try:
+        work()
+    finally:
+        event.remove(engine, "before_cursor_execute", counted)
+    return count
 
 
 def _database(server: PgServer, name: str) -> str:
