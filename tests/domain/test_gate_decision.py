@@ -200,7 +200,8 @@ def test_the_lock_is_taken_only_on_allow(f: gd.EvaluationFacts) -> None:
         assert len(acquired) == 1
         assert acquired[0].expires_at == NOW + LEASE == decided.lock_expires_at
         assert _holds_after(f.lock, steps)
-        assert decided.turn is not None and decided.turn.holds
+        assert decided.turn is not None
+        assert decided.turn.holds
     else:
         assert acquired == []
         assert decided.lock_expires_at is None
@@ -212,7 +213,8 @@ def test_the_lock_is_taken_only_on_allow(f: gd.EvaluationFacts) -> None:
             for s in steps
         )
     if ReasonCode.LOCK_HELD.value in decided.codes:
-        assert decided.turn is not None and decided.turn.blocked_by is not None
+        assert decided.turn is not None
+        assert decided.turn.blocked_by is not None
         assert decided.turn.blocked_by != RUN_KEY
         assert decided.codes[-1] == ReasonCode.LOCK_HELD.value
 
@@ -239,10 +241,12 @@ def test_the_queue_is_first_come_first_served(lock: locks.LockFacts, ready: bool
     expired = [s for s in plan.steps if isinstance(s, locks.Expire)]
     if expired:
         # Freed first, before anything else happens to the lock.
-        assert plan.steps[0] == expired[0] and len(expired) == 1
+        assert plan.steps[0] == expired[0]
+        assert len(expired) == 1
     joins = [s for s in plan.steps if isinstance(s, locks.Join)]
     if joins:
-        assert ready and RUN_PK not in {w.run_pk for w in live}
+        assert ready
+        assert RUN_PK not in {w.run_pk for w in live}
         assert joins[0].position == len(live) + 1 == plan.turn.position
         assert joins[0].queue[-1] == RUN_KEY
     if plan.turn.holds:
