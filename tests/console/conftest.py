@@ -1,7 +1,9 @@
 """Browser tests of the console: the machine's Chromium driven by Playwright (sync API, plain
 fixtures: no pytest-playwright), against a real ICA server (uvicorn) on loopback.
 
-One browser per xdist worker (session scope), a fresh context per test. Every page a test
+One browser and one live server per xdist worker (session scope); each test gets a fresh
+browser context and its own app (database, settings, clock), which the worker's server
+serves while the test runs. Every page a test
 opens is watched: a console error, a page error or a failed request fails the test
 (`Watched.assert_clean`, called at teardown).
 """
@@ -9,6 +11,7 @@ opens is watched: a console error, a page error or a failed request fails the te
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,12 +102,59 @@ def chromium(playwright_driver: Any) -> Iterator[Any]:
     browser.close()
 
 
-@pytest.fixture
-def server(app: Any) -> Iterator[LiveServer]:
-    """ICA on loopback over real HTTP, on this test's database."""
-    running = LiveServer(app).start()
-    yield running
+class CurrentApp:
+    """An ASGI app that hands each request to the app of the test running now: one live
+    server per worker serves every test's own app (its own database, settings and clock),
+    instead of a server started and stopped around each test. Between tests it answers 503."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        app = self.app
+        if app is None:
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        with self._idle:
+            self._in_flight += 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def detach(self) -> None:
+        """Serve no test's app once the requests still in flight (a page closed mid-poll)
+        are answered: as stopping a server waits for them, before the database goes."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=30)
+            self.app = None
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[tuple[LiveServer, CurrentApp]]:
+    """The worker's live server (uvicorn on loopback) and the switch saying whose app it
+    serves."""
+    current = CurrentApp()
+    running = LiveServer(current).start()
+    yield running, current
     running.stop()
+
+
+@pytest.fixture
+def server(app: Any, live_server: tuple[LiveServer, CurrentApp]) -> Iterator[LiveServer]:
+    """ICA on loopback over real HTTP, on this test's database (the worker's server, serving
+    this test's app while the test runs)."""
+    running, current = live_server
+    current.app = app
+    try:
+        yield running
+    finally:
+        current.detach()
 
 
 @pytest.fixture

@@ -19,16 +19,19 @@ API = "/api/v1/azdev"
 
 
 class Fleet:
-    """Runs, deployments and incidents in tenants `to` and `ws`, reported over HTTP."""
+    """Runs, deployments and incidents in tenants `to` and `ws`, reported over HTTP (one
+    client, as a pipeline's agent keeps its connection: a new client per request would cost
+    a TLS context each)."""
 
-    def __init__(self, url: str, key: str) -> None:
+    def __init__(self, client: httpx2.Client, url: str, key: str) -> None:
+        self.client = client
         self.url = url + API
         self.headers = bearer(key)
         self.runs: dict[str, str] = {}
         self.incidents: dict[str, int] = {}
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = httpx2.post(self.url + path, json=body, headers=self.headers, timeout=60)
+        answer = self.client.post(self.url + path, json=body, headers=self.headers)
         assert answer.status_code in (200, 201), answer.text
         return dict(answer.json())
 
@@ -79,12 +82,13 @@ class Fleet:
 
 @pytest.fixture
 def fleet(server: Any, make_key: Any) -> Fleet:
-    seeded = Fleet(server.url, make_key("azdev_devops"))
-    seeded.release("to-staging", "to", "staging", gate=True, version="1.4.0")
-    seeded.release("to-prod", "to", "production", gate=False, version="1.3.9")
-    seeded.release("ws-staging", "ws", "staging", gate=True, version="2.0.0")
-    seeded.incident("to-db", "to")
-    seeded.incident("ws-db", "ws")
+    with httpx2.Client(timeout=60) as client:
+        seeded = Fleet(client, server.url, make_key("azdev_devops"))
+        seeded.release("to-staging", "to", "staging", gate=True, version="1.4.0")
+        seeded.release("to-prod", "to", "production", gate=False, version="1.3.9")
+        seeded.release("ws-staging", "ws", "staging", gate=True, version="2.0.0")
+        seeded.incident("to-db", "to")
+        seeded.incident("ws-db", "ws")
     return seeded
 
 

@@ -15,6 +15,7 @@ HTML, the console's layout), never a 404 or JSON.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,7 +70,13 @@ def _builders(trees: dict[Path, ast.Module]) -> dict[str, ast.JoinedStr]:
 
 
 def link_templates() -> dict[str, set[str]]:
-    """Every link ICA writes, as a path template, with where it is written."""
+    """Every link ICA writes, as a path template, with where it is written (a copy: the
+    source is read once per worker, and three tests ask)."""
+    return {template: set(where) for template, where in _link_templates().items()}
+
+
+@functools.cache
+def _link_templates() -> dict[str, set[str]]:
     trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in _python_files()}
     builders = _builders(trees)
     templates: dict[str, set[str]] = {}
@@ -165,16 +172,17 @@ def _outbox_links(ctx: Any) -> set[str]:
 def _api_links(server: Any, objects: dict[str, Any]) -> set[str]:
     links = set()
     base = f"{server.url}/api/v1/azdev"
-    for path in (
-        f"/approval/{objects['approval']}",
-        "/approvals",
-        f"/override/{objects['override']}",
-    ):
-        answer = httpx2.get(base + path, headers=objects["admin"].headers, timeout=60)
-        assert answer.status_code == 200, (path, answer.text)
-        body = answer.json()
-        for item in body.get("items", [body]):
-            links.add(item["link"])
+    with httpx2.Client(headers=objects["admin"].headers, timeout=60) as client:
+        for path in (
+            f"/approval/{objects['approval']}",
+            "/approvals",
+            f"/override/{objects['override']}",
+        ):
+            answer = client.get(base + path)
+            assert answer.status_code == 200, (path, answer.text)
+            body = answer.json()
+            for item in body.get("items", [body]):
+                links.add(item["link"])
     return links
 
 

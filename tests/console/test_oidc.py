@@ -18,29 +18,39 @@ CLIENT_ID = "ica-console"
 CLIENT_SECRET = "a-console-secret-for-tests-only"
 
 
-@pytest.fixture
-def provider(server: Any, app: Any, clock: Any) -> Iterator[RealOidcProvider]:
-    """The provider, registered with the live server's callback; ICA configured for it."""
-    redirect = f"{server.url}/ui/auth/callback"
+@pytest.fixture(scope="module")
+def running_provider(live_server: Any) -> Iterator[RealOidcProvider]:
+    """The provider, started once for this module's tests: it knows the worker's live
+    server (whose address every test's app is served on) as the client's callback."""
+    server, _ = live_server
     running = RealOidcProvider(
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
-        redirect_uri=redirect,
+        redirect_uri=f"{server.url}/ui/auth/callback",
         groups={"mele": ["sg-tonga-approvers"]},
     ).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def provider(
+    running_provider: RealOidcProvider, server: Any, app: Any, clock: Any
+) -> RealOidcProvider:
+    """ICA configured for the provider, its callback on the live server."""
+    assert running_provider.redirect_uri == f"{server.url}/ui/auth/callback"
     config = OidcLoginConfig(
-        issuer=running.issuer,
+        issuer=running_provider.issuer,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
-        redirect_uri=redirect,
+        redirect_uri=running_provider.redirect_uri,
         scopes=["openid", "profile", "email", "groups"],
         group_roles=[GroupRole(group="sg-tonga-approvers", role=Role.APPROVER_BIZ, tenants=["to"])],
     )
     app.state.settings = app.state.settings.model_copy(update={"oidc_login": config})
     # The provider stamps its ID tokens with the real time; ICA checks them on its clock.
     clock.set(datetime.now(UTC))
-    yield running
-    running.stop()
+    return running_provider
 
 
 def test_sign_in_with_the_organisations_account(page, server, provider):
