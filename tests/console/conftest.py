@@ -3,9 +3,8 @@ fixtures: no pytest-playwright), against a real ICA server (uvicorn) on loopback
 
 One browser and one live server per xdist worker (session scope); each test gets a fresh
 browser context and its own app (database, settings, clock), which the worker's server
-serves while the test runs. Every page a test
-opens is watched: a console error, a page error or a failed request fails the test
-(`Watched.assert_clean`, called at teardown).
+serves while the test runs. Every page a test opens is watched: a console error, a page
+error or a failed request fails the test (`Watched.assert_clean`, called at teardown).
 """
 
 from __future__ import annotations
