@@ -10,6 +10,9 @@ import re
 import tarfile
 from typing import Any
 
+import httpx2
+from playwright.sync_api import expect
+
 from azdev_ica.jobs.sealer import seal_now
 from tests.console.test_areas import EVERYONE, Fleet
 from tests.console.test_foundation import sign_in
@@ -18,19 +21,30 @@ PROOF_PATTERN = re.compile(r'data-proof="([^"]*)"')
 
 
 def seeded(server: Any, make_key: Any, ctx: Any) -> Fleet:
-    fleet = Fleet(server.url, make_key("azdev_devops"))
-    fleet.release("to-staging", "to", "staging", gate=True, version="1.4.0")
-    seal_now(ctx)
-    fleet.incident("to-db", "to")  # later entries: the first ones' proofs are not empty
-    seal_now(ctx)
+    with httpx2.Client(timeout=60) as client:
+        fleet = Fleet(client, server.url, make_key("azdev_devops"))
+        fleet.release("to-staging", "to", "staging", gate=True, version="1.4.0")
+        seal_now(ctx)
+        fleet.incident("to-db", "to")  # later entries: the first ones' proofs are not empty
+        seal_now(ctx)
     return fleet
+
+
+def wait_for_the_check(page: Any) -> None:
+    """Until the page's proof check has an outcome. Polled by Playwright's own injected
+    script: a string predicate (`wait_for_function`) is eval'd in the page once the first
+    try fails, which the console's CSP (no 'unsafe-eval') refuses, failing the test when
+    the check is slower than the first try."""
+    expect(page.locator("#proof-result")).not_to_have_attribute(
+        "data-state", "checking", timeout=60_000
+    )
 
 
 def open_entry(page: Any, index: int) -> Any:
     answer = page.goto(f"/audit/entries/2026/{index}")
     assert answer.status == 200
     result = page.get_by_role("status")
-    page.wait_for_function("document.querySelector('#proof-result').dataset.state !== 'checking'")
+    wait_for_the_check(page)
     return result
 
 
@@ -45,7 +59,7 @@ def test_search_and_verify_an_entry_in_the_page(page, ctx, local_user, server, m
     assert rows.count() == 1
     rows.first.get_by_role("link").click()
     page.wait_for_url("**/audit/entries/2026/*")
-    page.wait_for_function("document.querySelector('#proof-result').dataset.state !== 'checking'")
+    wait_for_the_check(page)
     result = page.get_by_role("status")
     assert result.get_attribute("data-state") == "verified"
     assert result.inner_text().startswith("Verified")

@@ -4,9 +4,11 @@ notification's link, the new version active."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from azdev_ica.db.tables import OutboxMessage
@@ -43,8 +45,10 @@ def test_propose_refuse_the_proposer_and_sign_twice(
     page.get_by_role("link", name="Propose a new policy version").click()
     page.get_by_label("Load the policy file (YAML)").set_input_files(str(changed))
     document = page.get_by_label("Policy file (YAML)", exact=True)
-    page.wait_for_function(
-        "document.getElementById('policy-document').value.includes('sla_hours: 6')"
+    # The file is read into the field by the page's script (a string `wait_for_function`
+    # would be eval'd in the page if the first try fails, which the CSP refuses).
+    expect(page.locator("#policy-document")).to_have_value(
+        re.compile("sla_hours: 6"), timeout=60_000
     )
     # An invalid document is refused with its problems listed, and nothing is lost.
     document.fill("tenants: nope\n")
@@ -56,8 +60,8 @@ def test_propose_refuse_the_proposer_and_sign_twice(
         "Longer SLA for the holidays"
     )
     page.get_by_label("Load the policy file (YAML)").set_input_files(str(changed))
-    page.wait_for_function(
-        "document.getElementById('policy-document').value.includes('sla_hours: 6')"
+    expect(page.locator("#policy-document")).to_have_value(
+        re.compile("sla_hours: 6"), timeout=60_000
     )
     page.get_by_role("button", name="Propose").click()
     page.wait_for_url("**/policy/proposals/*")
