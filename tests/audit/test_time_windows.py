@@ -134,6 +134,10 @@ WINDOWS = {
 def test_a_window_answers_as_filtering_every_entry(database, log):
     for start, length in WINDOWS.values():
         _check_window(database, log, start, length)
+    # A tenant-scoped caller, without a window: its tenant, another one, no tenant filter.
+    for filters in (AuditFilter(tenant="ws"), AuditFilter(tenant="ck"), AuditFilter()):
+        found, _ = _pages(database, filters, SCOPED, limit=5000)
+        assert found == _expected(log, filters, SCOPED), filters
 
 
 def _check_window(database: Any, log: list[dict[str, Any]], start: Any, length: Any) -> None:
