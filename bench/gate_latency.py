@@ -89,11 +89,10 @@ def _history(ctx: Any, pipeline: Principal, count: int) -> None:
                 artifact_digest=f"sha256:{number:064x}",
             ),
         ).run
-        record_event(
-            ctx,
-            principal=pipeline,
-            command=RecordEvent(run.run_key, Phase.DEPLOY, data={"status": "succeeded"}),
-        )
+        for phase, data in ((Phase.BUILD, {}), (Phase.DEPLOY, {"status": "succeeded"})):
+            record_event(
+                ctx, principal=pipeline, command=RecordEvent(run.run_key, phase, data=data)
+            )
 
 
 @contextmanager
@@ -129,6 +128,7 @@ def serving(url: str, folder: Path, history: int) -> Iterator[tuple[str, Request
         ),
     ).run
     for phase, data in (
+        (Phase.BUILD, {"artifact_digest": "sha256:" + "ab" * 32}),
         (Phase.TEST, {"passed": True, "coverage_percent": 91.5}),
         (Phase.SCAN, {"passed": True, "findings": {"critical": 0, "high": 0}}),
     ):

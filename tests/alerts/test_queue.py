@@ -13,8 +13,9 @@ TOPIC = "lock.queue_long"
 
 
 def ready_run(ctx: Any, tenant: str = "to") -> str:
-    """A staging run with passing tests and scan: only the lock can hold it back."""
+    """A staging run with its build, passing tests and scan: only the lock can hold it back."""
     run_key = start_run(ctx, tenant=tenant, stage="staging")
+    event(ctx, run_key, Phase.BUILD, {"passed": True})
     event(ctx, run_key, Phase.TEST, {"passed": True, "coverage_percent": 90})
     event(ctx, run_key, Phase.SCAN, {"passed": True, "findings": {"critical": 0}})
     return run_key

@@ -381,6 +381,7 @@ def test_a_pipeline_run_waits_for_its_approval_and_passes_the_gate(stack):
     )
     assert started.returncode == 0, started.stderr
     for phase, data in (
+        ("build", {"artifact_digest": DIGEST}),
         ("test", {"passed": True, "coverage_percent": 90}),
         ("scan", {"passed": True, "findings": {"critical": 0, "high": 0}}),
     ):

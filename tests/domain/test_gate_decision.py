@@ -114,6 +114,7 @@ def facts(draw: st.DrawFn) -> gd.EvaluationFacts:
         run_running=draw(st.booleans()),
         rules=gates.GateRules(
             requires_approval=draw(st.booleans()),
+            requires_build=draw(st.booleans()),
             requires_tests=draw(st.booleans()),
             requires_scan=draw(st.booleans()),
             dependency_allow_list=allow_list,
@@ -123,6 +124,12 @@ def facts(draw: st.DrawFn) -> gd.EvaluationFacts:
         dependencies=draw(st.sampled_from((None, frozenset(), frozenset({"npm:evil"})))),
         version=draw(st.sampled_from((None, "1.3.0", "2.0.0"))),
         approval=approval,
+        build=draw(
+            st.one_of(
+                st.none(),
+                st.builds(gates.BuildFacts, failed_here=st.booleans(), built_here=st.booleans()),
+            )
+        ),
         tests=draw(
             st.one_of(
                 st.none(),

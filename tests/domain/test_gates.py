@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from azdev_ica.domain.approvals import ApprovalStatus
 from azdev_ica.domain.gates import (
     ApprovalFacts,
+    BuildFacts,
     GateFacts,
     GateRules,
     GateStatus,
@@ -29,6 +30,7 @@ GOOD = GateFacts(
     scope=SCOPE,
     cost_impact=Decimal("120.00"),
     approval=ApprovalFacts(ApprovalStatus.APPROVED, SCOPE, budget=Decimal("500")),
+    build=BuildFacts(built_here=True),
     tests=UnitTestFacts(passed=True, coverage_percent=86.5),
     scan=ScanFacts(passed=True),
     dependencies=frozenset({"fastapi"}),
@@ -62,6 +64,12 @@ DEFECTS = {
     "over_budget": (
         {"cost_impact": Decimal("500.01")},
         ReasonCode.BUDGET_EXCEEDED,
+        GateStatus.DENY,
+    ),
+    "no_build": ({"build": None}, ReasonCode.BUILD_MISSING, GateStatus.DENY),
+    "build_failed": (
+        {"build": BuildFacts(failed_here=True, built_by="ado:p:7")},
+        ReasonCode.BUILD_FAILED,
         GateStatus.DENY,
     ),
     "no_tests": ({"tests": None}, ReasonCode.TESTS_MISSING, GateStatus.DENY),
@@ -137,6 +145,8 @@ def test_any_combination_of_defects(names, override, requires_approval):
     if requires_approval:
         approval_changes = sorted(names & (approval_defects - {"over_budget"}))
         effective -= set(approval_changes[:-1])
+    # Likewise the build: only the last build change counts.
+    effective -= set(sorted(names & {"no_build", "build_failed"})[:-1])
     # Deny beats pending beats allow.
     expected = max((DEFECTS[name][2] for name in effective), key=RANK.get, default=GateStatus.ALLOW)
     if "other_digest" in effective and "over_budget" in names:
@@ -168,3 +178,46 @@ def test_fixing_a_defect_never_makes_the_answer_worse(names):
 def test_a_run_that_never_started_is_denied_for_that_reason_alone():
     decision = evaluate_gate(replace(GOOD, run_found=False, approval=None, tests=None), RULES)
     assert (decision.status, decision.codes) == (GateStatus.DENY, (ReasonCode.RUN_NOT_FOUND,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    failed_here=st.booleans(),
+    built_here=st.booleans(),
+    built_by=st.none() | st.just("ado:p:7"),
+    built_other=st.none() | st.just("sha256:" + "c" * 64),
+    digest=st.sampled_from(["", SCOPE.artifact_digest]),
+    requires_build=st.booleans(),
+    override=st.booleans(),
+)
+def test_a_deploy_needs_a_successful_build_of_its_digest(
+    failed_here, built_here, built_by, built_other, digest, requires_build, override
+):
+    build = BuildFacts(
+        failed_here=failed_here, built_here=built_here, built_by=built_by, built_other=built_other
+    )
+    facts = replace(
+        GOOD, build=build, scope=replace(SCOPE, artifact_digest=digest), override_approved=override
+    )
+    decision = evaluate_gate(
+        facts, replace(RULES, requires_approval=False, requires_build=requires_build)
+    )
+    found = [
+        r for r in decision.reasons if r.code in {ReasonCode.BUILD_MISSING, ReasonCode.BUILD_FAILED}
+    ]
+    if not requires_build:
+        expected: tuple[ReasonCode, ...] = ()
+    elif failed_here:
+        # This run's own build failing denies, whatever else built the artifact.
+        expected = (ReasonCode.BUILD_FAILED,)
+    elif built_here or built_by is not None:
+        expected = ()
+    else:
+        expected = (ReasonCode.BUILD_MISSING,)
+    assert tuple(r.code for r in found) == expected
+    # The override flag never lifts it (it lifts the window rule only).
+    assert (decision.status is GateStatus.ALLOW) == (expected == ())
+    for reason in found:
+        if reason.code is ReasonCode.BUILD_MISSING and digest:
+            assert digest in reason.message
+            assert ("another artifact" in reason.message) == (built_other is not None)

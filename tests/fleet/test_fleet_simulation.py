@@ -64,6 +64,7 @@ class Fleet:
             "artifact_digest": digest,
         }
         run_key = str(self.post("/run/start", body)["run_key"])
+        self.event(run_key, "build", {"artifact_digest": digest})
         self.event(run_key, "test", {"passed": tests_passed, "coverage_percent": 88.0})
         self.event(run_key, "scan", {"passed": True, "findings": {"critical": 0, "high": 0}})
         return run_key

@@ -1,5 +1,6 @@
 """Shared set-up for the gate, the locks and the overrides: runs of Tonga that are ready to
-deploy (tests passed, scan passed), approvals signed by people, policies with extra sections."""
+deploy (artifact built, tests passed, scan passed), approvals signed by people, policies with
+extra sections."""
 
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ def new_run(
     scan_passed: bool | None = True,
     critical: int = 0,
     requested_for: str | None = None,
+    build_passed: bool | None = True,
+    digest: str | None = DIGEST,
 ) -> str:
-    """Start a run and report its tests and scan (None: no such event); return its key."""
+    """Start a run of `digest`, report its build, tests and scan (None: no such event);
+    return its key."""
     run_id = str(next(_run_ids))
     outcome = start_run(
         ctx,
@@ -59,13 +63,17 @@ def new_run(
             commit=COMMIT,
             tenant=tenant,
             stage=stage,
-            artifact_digest=DIGEST,
+            artifact_digest=digest,
             requested_for=requested_for,
         ),
     )
     key = outcome.run.run_key
+    data: dict[str, Any]
+    if build_passed is not None:
+        data = {"passed": build_passed}
+        record_event(ctx, principal=PIPELINE, command=RecordEvent(key, Phase.BUILD, data=data))
     if coverage is not None:
-        data: dict[str, Any] = {"passed": tests_passed, "coverage_percent": coverage}
+        data = {"passed": tests_passed, "coverage_percent": coverage}
         record_event(ctx, principal=PIPELINE, command=RecordEvent(key, Phase.TEST, data=data))
     if scan_passed is not None:
         data = {"passed": scan_passed, "findings": {"critical": critical, "high": 0}}

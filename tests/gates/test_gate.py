@@ -31,6 +31,15 @@ def devops(make_key: Any) -> str:
     return str(make_key("azdev_devops"))
 
 
+def event(client: Any, key: str, run_key: str, phase: str, data: dict[str, Any]) -> None:
+    response = client.post(
+        f"{API}/run/event",
+        json={"run_key": run_key, "phase": phase, "data": data},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 201, response.text
+
+
 def decisions(ctx: Any) -> list[dict[str, Any]]:
     with ctx.read() as session:
         bodies = session.scalars(
@@ -77,6 +86,86 @@ class TestAllow:
         assert gate(client, devops, new_run(ctx, stage="test"))["status"] == "allow"
 
 
+class TestBuild:
+    """A deploy needs a successful build of its artifact digest recorded in ICA: by this run,
+    or by an earlier run of the same tenant or a tenant-less one (issue 17). The test stage
+    needs no approval, so the build rule is the only one left."""
+
+    def test_a_run_without_a_build_event_is_denied(self, ctx, client, devops):
+        answer = gate(client, devops, new_run(ctx, stage="test", build_passed=None))
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+        [reason] = answer["reasons"]
+        assert DIGEST in reason["message"]
+        assert "this run reported no `build` event" in reason["message"]
+
+    def test_a_run_whose_build_failed_is_denied(self, ctx, client, devops):
+        # Even when an earlier run built the same artifact: this run's build is broken.
+        new_run(ctx, stage="test")
+        answer = gate(client, devops, new_run(ctx, stage="test", build_passed=False))
+        assert (answer["status"], codes(answer)) == ("deny", ["build_failed"])
+        assert "this run's build failed" in answer["reasons"][0]["message"]
+
+    def test_a_later_successful_build_of_the_run_counts(self, ctx, client, devops):
+        run_key = new_run(ctx, stage="test", build_passed=False)
+        event(client, devops, run_key, "build", {"artifact_digest": DIGEST})
+        assert gate(client, devops, run_key)["status"] == "allow"
+
+    def test_a_run_with_its_own_successful_build_is_allowed(self, ctx, client, devops):
+        run_key = new_run(ctx, stage="test", build_passed=None)
+        event(
+            client, devops, run_key, "build", {"artifact_digest": DIGEST, "image": "registry/app:1"}
+        )
+        assert (gate(client, devops, run_key)["status"]) == "allow"
+
+    def test_a_build_of_another_artifact_does_not_cover_the_deploy(self, ctx, client, devops):
+        run_key = new_run(ctx, stage="test", build_passed=None)
+        event(client, devops, run_key, "build", {"artifact_digest": OTHER_DIGEST})
+        answer = gate(client, devops, run_key)
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+        assert (
+            f"this run built another artifact ({OTHER_DIGEST})" in answer["reasons"][0]["message"]
+        )
+
+    def test_a_promotion_run_may_deploy_what_an_earlier_run_of_its_tenant_built(
+        self, ctx, client, devops
+    ):
+        new_run(ctx, stage="test")  # the CI run of Tonga built DIGEST
+        answer = gate(client, devops, new_run(ctx, stage="staging", build_passed=None))
+        assert (answer["status"], answer["reasons"]) == ("allow", [])
+
+    def test_a_shared_build_pipeline_without_a_tenant_counts(self, ctx, client, devops):
+        shared = new_run(ctx, tenant=None, stage=None, coverage=None, scan_passed=None)
+        assert shared
+        answer = gate(client, devops, new_run(ctx, stage="staging", build_passed=None))
+        assert answer["status"] == "allow"
+
+    def test_another_tenants_build_never_counts(self, ctx, client, devops):
+        new_run(ctx, tenant="ws", stage="test")  # Samoa built the same digest
+        answer = gate(client, devops, new_run(ctx, stage="staging", build_passed=None))
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+        assert "ws" not in answer["reasons"][0]["message"]
+
+    def test_an_earlier_build_of_another_digest_does_not_count(self, ctx, client, devops):
+        new_run(ctx, stage="test", digest=OTHER_DIGEST)
+        answer = gate(client, devops, new_run(ctx, stage="staging", build_passed=None))
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+
+    def test_an_earlier_failed_build_does_not_count(self, ctx, client, devops):
+        new_run(ctx, stage="test", build_passed=False)
+        answer = gate(client, devops, new_run(ctx, stage="staging", build_passed=None))
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+
+    def test_a_deploy_that_names_no_digest_is_denied(self, ctx, client, devops):
+        answer = gate(client, devops, new_run(ctx, stage="test", digest=None))
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+        assert "names no artifact digest" in answer["reasons"][0]["message"]
+
+    def test_the_policy_can_turn_the_rule_off(self, ctx, client, devops):
+        use_policy(ctx, "gates:\n  require_build: false\n")
+        answer = gate(client, devops, new_run(ctx, stage="test", build_passed=None))
+        assert (answer["status"], answer["reasons"]) == ("allow", [])
+
+
 class TestApproval:
     def test_without_an_approval_it_is_denied(self, ctx, client, devops):
         answer = gate(client, devops, new_run(ctx))
@@ -109,7 +198,9 @@ class TestApproval:
             return
         answer = gate(client, devops, run_key, **request_scope)
         assert answer["status"] == "deny"
-        assert codes(answer) == ["scope_mismatch"]
+        # Nothing built the other digest either.
+        unbuilt = ["build_missing"] if "artifact_digest" in request_scope else []
+        assert codes(answer) == ["scope_mismatch", *unbuilt]
 
     def test_cost_over_the_approved_budget_is_denied(self, ctx, client, devops, approvers):
         run_key = new_run(ctx)

@@ -111,6 +111,14 @@ class TestOverride:
         answer = gate(client, devops, run_key)
         assert (answer["status"], codes(answer)) == ("pending", ["lock_held"])
 
+    def test_an_override_does_not_lift_the_build_rule(self, ctx, client, devops, signers):
+        # Provenance is not an emergency's to waive: no recorded build, no deploy.
+        run_key = new_run(ctx, build_passed=None)
+        sign(client, signers["ceo"], ask(client, devops, run_key).json()["id"])
+        answer = gate(client, devops, run_key)
+        assert (answer["status"], codes(answer)) == ("deny", ["build_missing"])
+        assert "build_missing" not in answer["overridden"]
+
     def test_an_override_is_bound_to_the_artifact(self, ctx, client, devops, signers):
         run_key = new_run(ctx)
         sign(client, signers["ceo"], ask(client, devops, run_key).json()["id"])

@@ -66,7 +66,10 @@ class Pipeline:
         *,
         tests_passed: bool = True,
         requested_for: str | None = None,
+        build: bool = True,
     ) -> str:
+        """Start a run for the target; it reports its build of `digest` (unless `build` is
+        False: a promotion run deploying an artifact built by an earlier run), tests, scan."""
         body: dict[str, Any] = {
             "provider": "ado",
             "project_id": PROJECT,
@@ -82,6 +85,8 @@ class Pipeline:
         started = self.post("/run/start", body)
         assert started.status_code == 201, started.text
         run_key = str(started.json()["run_key"])
+        if build:
+            self.event(run_key, "build", {"artifact_digest": digest})
         self.event(run_key, "test", {"passed": tests_passed, "coverage_percent": 91.0})
         self.event(run_key, "scan", {"passed": True, "findings": {"critical": 0, "high": 0}})
         return run_key
@@ -124,11 +129,12 @@ class Pipeline:
         *,
         approvers: list[Any] | None = None,
         finish: bool = True,
+        build: bool = True,
         **gate: Any,
     ) -> Attempt:
         """Start a run for the target, have it approved when signers are given, ask the gate;
         on allow deploy and finish. Returns the run and the gate's answer."""
-        run_key = self.start(tenant, stage, digest)
+        run_key = self.start(tenant, stage, digest, build=build)
         if approvers:
             self.approve(run_key, approvers)
         attempt = Attempt(run_key, self.gate(run_key, **gate))

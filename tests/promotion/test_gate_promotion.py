@@ -77,6 +77,22 @@ def test_each_stage_only_after_the_one_before(ctx, client, pipeline, crew):
     assert pipeline.release("ws", "test", V1, "1.0.0").codes == ["previous_stage_not_passed"]
 
 
+def test_a_promotion_run_deploys_what_an_earlier_run_of_its_tenant_built(ctx, pipeline):
+    use_promotion_policy(ctx)
+    # Samoa's CI run built and deployed V1: that build is Samoa's, never Tonga's.
+    assert pipeline.release("ws", "development", V1, "1.0.0").status == "allow"
+    borrowed = pipeline.release("to", "development", V1, "1.0.0", build=False)
+    assert (borrowed.status, borrowed.codes) == ("deny", ["build_missing"])
+    assert "ws" not in borrowed.gate["reasons"][0]["message"]
+    # Tonga's own CI run builds it; the test-stage run that promotes it builds nothing.
+    assert pipeline.release("to", "development", V1, "1.0.0").status == "allow"
+    promoted = pipeline.release("to", "test", V1, "1.0.0", build=False)
+    assert (promoted.status, promoted.codes) == ("allow", [])
+    # A build of V1 does not cover V2.
+    other = pipeline.release("to", "development", V2, "2.0.0", build=False)
+    assert (other.status, other.codes) == ("deny", ["build_missing"])
+
+
 def test_a_major_release_needs_the_major_release_approver(ctx, client, pipeline, crew):
     use_promotion_policy(ctx)
     to_production(pipeline, client, crew, V1, "1.4.0")

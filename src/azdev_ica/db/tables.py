@@ -1149,6 +1149,9 @@ Index("ix_azdev_audit_entry_tenant", AuditEntry.tenant, AuditEntry.year, AuditEn
 
 
 # --- Pipelines: a deploy needs a successful build of its artifact (migration 0027) ---
+# The runs whose artifact is a digest: the gate finds an earlier build of what a promotion run
+# deploys (services/gates.py `_build`) by digest and tenant.
+Index("ix_azdev_pipeline_run_digest", PipelineRun.artifact_digest, PipelineRun.tenant)
 
 
 # --- The gate at the database's speed (migration 0028) ---

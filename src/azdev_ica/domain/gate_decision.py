@@ -18,8 +18,8 @@ in this order:
    policy says so, the approval;
 4. the promotion rules (`domain/promotion.py`): `previous_stage_not_passed`,
    `signoff_missing`, `major_release_approval_missing`;
-5. a signed emergency override lifts every reason except `run_not_found` and
-   `run_finished` (listed in `overridden`);
+5. a signed emergency override lifts every reason except `run_not_found`, `run_finished`,
+   `build_missing` and `build_failed` (listed in `overridden`);
 6. the lock (`domain/locks.py`): a denied run leaves the target's queue; any other run
    takes its turn (an allow takes or renews the lock; a held lock answers `lock_held`,
    pending, with the run's place in the queue);
@@ -46,7 +46,16 @@ OVERRIDE = "override"
 ROLLBACK = "rollback"
 ROLLBACK_NOT_LAST_GOOD = "rollback_not_last_good"
 # What an override never lifts: a deployment happens inside a running run, one at a time.
-NOT_OVERRIDABLE = frozenset({ReasonCode.RUN_NOT_FOUND.value, ReasonCode.RUN_FINISHED.value})
+# What an override never lifts: a deployment happens inside a running run, one at a time,
+# and deploys an artifact that a recorded build produced (domain/gates.py `BuildFacts`).
+NOT_OVERRIDABLE = frozenset(
+    {
+        ReasonCode.RUN_NOT_FOUND.value,
+        ReasonCode.RUN_FINISHED.value,
+        ReasonCode.BUILD_MISSING.value,
+        ReasonCode.BUILD_FAILED.value,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,8 @@ class EvaluationFacts:
     dependencies: frozenset[str] | None = None
     version: str | None = None
     approval: ApprovalRecord | None = None
+    # The recorded build of the artifact (None: none found; see gates.BuildFacts).
+    build: gates.BuildFacts | None = None
     tests: gates.UnitTestFacts | None = None
     scan: gates.ScanFacts | None = None
     window: WindowState = WindowState.OPEN
@@ -193,6 +204,7 @@ def decide(facts: EvaluationFacts) -> Decision:
         run_finished=not facts.run_running,
         cost_impact=_cost(facts),
         approval=approval_facts,
+        build=facts.build,
         tests=facts.tests,
         scan=facts.scan,
         dependencies=facts.dependencies or frozenset(),

@@ -1,7 +1,7 @@
 """Gate evaluation (seed 000 §1.2, §1.4, §5.1): allow, deny or pending, with reasons. Pure.
 
-The service gathers the facts (the run, its `test` and `scan` events, the approval, the
-target's window and lock) and this module decides. Every check that fails adds a reason
+The service gathers the facts (the run, its `build`, `test` and `scan` events, the approval,
+the target's window and lock) and this module decides. Every check that fails adds a reason
 with a stable code; the outcome is the worst of them:
 
 - **deny** when a rule is broken (the pipeline should fail: nothing will change by waiting);
@@ -11,6 +11,8 @@ with a stable code; the outcome is the worst of them:
 
 There is no skip flag: an emergency override is an approval of its own kind (issue 5),
 reflected here only as `override_approved`, which lifts the window rule and nothing else.
+(The service lets a signed override lift more, but never the build rule: an emergency changes
+when a version may go out, not whether ICA knows where it came from; see `BuildFacts`.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class ReasonCode(StrEnum):
     SCOPE_MISMATCH = "scope_mismatch"
     BUDGET_EXCEEDED = "budget_exceeded"
     DEPENDENCY_NOT_ALLOWED = "dependency_not_allowed"
+    BUILD_MISSING = "build_missing"
+    BUILD_FAILED = "build_failed"
     TESTS_MISSING = "tests_missing"
     TESTS_FAILED = "tests_failed"
     COVERAGE_LOW = "coverage_below_minimum"
@@ -80,6 +84,35 @@ class ApprovalFacts:
 
 
 @dataclass(frozen=True)
+class BuildFacts:
+    """What ICA recorded about the build of the artifact being deployed (issue 17).
+
+    A deploy needs a successful build of its artifact digest recorded in ICA: by this run,
+    or, for a promotion run that deploys an artifact built elsewhere, by another run of the
+    same tenant or by a tenant-less run (a shared build pipeline); never by another tenant's
+    run. A successful build is a `build` event that does not say `passed: false`; its digest
+    is the event's `artifact_digest`, else its run's.
+
+    An emergency override does not lift this rule: it is about provenance (what is being
+    deployed came out of a recorded build), which an emergency does not change; a hotfix
+    pipeline builds its artifact like any other run.
+    """
+
+    # This run's latest `build` event says `passed: false`.
+    failed_here: bool = False
+    # This run reported a successful build of the deployed digest.
+    built_here: bool = False
+    # Else: the run key of another run (same tenant, or tenant-less) that built it.
+    built_by: str | None = None
+    # The digest of this run's latest successful build, when it is another artifact.
+    built_other: str | None = None
+
+    @property
+    def built(self) -> bool:
+        return self.built_here or self.built_by is not None
+
+
+@dataclass(frozen=True)
 class UnitTestFacts:
     passed: bool
     coverage_percent: float | None
@@ -98,6 +131,7 @@ class GateRules:
 
     requires_approval: bool = True
     min_coverage_percent: float = 80.0
+    requires_build: bool = True
     requires_tests: bool = True
     requires_scan: bool = True
     dependency_allow_list: frozenset[str] | None = None
@@ -112,6 +146,8 @@ class GateFacts:
     run_finished: bool = False
     cost_impact: Decimal = Decimal(0)
     approval: ApprovalFacts | None = None
+    # None: no `build` event of this run and no recorded build of the digest anywhere.
+    build: BuildFacts | None = None
     tests: UnitTestFacts | None = None
     scan: ScanFacts | None = None
     dependencies: frozenset[str] = field(default_factory=frozenset)
@@ -150,6 +186,8 @@ def _reasons(facts: GateFacts, rules: GateRules) -> Iterable[Reason]:
     if facts.run_finished:
         yield Reason(ReasonCode.RUN_FINISHED, "the run has finished; a deploy runs inside it")
     yield from _approval_reasons(facts, rules)
+    if rules.requires_build:
+        yield from build_reasons(facts.build, facts.scope.artifact_digest)
     yield from _quality_reasons(facts, rules)
     if rules.dependency_allow_list is not None:
         refused = sorted(facts.dependencies - rules.dependency_allow_list)
@@ -204,6 +242,35 @@ def _approval_reasons(facts: GateFacts, rules: GateRules) -> Iterable[Reason]:
             ReasonCode.BUDGET_EXCEEDED,
             f"cost impact {facts.cost_impact} exceeds the approved budget {approval.budget}",
         )
+
+
+def build_reasons(build: BuildFacts | None, digest: str) -> Iterable[Reason]:
+    """Why the recorded builds do not cover deploying `digest` (nothing when they do)."""
+    build = build or BuildFacts()
+    if build.failed_here:
+        yield Reason(
+            ReasonCode.BUILD_FAILED,
+            "this run's build failed (its latest `build` event says passed: false); "
+            "fix the build and run it again",
+        )
+        return
+    if build.built:
+        return
+    if not digest:
+        yield Reason(
+            ReasonCode.BUILD_MISSING,
+            "the deploy names no artifact digest, so no build of it can be found: report "
+            "the digest at run start, in the `build` event or in the gate request",
+        )
+        return
+    here = "this run reported no `build` event"
+    if build.built_other is not None:
+        here = f"this run built another artifact ({build.built_other})"
+    yield Reason(
+        ReasonCode.BUILD_MISSING,
+        f"no successful build of artifact {digest} is recorded: {here} and no earlier run "
+        "of this tenant (or shared build pipeline) built it",
+    )
 
 
 def _quality_reasons(facts: GateFacts, rules: GateRules) -> Iterable[Reason]:

@@ -25,6 +25,8 @@ class WindowRule:
 @dataclass(frozen=True)
 class GatePolicy:
     min_coverage_percent: float = 80.0
+    # A deploy needs a recorded successful build of its artifact digest (issue 17).
+    require_build: bool = True
     require_tests: bool = True
     require_scan: bool = True
     # Stages that need an approved dual approval; None: the stages marked `production`.
@@ -73,6 +75,7 @@ def gate_policy(content: dict[str, Any]) -> GatePolicy:
         min_coverage_percent=float(
             gates.get("min_coverage_percent", defaults.min_coverage_percent)
         ),
+        require_build=bool(gates.get("require_build", True)),
         require_tests=bool(gates.get("require_tests", True)),
         require_scan=bool(gates.get("require_scan", True)),
         approval_stages=None if approval_stages is None else frozenset(approval_stages),

@@ -4,9 +4,10 @@ One evaluation is one transaction in three parts:
 
 1. gather the facts: one composed statement reads the active policy's version, the run, its
    latest approval for the target, a signed emergency override of the same artifact, and the
-   data of its latest `test` and `scan` events; the promotion and rollback history when the
-   policy or the request needs it; then the target's lock row (locked for the transaction,
-   so racing pipelines are serialised by the database) and its queue;
+   data of its latest `test` and `scan` events; one more reads the recorded build of the
+   artifact (`_build`); the promotion and rollback history when the policy or the request
+   needs it; then the target's lock row (locked for the transaction, so racing pipelines are
+   serialised by the database) and its queue;
 2. decide: `domain/gate_decision.py` (pure, standard library only) returns the status, the
    reasons in order, the codes an override lifted and the steps to take with the lock;
 3. record: the lock's changes (`services/locks.py`), the decision row and its audit entry
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, literal, or_, select
+from sqlalchemy import and_, insert, literal, or_, select
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
@@ -183,6 +185,7 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             rules=rules.GateRules(
                 requires_approval=stage in approval_stages,
                 min_coverage_percent=gate_policy.min_coverage_percent,
+                requires_build=gate_policy.require_build,
                 requires_tests=gate_policy.require_tests,
                 requires_scan=gate_policy.require_scan,
                 dependency_allow_list=gate_policy.dependency_allow_list,
@@ -192,6 +195,7 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             dependencies=dependencies,
             version=command.version,
             approval=approval,
+            build=_build(session, run, tenant, digest) if gate_policy.require_build else None,
             tests=found.tests,
             scan=found.scan,
             window=window.state,
@@ -383,6 +387,52 @@ def _check_target(policy: Policy, tenant: str, stage: str) -> None:
         raise UnknownTenant(f"tenant {tenant!r} is not in the active policy")
     if policy.stage(stage) is None:
         raise UnknownStage(f"stage {stage!r} is not in the active policy")
+
+
+def _build(session: Session, run: _Run, tenant: str, digest: str | None) -> rules.BuildFacts:
+    """The recorded builds that cover deploying `digest` for `tenant`, in one query.
+
+    The `build` events of this run (every attempt: a re-run of the deploy stage keeps the
+    build of the first attempt) and, when a digest is named, those of other runs whose
+    artifact is that digest and whose tenant is `tenant` or none (a shared build pipeline).
+    Another tenant's run never counts, not even as an allow. A build event's digest is its
+    own `artifact_digest`, else its run's.
+    """
+    in_scope: ColumnElement[bool] = PipelineRun.id == run.id
+    if digest:
+        in_scope = or_(
+            in_scope,
+            and_(
+                PipelineRun.artifact_digest == digest,
+                or_(PipelineRun.tenant == tenant, PipelineRun.tenant.is_(None)),
+            ),
+        )
+    rows = session.execute(
+        select(PipelineEvent.data, PipelineRun.id, PipelineRun.run_key, PipelineRun.artifact_digest)
+        .join(PipelineRun, PipelineRun.id == PipelineEvent.run_pk)
+        .where(PipelineEvent.phase == "build", in_scope)
+        .order_by(PipelineEvent.id.desc())
+    ).all()
+    failed_here = built_here = False
+    latest_here: dict[str, Any] | None = None
+    built_other: str | None = None
+    built_by: str | None = None
+    for data, run_pk, run_key, run_digest in rows:
+        data = data if isinstance(data, dict) else {}
+        built = data.get("artifact_digest") or run_digest
+        passed = data.get("passed") is not False
+        if run_pk == run.id:
+            if latest_here is None:
+                latest_here = data
+                failed_here = not passed
+                if passed and built != digest:
+                    built_other = built
+            built_here = built_here or (passed and bool(digest) and built == digest)
+        elif built_by is None and passed and built == digest:
+            built_by = run_key
+    return rules.BuildFacts(
+        failed_here=failed_here, built_here=built_here, built_by=built_by, built_other=built_other
+    )
 
 
 def _tests(data: Any) -> rules.UnitTestFacts | None:
