@@ -123,10 +123,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--interval",
         type=_positive_float,
         default=10.0,
-        help="first pause between polls in seconds; it grows by half up to --max-interval "
-        "(default: 10)",
+        help="first pause between polls in seconds when ICA names none; it grows by half up to "
+        "--max-interval (default: 10). ICA names its own (Retry-After: 5 s in a request's "
+        "first minute, 15 s until ten minutes, 30 s after), and wait follows it; each poll "
+        "is a conditional request (If-None-Match), answered 304 while nothing changed",
     )
-    wait.add_argument("--max-interval", type=_positive_float, default=120.0)
+    wait.add_argument(
+        "--max-interval",
+        type=_positive_float,
+        default=120.0,
+        help="the longest pause of our own back-off (default: 120)",
+    )
     wait.set_defaults(func=_wait)
 
     sign = add("sign", "sign one half of an approval as yourself (ICA_TOKEN: a personal token)")
@@ -214,9 +221,10 @@ def _wait(
     def call(client: http.Client, env: Mapping[str, str]) -> int:
         deadline = clock() + args.wait_seconds
         if args.approval_id is None:
-            data = _ask(client, args, env).data
+            answer = _ask(client, args, env)
         else:
-            data = client.get_json(f"/api/v1/azdev/approval/{args.approval_id}").data
+            answer = client.get_json(f"/api/v1/azdev/approval/{args.approval_id}")
+        data = answer.data
         pause = args.interval
         while True:
             status = data["status"]
@@ -227,17 +235,29 @@ def _wait(
             if remaining <= 0:
                 _print(args, data, _summary(data) + " (still waiting at the timeout)")
                 return EXIT_STILL_PENDING
-            print(
-                f"ica: {_summary(data)}; next look in {min(pause, remaining):g} s", file=sys.stderr
-            )
-            sleep(min(pause, remaining))
+            # The server's back-off (Retry-After) when it names one, else our own.
+            asked = _seconds(answer.headers.get("retry-after"))
+            delay = min(pause if asked is None else asked, remaining)
+            print(f"ica: {_summary(data)}; next look in {delay:g} s", file=sys.stderr)
+            sleep(delay)
             pause = min(pause * 1.5, args.max_interval)
-            data = client.get_json(f"/api/v1/azdev/approval/{data['id']}").data
+            # A conditional read: 304 (no body) while nothing changed.
+            etag = answer.headers.get("etag")
+            answer = client.get_json(f"/api/v1/azdev/approval/{data['id']}", etag=etag)
+            if answer.status != 304:
+                data = answer.data
 
     return _execute(args, call, client_timeout=min(args.wait_seconds, CALL_TIMEOUT))
 
 
 # --- plumbing ------------------------------------------------------------------------------------
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After of delta-seconds (what ICA sends a poller), or None."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _ask(client: http.Client, args: argparse.Namespace, env: Mapping[str, str]) -> Any:

@@ -42,13 +42,22 @@ class JsonResponse:
 
     (A plain class: `dataclasses` imports `inspect`, which costs more than the rest.)"""
 
-    __slots__ = ("attempts", "data", "status", "text")
+    __slots__ = ("attempts", "data", "headers", "status", "text")
 
-    def __init__(self, status: int, data: Any, text: str, attempts: int) -> None:
+    def __init__(
+        self,
+        status: int,
+        data: Any,
+        text: str,
+        attempts: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.data = data
         self.text = text
         self.attempts = attempts
+        # The answer's headers, names in lower case (ETag, Retry-After for a poller).
+        self.headers: Mapping[str, str] = headers or {}
 
     def __repr__(self) -> str:
         return f"JsonResponse(status={self.status}, attempts={self.attempts})"
@@ -168,9 +177,10 @@ class Client:
         payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         return self._call("POST", path, payload, headers)
 
-    def get_json(self, path: str) -> JsonResponse:
-        """GET `path` and parse the JSON answer."""
-        return self._call("GET", path, None, {})
+    def get_json(self, path: str, *, etag: str | None = None) -> JsonResponse:
+        """GET `path` and parse the JSON answer. With `etag` (a conditional request,
+        If-None-Match), an unchanged resource answers 304: status 304 and data None."""
+        return self._call("GET", path, None, {} if etag is None else {"If-None-Match": etag})
 
     def _call(
         self, method: str, path: str, payload: bytes | None, extra: dict[str, str]
@@ -192,7 +202,7 @@ class Client:
             failure: IcaHttpError
             retry_after: float | None = None
             try:
-                status, text, retry_after_header = self._send(
+                status, text, answer_headers = self._send(
                     method, url, payload, headers, min(self.request_timeout, max(remaining, 0.001))
                 )
             except wire.NoAnswer as exc:
@@ -204,7 +214,10 @@ class Client:
                 )
             else:
                 if 200 <= status < 300:
-                    return JsonResponse(status, _parse_success(text, attempt), text, attempt)
+                    data = _parse_success(text, attempt)
+                    return JsonResponse(status, data, text, attempt, answer_headers)
+                if status == 304 and "If-None-Match" in headers:
+                    return JsonResponse(status, None, text, attempt, answer_headers)
                 failure = _problem_error(status, text, attempt)
                 if status == 401 and self._refresh is not None and not refreshed:
                     refreshed = True
@@ -212,7 +225,7 @@ class Client:
                     continue
                 if status not in RETRY_STATUSES:
                     raise failure
-                retry_after = _retry_after(retry_after_header)
+                retry_after = _retry_after(answer_headers.get("retry-after"))
             delay = self._backoff(attempt)
             if retry_after is not None:
                 delay = max(delay, retry_after)
@@ -227,8 +240,8 @@ class Client:
 
     def _send(
         self, method: str, url: str, payload: bytes | None, headers: dict[str, str], timeout: float
-    ) -> tuple[int, str, str | None]:
-        """One exchange: (status, body, Retry-After); raises wire.NoAnswer when nothing came
+    ) -> tuple[int, str, dict[str, str]]:
+        """One exchange: (status, body, headers); raises wire.NoAnswer when nothing came
         back."""
         try:
             status, answer_headers, body = wire.exchange(method, url, payload, headers, timeout)
@@ -238,14 +251,14 @@ class Client:
             raise Unreachable(
                 f"TLS verification of {redact_url(self.base_url)} failed: {exc}"
             ) from None
-        if 300 <= status < 400:
+        if 300 <= status < 400 and not (status == 304 and "If-None-Match" in headers):
             location = answer_headers.get("location", "")
             raise BadResponse(
                 f"ICA answered {status} with a redirect to {redact_url(location)}; set the URL "
                 "to the final address (redirects are not followed, so the token goes nowhere "
                 "else)"
             )
-        return status, _decode(body), answer_headers.get("retry-after")
+        return status, _decode(body), answer_headers
 
     def _backoff(self, attempt: int) -> float:
         """Exponential back-off with "equal jitter": half fixed, half random."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -23,6 +24,63 @@ def effective_status(row: Approval, now: datetime) -> ApprovalStatus:
     if not status.final and now >= row.expires_at:
         return ApprovalStatus.EXPIRED
     return status
+
+
+# How long a poller is asked to wait before it reads an open request again (`Retry-After`),
+# by the request's age: people sign in minutes to hours, so a pipeline learns of a decision
+# at most this late, and N waiting pipelines cost at most N / 5 requests per second in their
+# first minute, N / 15 until ten minutes, N / 30 after that (docs/approvals.md).
+POLL_AFTER = ((timedelta(minutes=1), 5), (timedelta(minutes=10), 15))
+POLL_AFTER_LONG = 30
+
+
+def poll_after(row: Approval, status: ApprovalStatus, now: datetime) -> int | None:
+    """Seconds a poller should wait before it asks again; None once the status is final."""
+    if status.final:
+        return None
+    age = now - row.requested_at
+    for younger_than, seconds in POLL_AFTER:
+        if age < younger_than:
+            return seconds
+    return POLL_AFTER_LONG
+
+
+def approval_etag(row: Approval, status: ApprovalStatus) -> str:
+    """The version of a request's answer, from its row alone: every change of it (a signature,
+    a withdrawal, the expiry, a decision) moves `updated_at` and the status, and an open
+    request past its expiry reads as expired. Weak: a signer's login renamed later changes the
+    body, not the version."""
+    parts = (
+        row.id,
+        status.value,
+        row.updated_at.isoformat(),
+        row.decided_at.isoformat() if row.decided_at else "",
+        row.expires_at.isoformat(),
+        row.closed_reason or "",
+    )
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+    return f'W/"{digest}"'
+
+
+def visible_approval(session: Session, *, approval_id: int, principal: Principal) -> Approval:
+    """One request by id (a primary-key read), if the caller's tenant scope reaches it."""
+    row = session.get(Approval, approval_id)
+    # Out of scope answers exactly like absent: nothing leaks about other tenants.
+    if row is None or not principal.can_for(Permission.APPROVAL_READ, row.tenant):
+        raise NotFound(f"no approval {approval_id}")
+    return row
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison against each entity tag listed, or `*`."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(
+        candidate.strip().removeprefix("W/") == wanted for candidate in if_none_match.split(",")
+    )
 
 
 @dataclass(frozen=True)
@@ -49,10 +107,7 @@ class ApprovalView:
 def get_approval(
     session: Session, *, approval_id: int, principal: Principal, now: datetime
 ) -> ApprovalView:
-    row = session.get(Approval, approval_id)
-    # Out of scope answers exactly like absent: nothing leaks about other tenants.
-    if row is None or not principal.can_for(Permission.APPROVAL_READ, row.tenant):
-        raise NotFound(f"no approval {approval_id}")
+    row = visible_approval(session, approval_id=approval_id, principal=principal)
     signatures = [
         SignatureView(signature, login)
         for signature, login in session.execute(

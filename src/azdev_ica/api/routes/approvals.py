@@ -35,8 +35,13 @@ from azdev_ica.errors import ValidationProblem
 from azdev_ica.queries.approvals import (
     ApprovalFilter,
     ApprovalView,
+    approval_etag,
+    effective_status,
+    etag_matches,
     get_approval,
     list_approvals,
+    poll_after,
+    visible_approval,
 )
 from azdev_ica.services.approvals import (
     AdoCallback,
@@ -337,10 +342,61 @@ def _check_plan_url(plan_url: str, allowed: list[str]) -> None:
     )
 
 
-@router.get("/approval/{approval_id}", response_model=ApprovalOut)
-def approval_detail(approval_id: ApprovalId, ctx: Ctx, principal: Reader) -> ApprovalOut:
-    """The request with its flat `status`, the signatures so far and the expiry."""
-    return _view(ctx, approval_id, principal)
+_POLL_HEADERS = {
+    "ETag": {
+        "description": "The answer's version: send it back as If-None-Match to be told "
+        "304 Not Modified while nothing changed",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "While the request is open: seconds to wait before asking again "
+        "(5 in its first minute, 15 until ten minutes, 30 after); absent once final",
+        "schema": {"type": "integer"},
+    },
+}
+
+
+@router.get(
+    "/approval/{approval_id}",
+    response_model=ApprovalOut,
+    responses={
+        200: {"headers": _POLL_HEADERS},
+        304: {"description": "Not modified since the ETag sent", "headers": _POLL_HEADERS},
+    },
+)
+def approval_detail(
+    approval_id: ApprovalId,
+    response: Response,
+    ctx: Ctx,
+    principal: Reader,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            max_length=1000,
+            description="The ETag of the answer already held: 304 while nothing changed",
+        ),
+    ] = None,
+) -> ApprovalOut | Response:
+    """The request with its flat `status`, the signatures so far and the expiry.
+
+    For pollers: the answer carries an `ETag` and, while the request is open, `Retry-After`
+    (the server's back-off). With `If-None-Match` set to the ETag held, an unchanged request
+    answers 304 with no body after a single primary-key read."""
+    now = ctx.clock.now()
+    with ctx.read() as session:
+        row = visible_approval(session, approval_id=approval_id, principal=principal)
+        status = effective_status(row, now)
+        etag = approval_etag(row, status)
+        headers = {"ETag": etag}
+        wait = poll_after(row, status, now)
+        if wait is not None:
+            headers["Retry-After"] = str(wait)
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        view = get_approval(session, approval_id=approval_id, principal=principal, now=now)
+        response.headers.update(headers)
+        return _out(ctx, view)
 
 
 @router.post(
