@@ -4,21 +4,27 @@ INSERTs of the same rows into the same server, from one run.
     make bench            # or: .venv/bin/python bench/run_event_throughput.py [--events N]
 
 Both sides commit once per event (a pipeline's event is one request, one transaction) on a
-PostgreSQL started here with fsync on. The raw side inserts exactly the rows the service
-writes for an event (the event row and its audit inbox record) with prepared statements and
+PostgreSQL started here with fsync on. Each event carries an Idempotency-Key, as `ica run
+event` sends it. The raw side inserts exactly the rows the service writes for an event (the
+event row, its audit inbox record and the idempotency record) with prepared statements and
 nothing else: no reads, no validation, no ORM. The ratio is the cost of the write path.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,6 +39,7 @@ from azdev_ica.db import migrate  # noqa: E402
 from azdev_ica.db.engine import Database  # noqa: E402
 from azdev_ica.domain.runs import Phase, Provider  # noqa: E402
 from azdev_ica.services.context import ServiceContext  # noqa: E402
+from azdev_ica.services.idempotency import IdempotencyRequest  # noqa: E402
 from azdev_ica.services.policies import apply_policy  # noqa: E402
 from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run  # noqa: E402
 from bench.common import Figure, Sizes  # noqa: E402
@@ -70,14 +77,18 @@ def _service_side(url: str, events: int, threads: int) -> float:
 
     def work(worker: int) -> None:
         for i in range(events // threads):
+            data = {"passed": True, "coverage_percent": 87.5, "total": 420, "failed": 0}
             record_event(
                 ctx,
                 principal=principal,
                 command=RecordEvent(
-                    run_key=run_keys[worker],
-                    phase=Phase.TEST,
-                    event_id=f"e{i}",
-                    data={"passed": True, "coverage_percent": 87.5, "total": 420, "failed": 0},
+                    run_key=run_keys[worker], phase=Phase.TEST, event_id=f"e{i}", data=data
+                ),
+                idempotency=IdempotencyRequest.of(
+                    principal=principal.id,
+                    key=uuid.uuid4().hex,
+                    operation="run.event",
+                    body={"run_key": run_keys[worker], "phase": "test", "data": data},
                 ),
             )
 
@@ -90,7 +101,7 @@ def _service_side(url: str, events: int, threads: int) -> float:
 
 
 def _raw_side(url: str, events: int, threads: int) -> float:
-    """The same two rows per event, one commit per event, straight through psycopg."""
+    """The same three rows per event, one commit per event, straight through psycopg."""
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         run_pks = [
@@ -100,6 +111,7 @@ def _raw_side(url: str, events: int, threads: int) -> float:
             ).fetchall()
         ]
     data = json.dumps({"coverage_percent": 87.5, "failed": 0, "passed": True, "total": 420})
+    reference = json.dumps({"event_id": "e", "run_key": "ado:bench:1000"})
 
     def work(worker: int) -> None:
         with psycopg.connect(conninfo) as conn:
@@ -125,11 +137,105 @@ def _raw_side(url: str, events: int, threads: int) -> float:
                         (now, str(run_pks[worker]), record.encode()),
                         prepare=True,
                     )
+                    conn.execute(
+                        "INSERT INTO azdev_idempotency (principal, idem_key, operation, "
+                        "fingerprint, status_code, response, created_at) VALUES "
+                        "('bench', %s, 'run.event', %s, 201, %s, %s)",
+                        (uuid.uuid4().hex, "f" * 64, reference, now),
+                        prepare=True,
+                    )
 
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
     elapsed = time.perf_counter() - started
+    return (events // threads) * threads / elapsed
+
+
+def _http_side(server: PgServer, database: str, events: int, threads: int) -> float:
+    """`POST run/event` over HTTP to `ica serve` as shipped (one worker, sealer and jobs on),
+    each event with its own Idempotency-Key as `ica run event` sends it; `threads` keep-alive
+    clients sending back to back."""
+    from bench.serve_memory import ICA, _free_port
+
+    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+    folder = Path(tempfile.mkdtemp(prefix="ica-bench-"))
+    env = {
+        **os.environ,
+        "ICA_DATA_DIR": str(folder),
+        "ICA_DATABASE_URL": server.url(database),
+        "ICA_SECRET_KEY": "h" * 48,
+    }
+    policy = str(ROOT / "examples" / "policy.yaml")
+    subprocess.run([*ICA, "init", "--policy", policy], env=env, check=True, capture_output=True)
+    created = subprocess.run(
+        [*ICA, "apikey", "create", "--name", "bench", "--role", "azdev_devops", "--output",
+         "json"],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {json.loads(created.stdout)['key']}",
+        "Content-Type": "application/json",
+    }
+    port = _free_port()
+    process = subprocess.Popen(
+        [*ICA, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def post(connection: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> int:
+        connection.request(
+            "POST",
+            path,
+            json.dumps(body).encode(),
+            {**headers, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connection.request("GET", "/health")
+                connection.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("ica serve did not start") from None
+                time.sleep(0.1)
+        for worker in range(threads):
+            start = {
+                "provider": "ado", "project_id": "bench", "run_id": str(1000 + worker),
+                "pipeline_name": "bench", "tenant": "ws", "stage": "test",
+            }  # fmt: skip
+            if post(connection, "/api/v1/azdev/run/start", start) != 201:
+                raise RuntimeError("run/start failed")
+        connection.close()
+
+        def work(worker: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            data = {"passed": True, "coverage_percent": 87.5, "total": 420, "failed": 0}
+            for i in range(events // threads):
+                body = {
+                    "run_key": f"ado:bench:{1000 + worker}", "phase": "test",
+                    "event_id": f"e{i}", "data": data,
+                }  # fmt: skip
+                if post(connection, "/api/v1/azdev/run/event", body) != 201:
+                    raise RuntimeError("run/event failed")
+            connection.close()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, range(threads)))
+        elapsed = time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
     return (events // threads) * threads / elapsed
 
 
@@ -143,6 +249,7 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
         url = server.url(name)
         service = _service_side(url, sizes.events, threads)
         raw = _raw_side(url, sizes.events, threads)
+        over_http = _http_side(server, f"{name}_http", sizes.events, threads)
         found.append(
             Figure(
                 f"run/event through the service, {threads} thread(s)",
@@ -151,6 +258,16 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
                 service / raw,
                 ">= 0.5",
                 service / raw >= 0.5,
+            )
+        )
+        found.append(
+            Figure(
+                f"POST run/event over HTTP to `ica serve`, {threads} client(s)",
+                f"{over_http:.0f} events/s",
+                f"raw prepared INSERTs {raw:.0f}/s",
+                over_http / raw,
+                ">= 0.5",
+                over_http / raw >= 0.5,
             )
         )
     return found
@@ -164,7 +281,10 @@ def main() -> int:
     server = PgServer.start(durable=True)
     try:
         print(f"PostgreSQL with fsync on; {args.events} events per measurement")
-        print(f"{'threads':>7}  {'service ev/s':>12}  {'raw ev/s':>10}  {'ratio':>6}")
+        print(
+            f"{'threads':>7}  {'service ev/s':>12}  {'HTTP ev/s':>9}  {'raw ev/s':>10}  "
+            f"{'ratio':>6}  {'HTTP':>6}"
+        )
         for number, threads in enumerate(args.threads):
             url = server.url()
             with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
@@ -172,7 +292,11 @@ def main() -> int:
             url = server.url(f"bench{number}")
             service = _service_side(url, args.events, threads)
             raw = _raw_side(url, args.events, threads)
-            print(f"{threads:>7}  {service:>12.0f}  {raw:>10.0f}  {service / raw:>6.2f}")
+            over_http = _http_side(server, f"bench{number}_http", args.events, threads)
+            print(
+                f"{threads:>7}  {service:>12.0f}  {over_http:>9.0f}  {raw:>10.0f}  "
+                f"{service / raw:>6.2f}  {over_http / raw:>6.2f}"
+            )
     finally:
         server.stop()
     return 0

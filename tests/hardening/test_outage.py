@@ -106,7 +106,9 @@ def _post(stack: Stack, path: str, body: dict[str, Any], key: str | None = None)
     headers = bearer(stack.key)
     if key is not None:
         headers["Idempotency-Key"] = key
-    return httpx2.post(f"{stack.live.url}/api/v1/azdev{path}", json=body, headers=headers)
+    return httpx2.post(
+        f"{stack.live.url}/api/v1/azdev{path}", json=body, headers=headers, timeout=60
+    )
 
 
 def test_a_stopped_database_is_a_503_with_retry_after(own_pg, stack):
@@ -126,6 +128,25 @@ def test_a_stopped_database_is_a_503_with_retry_after(own_pg, stack):
     assert _post(stack, "/run/start", {**START, "run_id": "2"}).status_code == 201
 
 
+def test_the_first_request_after_a_restart_goes_through(own_pg, stack):
+    """No pool ping precedes a request: the pooled connections the restart killed fail their
+    first statement, and ICA repeats the key look-up and the action once on a fresh
+    connection, so a pipeline sees no 503 for a database that is back."""
+    import httpx2
+
+    warm = [_post(stack, "/run/start", {**START, "run_id": str(100 + n)}) for n in range(3)]
+    assert [answer.status_code for answer in warm] == [201, 201, 201]
+    own_pg.restart(down_seconds=0)  # every pooled connection is now dead
+    read = httpx2.get(f"{stack.live.url}/api/v1/azdev/runs", headers=bearer(stack.key), timeout=60)
+    assert read.status_code == 200, read.text
+    own_pg.restart(down_seconds=0)
+    started = _post(stack, "/run/start", {**START, "run_id": "200"})
+    assert started.status_code == 201, started.text
+    own_pg.restart(down_seconds=0)
+    recorded = _post(stack, "/run/event", {"run_key": "ado:p1:200", "phase": "build"}, key="b")
+    assert recorded.status_code == 201, recorded.text
+
+
 def test_a_connection_lost_during_commit_never_claims_nothing_changed(own_pg, stack):
     """The server loses the connection just as the COMMIT is sent (its backend is ended
     from outside): ICA cannot know the outcome, and says so; the retry with the same
@@ -133,7 +154,7 @@ def test_a_connection_lost_during_commit_never_claims_nothing_changed(own_pg, st
     import httpx2
 
     # The key's first use is recorded (a write) before any test write is watched.
-    warm = httpx2.get(f"{stack.live.url}/api/v1/azdev/runs", headers=bearer(stack.key))
+    warm = httpx2.get(f"{stack.live.url}/api/v1/azdev/runs", headers=bearer(stack.key), timeout=60)
     assert warm.status_code == 200
     killer = create_engine(stack.url, isolation_level="AUTOCOMMIT")
     armed = {"once": True}

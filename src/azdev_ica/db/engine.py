@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -15,6 +15,8 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from azdev_ica.errors import CommitOutcomeUnknown
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000) -> Engine:
@@ -34,7 +36,13 @@ def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000)
             hide_parameters=True,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No ping per checkout (a round trip per transaction): a connection the server
+            # dropped fails its first statement instead, which marks it (and every pooled
+            # connection older than it) invalid; the action is then repeated once on a fresh
+            # connection (`ServiceContext.run_action`, `Database.first_read`). Idle
+            # connections are renewed after an hour (and always a little before any
+            # firewall's idle timeout).
+            pool_recycle=3600,
             # Pipelines retry; a request must never hang on a lock for long.
             connect_args={"options": "-c lock_timeout=10000 -c statement_timeout=30000"},
         )
@@ -201,6 +209,19 @@ class Database:
         """A read-only transaction (rolled back at the end)."""
         with self._read() as session, session.begin():
             yield session
+
+    def first_read(self, query: Callable[[Session], T]) -> T:
+        """`query` in a read-only transaction, repeated once on a fresh connection when the
+        pooled one turned out dead (the server restarted since it was last used): for the
+        first statement of a request, which no pool ping precedes."""
+        try:
+            with self.read() as session:
+                return query(session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with self.read() as session:
+            return query(session)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.apikeys import digest_matches, generate_key, parse_prefix
@@ -127,14 +128,31 @@ def count_admin_keys(ctx: ServiceContext) -> int:
         )
 
 
+# Built once: the look-up every API request starts with (Core, the columns it needs).
+_KEYS = cast(Table, ApiKey.__table__)
+_KEY_BY_PREFIX = select(
+    _KEYS.c.id,
+    _KEYS.c.prefix,
+    _KEYS.c.digest,
+    _KEYS.c.name,
+    _KEYS.c.role,
+    _KEYS.c.tenants,
+    _KEYS.c.stages,
+    _KEYS.c.revoked_at,
+    _KEYS.c.expires_at,
+    _KEYS.c.last_used_at,
+).where(_KEYS.c.prefix == bindparam("prefix"))
+
+
 def authenticate_api_key(ctx: ServiceContext, key: str, *, touch_every: timedelta) -> Principal:
     """The principal of a valid key; raises Unauthenticated (with no hint why) otherwise."""
     refused = Unauthenticated("the credentials are not valid")
     prefix = parse_prefix(key)
     if prefix is None:
         raise refused
-    with ctx.read() as session:
-        row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    row = ctx.db.first_read(
+        lambda session: session.execute(_KEY_BY_PREFIX, {"prefix": prefix}).one_or_none()
+    )
     if row is None or not digest_matches(key, row.digest, ctx.pepper):
         raise refused
     now = ctx.clock.now()

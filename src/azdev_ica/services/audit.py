@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import rfc8785
-from sqlalchemy import event, insert, literal_column, select
+from sqlalchemy import Table, event, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
@@ -60,6 +60,16 @@ def record_body(
     )
 
 
+# Built once: a Core INSERT on the table (no ORM bulk path, no statement built per record).
+_INBOX = cast(Table, AuditInbox.__table__)
+_INSERT_INBOX = insert(_INBOX).returning(_INBOX.c.id)
+_INSERT_INBOX_PG = (
+    insert(_INBOX)
+    .values(txid=literal_column("pg_current_xact_id()::text::bigint"))
+    .returning(_INBOX.c.id)
+)
+
+
 def append_audit(
     session: Session,
     *,
@@ -96,25 +106,20 @@ def append_audit(
     )
     # PostgreSQL: the writer's transaction id, so the sealer knows which rows may still be
     # invisible to it (see jobs/sealer.py). SQLite has one writer at a time: 0.
-    txid: Any = (
-        literal_column("pg_current_xact_id()::text::bigint")
-        if session.get_bind().dialect.name == "postgresql"
-        else 0
-    )
+    postgresql = session.get_bind().dialect.name == "postgresql"
     inbox_id = session.execute(
-        insert(AuditInbox)
-        .values(
-            txid=txid,
-            created_at=at,
-            action=action,
-            actor_kind=actor.kind,
-            actor_id=actor.id,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            tenant=tenant,
-            body=body,
-        )
-        .returning(AuditInbox.id)
+        _INSERT_INBOX_PG if postgresql else _INSERT_INBOX,
+        {
+            **({} if postgresql else {"txid": 0}),
+            "created_at": at,
+            "action": action,
+            "actor_kind": actor.kind,
+            "actor_id": actor.id,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "tenant": tenant,
+            "body": body,
+        },
     ).scalar_one()
     _remember(session, int(inbox_id))
     return int(inbox_id)

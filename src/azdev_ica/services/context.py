@@ -109,7 +109,9 @@ class ServiceContext:
 
         A unique-constraint violation means another transaction created the same natural key
         first; on retry the action sees that row and answers with it. PostgreSQL may also
-        abort a transaction on a serialisation conflict or deadlock; those are retried too.
+        abort a transaction on a serialisation conflict or deadlock; those are retried too,
+        as is a pooled connection found dead at its first statement (no pool ping precedes
+        it; the pool then renews its older connections), since nothing of it committed.
         """
         for attempt in range(retries + 1):
             try:
@@ -127,7 +129,7 @@ class ServiceContext:
 
 
 def _retryable(exc: IntegrityError | OperationalError) -> bool:
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError) or exc.connection_invalidated:
         return True
     code = getattr(exc.orig, "sqlstate", None)
     # 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import rfc8785
-from sqlalchemy import select
+from sqlalchemy import Row, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import IdempotencyRecord
@@ -35,15 +35,25 @@ class IdempotencyRequest:
         return cls(principal=principal, key=key, operation=operation, fingerprint=fingerprint)
 
 
-def find_prior(session: Session, request: IdempotencyRequest | None) -> IdempotencyRecord | None:
+# Built once (Core, on the table): the look-up and the record, each a prepared statement.
+_RECORDS = cast(Table, IdempotencyRecord.__table__)
+_FIND_PRIOR = select(
+    _RECORDS.c.fingerprint, _RECORDS.c.operation, _RECORDS.c.status_code, _RECORDS.c.response
+).where(
+    _RECORDS.c.principal == bindparam("principal"),
+    _RECORDS.c.idem_key == bindparam("idem_key"),
+)
+_REMEMBER = insert(_RECORDS)
+
+
+def find_prior(
+    session: Session, request: IdempotencyRequest | None
+) -> Row[Any, Any, Any, Any] | None:
     """The stored answer for this key, or None; refuses a key reused for another request."""
     if request is None:
         return None
-    prior = session.scalars(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.principal == request.principal,
-            IdempotencyRecord.idem_key == request.key,
-        )
+    prior = session.execute(
+        _FIND_PRIOR, {"principal": request.principal, "idem_key": request.key}
     ).one_or_none()
     if prior is not None and (
         prior.fingerprint != request.fingerprint or prior.operation != request.operation
@@ -64,14 +74,15 @@ def remember(
 ) -> None:
     if request is None:
         return
-    session.add(
-        IdempotencyRecord(
-            principal=request.principal,
-            idem_key=request.key,
-            operation=request.operation,
-            fingerprint=request.fingerprint,
-            status_code=status_code,
-            response=reference,
-            created_at=at,
-        )
+    session.execute(
+        _REMEMBER,
+        {
+            "principal": request.principal,
+            "idem_key": request.key,
+            "operation": request.operation,
+            "fingerprint": request.fingerprint,
+            "status_code": status_code,
+            "response": reference,
+            "created_at": at,
+        },
     )

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
@@ -280,17 +280,17 @@ def record_event(
             return EventOutcome(
                 run=run, event=event, created=False, rollback=_rollback(ctx, session, run, event)
             )
-        run = _scoped_run(session, command.run_key, principal)
-        # Only a client-chosen id can repeat; a fresh server-made one needs no look-up.
-        existing = (
-            None
-            if command.event_id is None
-            else session.scalars(
-                select(PipelineEvent).where(
-                    PipelineEvent.run_pk == run.id, PipelineEvent.event_id == event_id
-                )
-            ).one_or_none()
-        )
+        # One read: the run, its attempt's state and an event already recorded under this id
+        # (a fresh server-made id finds none).
+        found = session.execute(
+            _EVENT_FACTS,
+            {"run_key": command.run_key, "attempt": command.attempt, "event_id": event_id},
+        ).one_or_none()
+        if found is None or not _reaches(principal, found[0]):
+            # Out of scope answers exactly like absent.
+            raise NotFound(f"no run {command.run_key!r}")
+        run, attempt_finished, existing_pk = found
+        existing = None if existing_pk is None else session.get(PipelineEvent, existing_pk)
         if existing is not None:
             return EventOutcome(
                 run=run,
@@ -300,7 +300,11 @@ def record_event(
             )
         now = ctx.clock.now()
         _check_event_target(ctx, session, principal, run, command, event_id, now)
-        state = _attempt_state(session, run, command.attempt)
+        state = (
+            None
+            if attempt_finished is None
+            else AttemptState(attempt=command.attempt, finished=bool(attempt_finished))
+        )
         refusal = event_refusal(
             phase=command.phase,
             attempt=command.attempt,
@@ -331,19 +335,23 @@ def record_event(
             run_stage=run.stage,
             run_digest=run.artifact_digest,
         )
-        event = PipelineEvent(
-            run_pk=run.id,
-            event_id=event_id,
-            attempt=command.attempt,
-            phase=command.phase.value,
-            occurred_at=command.occurred_at or now,
-            recorded_at=now,
-            data=command.data,
-            target_tenant=target_tenant,
-            target_stage=target_stage,
-            target_digest=target_digest,
-        )
-        session.add(event)
+        values = {
+            "run_pk": run.id,
+            "event_id": event_id,
+            "attempt": command.attempt,
+            "phase": command.phase.value,
+            "occurred_at": command.occurred_at or now,
+            "recorded_at": now,
+            "data": command.data,
+            "target_tenant": target_tenant,
+            "target_stage": target_stage,
+            "target_digest": target_digest,
+        }
+        # The run's own changes first (a reopened attempt, a build's digest), then the event
+        # as one prepared INSERT (no unit of work): the answer's event is built from its values.
+        session.flush()
+        event_pk = session.execute(_INSERT_EVENT, values).scalar_one()
+        event = PipelineEvent(id=event_pk, **values)
         append_audit(
             session,
             actor=principal.actor,
@@ -655,8 +663,26 @@ def _rollback(
     return rollback_for(ctx, session, tenant=target[0], stage=target[1])
 
 
+# Hot statements, built once (building and hashing a statement costs more than running it).
+_RUN_BY_KEY = select(PipelineRun).where(PipelineRun.run_key == bindparam("run_key"))
+_EVENT_FACTS = select(
+    PipelineRun,
+    select(RunAttempt.finished_at.is_not(None))
+    .where(RunAttempt.run_pk == PipelineRun.id, RunAttempt.attempt == bindparam("attempt"))
+    .scalar_subquery(),
+    select(PipelineEvent.id)
+    .where(PipelineEvent.run_pk == PipelineRun.id, PipelineEvent.event_id == bindparam("event_id"))
+    .scalar_subquery(),
+).where(PipelineRun.run_key == bindparam("run_key"))
+_EVENTS = cast(Table, PipelineEvent.__table__)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_ATTEMPT_ROW = select(RunAttempt).where(
+    RunAttempt.run_pk == bindparam("run_pk"), RunAttempt.attempt == bindparam("attempt")
+)
+
+
 def _find_run(session: Session, key: str) -> PipelineRun | None:
-    return session.scalars(select(PipelineRun).where(PipelineRun.run_key == key)).one_or_none()
+    return session.scalars(_RUN_BY_KEY, {"run_key": key}).one_or_none()
 
 
 def _run_by_key(session: Session, key: str) -> PipelineRun:
@@ -697,16 +723,7 @@ def _requester_from_token(principal: Principal, command: StartRun) -> StartRun:
 
 
 def _attempt_row(session: Session, run: PipelineRun, attempt: int) -> RunAttempt | None:
-    return session.scalars(
-        select(RunAttempt).where(RunAttempt.run_pk == run.id, RunAttempt.attempt == attempt)
-    ).one_or_none()
-
-
-def _attempt_state(session: Session, run: PipelineRun, attempt: int) -> AttemptState | None:
-    row = _attempt_row(session, run, attempt)
-    if row is None:
-        return None
-    return AttemptState(attempt=attempt, finished=row.finished_at is not None)
+    return session.scalars(_ATTEMPT_ROW, {"run_pk": run.id, "attempt": attempt}).one_or_none()
 
 
 def _event(session: Session, run: PipelineRun, event_id: str) -> PipelineEvent:
