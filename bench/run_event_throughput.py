@@ -249,7 +249,6 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
         url = server.url(name)
         service = _service_side(url, sizes.events, threads)
         raw = _raw_side(url, sizes.events, threads)
-        over_http = _http_side(server, f"{name}_http", sizes.events, threads)
         found.append(
             Figure(
                 f"run/event through the service, {threads} thread(s)",
@@ -260,6 +259,9 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
                 service / raw >= 0.5,
             )
         )
+        if sizes.name == "smoke" and threads != sizes.threads[0]:
+            continue  # the smoke run proves the HTTP side once (each start costs seconds)
+        over_http = _http_side(server, f"{name}_http", sizes.events, threads)
         found.append(
             Figure(
                 f"POST run/event over HTTP to `ica serve`, {threads} client(s)",
