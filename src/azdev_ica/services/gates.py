@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, literal, or_, select
+from sqlalchemy import String, and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -242,16 +242,16 @@ class _Found:
     scan: rules.ScanFacts | None
 
 
-def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
-    """The active policy's version, the run, its latest approval for the target, its signed
-    override of the artifact and its latest `test` and `scan` events, in one round trip
-    (None: no run has this key)."""
+# Built once per shape (which of tenant, stage and digest the request names), with bound
+# parameters: SQLAlchemy then reuses the statement's compiled form and cache key.
+_FACTS: dict[tuple[bool, bool, bool], Any] = {}
+
+
+def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) -> Any:
     run = PipelineRun
-    tenant: Any = literal(command.tenant) if command.tenant is not None else run.tenant
-    stage: Any = literal(command.stage) if command.stage is not None else run.stage
-    digest: Any = (
-        literal(command.artifact_digest) if command.artifact_digest else run.artifact_digest
-    )
+    tenant: Any = bindparam("tenant", type_=String) if tenant_given else run.tenant
+    stage: Any = bindparam("stage", type_=String) if stage_given else run.stage
+    digest: Any = bindparam("digest", type_=String) if digest_given else run.artifact_digest
     latest = aliased(Approval)
     approval_id = (
         select(latest.id)
@@ -289,7 +289,7 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
 
     policy = select(PolicyVersion.id).order_by(PolicyVersion.id.desc()).limit(1).scalar_subquery()
     policy_sha = select(PolicyVersion.sha256).where(PolicyVersion.id == policy).scalar_subquery()
-    query = (
+    return (
         select(
             policy.label("policy_id"),
             policy_sha.label("policy_sha256"),
@@ -316,9 +316,26 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         )
         .select_from(run)
         .outerjoin(Approval, Approval.id == approval_id)
-        .where(run.run_key == command.run_key)
+        .where(run.run_key == bindparam("run_key", type_=String))
     )
-    row = session.execute(query).one_or_none()
+
+
+def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
+    """The active policy's version, the run, its latest approval for the target, its signed
+    override of the artifact and its latest `test` and `scan` events, in one round trip
+    (None: no run has this key)."""
+    given = (command.tenant is not None, command.stage is not None, bool(command.artifact_digest))
+    query = _FACTS.get(given)
+    if query is None:
+        query = _FACTS.setdefault(given, _facts_statement(*given))
+    values: dict[str, Any] = {"run_key": command.run_key}
+    if given[0]:
+        values["tenant"] = command.tenant
+    if given[1]:
+        values["stage"] = command.stage
+    if given[2]:
+        values["digest"] = command.artifact_digest
+    row = session.execute(query, values).one_or_none()
     if row is None:
         return None
     approval = None
