@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from azdev_ica.api.routes.ui import safe_next
+from azdev_ica.api.routes.ui import CONSOLE_PREFIXES, safe_next
 from azdev_ica.db.tables import AuditInbox, WebSession
 from tests.identity.conftest import HTML, JSON, ORIGIN, form_token, new_browser, post_login
 
@@ -274,7 +274,8 @@ def test_safe_next_is_always_a_path_of_the_ui(value):
     parts = urlsplit(target)
     assert not parts.scheme
     assert not parts.netloc
-    assert parts.path == "/ui" or parts.path.startswith("/ui/")
+    # A page of the console: /ui/ or one of its own top-level pages (/policy, /reports...).
+    assert any(parts.path == p or parts.path.startswith(p + "/") for p in CONSOLE_PREFIXES)
     assert "\\" not in target
     assert target.isprintable()
     assert ".." not in parts.path.split("/")
