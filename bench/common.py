@@ -8,6 +8,8 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +107,121 @@ def table(figures: list[Figure]) -> str:
     header = ["Measure", "ICA", "Baseline in the same run", "Ratio", "Goal", ""]
     rows = [header, ["---"] * len(header), *(figure.row() for figure in figures)]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
+
+
+# `ica serve` as shipped, in its own process, for the benchmarks that measure over HTTP.
+ICA = [sys.executable, "-m", "azdev_ica.cli.main"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` and its live descendants (every thread; uvicorn's
+    worker processes under `--workers N`), plus what its reaped children used, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after the name: utime, stime, cutime, cstime are the 12th to 15th.
+        total += sum(int(value) for value in fields[11:15])
+        pending.extend(children.get(current, []))
+    return total / tick
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running `ica serve`: its base URL, process id, an API key of the role asked for and
+    the environment its CLI runs with (`cli()` runs other `ica` commands against it)."""
+
+    base: str
+    port: int
+    pid: int
+    token: str
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [*ICA, *args], env=self.env, check=True, capture_output=True, text=True
+        )
+        return done.stdout
+
+    def cpu_seconds(self) -> float:
+        """CPU the server's processes used so far (read before and after a measurement)."""
+        return process_cpu_seconds(self.pid)
+
+
+@contextmanager
+def ica_serve(
+    database_url: str,
+    *,
+    role: str = "azdev_devops",
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Served]:
+    """`ica init` (examples/policy.yaml) on the database at `database_url` (an empty one),
+    an API key of `role`, then `ica serve` on a free local port with `args` added; yields
+    once `GET /health` answers and stops the server on leaving."""
+    import json
+    import tempfile
+    import time
+    import urllib.request
+
+    folder = Path(tempfile.mkdtemp(prefix="ica-bench-"))
+    environment = {
+        **os.environ,
+        "ICA_DATA_DIR": str(folder),
+        "ICA_DATABASE_URL": database_url,
+        "ICA_SECRET_KEY": "b" * 48,
+        **(env or {}),
+    }
+    policy = str(ROOT / "examples" / "policy.yaml")
+    subprocess.run(
+        [*ICA, "init", "--policy", policy], env=environment, check=True, capture_output=True
+    )
+    created = subprocess.run(
+        [*ICA, "apikey", "create", "--name", "bench", "--role", role, "--output", "json"],
+        env=environment, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        [*ICA, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("ica serve did not start") from None
+                time.sleep(0.1)
+        yield Served(base, port, process.pid, json.loads(created.stdout)["key"], environment)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

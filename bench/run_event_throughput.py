@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from azdev_ica.services.context import ServiceContext  # noqa: E402
 from azdev_ica.services.idempotency import IdempotencyRequest  # noqa: E402
 from azdev_ica.services.policies import apply_policy  # noqa: E402
 from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run  # noqa: E402
-from bench.common import Figure, Sizes  # noqa: E402
+from bench.common import Figure, Sizes, ica_serve  # noqa: E402
 
 
 def _service_side(url: str, events: int, threads: int) -> float:
@@ -152,62 +150,40 @@ def _raw_side(url: str, events: int, threads: int) -> float:
     return (events // threads) * threads / elapsed
 
 
-def _http_side(server: PgServer, database: str, events: int, threads: int) -> float:
+@dataclass(frozen=True)
+class OverHttp:
+    """POST run/event over HTTP: events per second, and the server's CPU per request."""
+
+    rate: float
+    cpu_ms: float
+
+
+def _http_side(server: PgServer, database: str, events: int, threads: int) -> OverHttp:
     """`POST run/event` over HTTP to `ica serve` as shipped (one worker, sealer and jobs on),
     each event with its own Idempotency-Key as `ica run event` sends it; `threads` keep-alive
-    clients sending back to back."""
-    from bench.serve_memory import ICA, _free_port
-
+    clients sending back to back. The server's CPU (all its threads, the sealer's included)
+    is read from /proc before and after."""
     with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {database}")
         conn.execute(f"CREATE DATABASE {database}")
-    folder = Path(tempfile.mkdtemp(prefix="ica-bench-"))
-    env = {
-        **os.environ,
-        "ICA_DATA_DIR": str(folder),
-        "ICA_DATABASE_URL": server.url(database),
-        "ICA_SECRET_KEY": "h" * 48,
-    }
-    policy = str(ROOT / "examples" / "policy.yaml")
-    subprocess.run([*ICA, "init", "--policy", policy], env=env, check=True, capture_output=True)
-    created = subprocess.run(
-        [*ICA, "apikey", "create", "--name", "bench", "--role", "azdev_devops", "--output",
-         "json"],
-        env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    headers = {
-        "Authorization": f"Bearer {json.loads(created.stdout)['key']}",
-        "Content-Type": "application/json",
-    }
-    port = _free_port()
-    process = subprocess.Popen(
-        [*ICA, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    with ica_serve(server.url(database)) as served:
+        headers = {
+            "Authorization": f"Bearer {served.token}",
+            "Content-Type": "application/json",
+        }
 
-    def post(connection: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> int:
-        connection.request(
-            "POST",
-            path,
-            json.dumps(body).encode(),
-            {**headers, "Idempotency-Key": uuid.uuid4().hex},
-        )
-        answer = connection.getresponse()
-        answer.read()
-        return answer.status
+        def post(connection: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> int:
+            connection.request(
+                "POST",
+                path,
+                json.dumps(body).encode(),
+                {**headers, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            answer = connection.getresponse()
+            answer.read()
+            return answer.status
 
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                connection.request("GET", "/health")
-                connection.getresponse().read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("ica serve did not start") from None
-                time.sleep(0.1)
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
         for worker in range(threads):
             start = {
                 "provider": "ado", "project_id": "bench", "run_id": str(1000 + worker),
@@ -218,7 +194,7 @@ def _http_side(server: PgServer, database: str, events: int, threads: int) -> fl
         connection.close()
 
         def work(worker: int) -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
             data = {"passed": True, "coverage_percent": 87.5, "total": 420, "failed": 0}
             for i in range(events // threads):
                 body = {
@@ -229,14 +205,14 @@ def _http_side(server: PgServer, database: str, events: int, threads: int) -> fl
                     raise RuntimeError("run/event failed")
             connection.close()
 
+        sent = (events // threads) * threads
+        cpu_before = served.cpu_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(work, range(threads)))
         elapsed = time.perf_counter() - started
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    return (events // threads) * threads / elapsed
+        cpu = served.cpu_seconds() - cpu_before
+    return OverHttp(sent / elapsed, cpu / sent * 1000)
 
 
 def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
@@ -265,11 +241,11 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
         found.append(
             Figure(
                 f"POST run/event over HTTP to `ica serve`, {threads} client(s)",
-                f"{over_http:.0f} events/s",
+                f"{over_http.rate:.0f} events/s ({over_http.cpu_ms:.1f} ms server CPU each)",
                 f"raw prepared INSERTs {raw:.0f}/s",
-                over_http / raw,
+                over_http.rate / raw,
                 ">= 0.5",
-                over_http / raw >= 0.5,
+                over_http.rate / raw >= 0.5,
             )
         )
     return found
@@ -284,8 +260,8 @@ def main() -> int:
     try:
         print(f"PostgreSQL with fsync on; {args.events} events per measurement")
         print(
-            f"{'threads':>7}  {'service ev/s':>12}  {'HTTP ev/s':>9}  {'raw ev/s':>10}  "
-            f"{'ratio':>6}  {'HTTP':>6}"
+            f"{'threads':>7}  {'service ev/s':>12}  {'HTTP ev/s':>9}  {'CPU ms':>6}  "
+            f"{'raw ev/s':>10}  {'ratio':>6}  {'HTTP':>6}"
         )
         for number, threads in enumerate(args.threads):
             url = server.url()
@@ -296,8 +272,9 @@ def main() -> int:
             raw = _raw_side(url, args.events, threads)
             over_http = _http_side(server, f"bench{number}_http", args.events, threads)
             print(
-                f"{threads:>7}  {service:>12.0f}  {over_http:>9.0f}  {raw:>10.0f}  "
-                f"{service / raw:>6.2f}  {over_http / raw:>6.2f}"
+                f"{threads:>7}  {service:>12.0f}  {over_http.rate:>9.0f}  "
+                f"{over_http.cpu_ms:>6.2f}  {raw:>10.0f}  {service / raw:>6.2f}  "
+                f"{over_http.rate / raw:>6.2f}"
             )
     finally:
         server.stop()

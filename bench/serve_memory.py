@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,10 +18,8 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from tests.support.pgserver import PgServer  # noqa: E402
 
-from bench.common import Figure, Sizes  # noqa: E402
+from bench.common import Figure, Sizes, ica_serve  # noqa: E402
 from bench.load import Request, saturation  # noqa: E402
-
-ICA = [sys.executable, "-m", "azdev_ica.cli.main"]
 
 
 def rss_mib(pid: int) -> float:
@@ -36,52 +29,15 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure(server: PgServer, events: int) -> dict[str, float]:
     with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS serve_memory")
         conn.execute("CREATE DATABASE serve_memory")
-    folder = Path(tempfile.mkdtemp(prefix="ica-bench-"))
-    env = {
-        **os.environ,
-        "ICA_DATA_DIR": str(folder),
-        "ICA_DATABASE_URL": server.url("serve_memory"),
-        "ICA_SECRET_KEY": "m" * 48,
-    }
-    subprocess.run(
-        [*ICA, "init", "--policy", str(ROOT / "examples" / "policy.yaml")],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    created = subprocess.run(
-        [*ICA, "apikey", "create", "--name", "bench", "--role", "azdev_devops", "--output",
-         "json"],
-        env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    token = json.loads(created.stdout)["key"]
-    port = _free_port()
-    process = subprocess.Popen(
-        [*ICA, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("ica serve did not start") from None
-                time.sleep(0.1)
+    with ica_serve(server.url("serve_memory")) as served:
+        base = served.base
         time.sleep(1)
-        idle = rss_mib(process.pid)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        idle = rss_mib(served.pid)
+        headers = {"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"}
         start = {
             "provider": "ado", "project_id": "bench", "run_id": "1", "pipeline_name": "bench",
             "tenant": "to", "stage": "development",
@@ -107,11 +63,8 @@ def measure(server: PgServer, events: int) -> dict[str, float]:
                     clients=1,
                     total=1,
                 )  # fmt: skip
-            peak = max(peak, rss_mib(process.pid))
-        after = rss_mib(process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+            peak = max(peak, rss_mib(served.pid))
+        after = rss_mib(served.pid)
     return {"idle": idle, "peak": peak, "after": after}
 
 
