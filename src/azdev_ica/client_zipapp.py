@@ -29,6 +29,7 @@ MODULES = (
     "cli/approvals.py",
     "cli/gate_client.py",
     "cli/http.py",
+    "cli/fastjson.py",
     "cli/wire.py",
     "cli/identity.py",
     "cli/formats.py",

@@ -2,6 +2,9 @@
 event` (and start, finish, `ica gate evaluate`, `ica approval status`) loads no TLS, no
 `http.client`/`email`, no `socket` enum tables, no `typing`, no `shutil` (argparse's terminal
 width), no `urllib.parse`, nothing of the server's commands and no other subcommand's module.
+`ica run event`, the most frequent call, goes further: no argparse and no `json` either (so
+no `re`, `enum`, `functools`, `collections`, `gettext`, `locale`), only `_json`, `_socket`
+and its own modules beyond the interpreter's start.
 
 Checked on the modules a real process imports, read from `python -X importtime` (no timing is
 looked at: the machine is shared), for the installed console script's way in and for the
@@ -15,6 +18,7 @@ import json
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,6 +72,7 @@ ALLOWED = frozenset(
         "azdev_ica.cli.parsing",
         "azdev_ica.cli.pipeline",
         "azdev_ica.cli.http",
+        "azdev_ica.cli.fastjson",
         "azdev_ica.cli.wire",
         "azdev_ica.cli.identity",
         "azdev_ica.cli.listing",
@@ -219,6 +224,57 @@ def test_the_zipapp_imports_no_more(tmp_path, ica_url, baseline):
     assert "recorded on ado:p:1" in done.stdout
     assert sorted(names & set(HEAVY)) == []
     assert sorted(names - baseline - ALLOWED - ZIPAPP_START) == []
+
+
+# `ica run event`'s own modules, and the two C modules it uses, beyond `import os, sys`.
+EVENT_ALLOWED = frozenset(
+    {
+        "__future__",
+        "_json",
+        "_socket",
+        "azdev_ica",
+        "azdev_ica.cli",
+        "azdev_ica.cli.main",
+        "azdev_ica.cli.pipeline",
+        "azdev_ica.cli.http",
+        "azdev_ica.cli.fastjson",
+        "azdev_ica.cli.wire",
+        "azdev_ica.cli.identity",
+    }
+)
+EVENT_HEAVY = ("argparse", "json", "re", "enum", "functools", "collections", "gettext")
+EVENT_HEAVY += ("locale", "warnings", "azdev_ica.cli.parsing")
+
+
+@pytest.mark.parametrize("way", ["console script", "kit", "archive"])
+def test_run_event_imports_no_argparse_and_no_json(way, tmp_path, ica_url):
+    """As pip's console script runs it, as the kit runs the zipapp (extracted, compiled,
+    `python3 -S app/__main__.py`), and as the bare archive."""
+    pyz = tmp_path / "ica.pyz"
+    pyz.write_bytes(client_zipapp.build())
+    flags = ["-S"] if way == "kit" else []
+    if way == "kit":
+        with zipfile.ZipFile(pyz) as archive:
+            archive.extractall(tmp_path / "app")
+        compiled = subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(tmp_path / "app")], check=False
+        )
+        assert compiled.returncode == 0
+    argv = {
+        "console script": ["-c", CONSOLE_SCRIPT],
+        "kit": [str(tmp_path / "app" / "__main__.py")],
+        "archive": [str(pyz)],
+    }[way]
+    # The floor: the interpreter's start with `os`, and for the archive what runs a zipapp.
+    floor_code = "import os, sys" + (", runpy, zlib" if way == "archive" else "")
+    _, floor = imported([*flags, "-c", floor_code], ica_url)
+    done, names = imported([*flags, *argv, *EVENT], ica_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "recorded on ado:p:1" in done.stdout
+    assert sorted((names & set(HEAVY + EVENT_HEAVY)) - floor) == []
+    assert sorted(names - floor - EVENT_ALLOWED) == []
+    if way == "kit":  # nothing of it is in python -S's own start
+        assert sorted(names & set(EVENT_HEAVY)) == []
 
 
 def test_an_admin_command_still_sees_the_whole_tree() -> None:

@@ -12,17 +12,16 @@ or `urllib.parse` import for a plain http:// address, and no `typing`) and keeps
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
 
 import azdev_ica
-from azdev_ica.cli import wire
+from azdev_ica.cli import fastjson, wire
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (collections.abc imports `collections`: annotations only)
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -174,7 +173,7 @@ class Client:
         headers = {"Content-Type": "application/json"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        payload = fastjson.dumps(body).encode()  # json.dumps(body, separators=(",", ":"), ...)
         return self._call("POST", path, payload, headers)
 
     def get_json(self, path: str, *, etag: str | None = None) -> JsonResponse:
@@ -272,7 +271,7 @@ def _decode(body: bytes) -> str:
 
 def _parse_success(text: str, attempts: int) -> Any:
     try:
-        return json.loads(text)
+        return fastjson.loads(text)
     except ValueError:
         raise BadResponse(
             f"ICA answered with something that is not JSON: {_one_line(text)[:MAX_ERROR_TEXT]!r}",
@@ -282,7 +281,7 @@ def _parse_success(text: str, attempts: int) -> Any:
 
 def _problem_error(status: int, text: str, attempts: int) -> ProblemError:
     try:
-        parsed = json.loads(text)
+        parsed = fastjson.loads(text)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict) and "title" in parsed:

@@ -26,12 +26,14 @@ Token values are never printed, logged or put in an error message.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Mapping
 
 from azdev_ica.cli import wire
 from azdev_ica.cli.http import EXIT_AUTH, EXIT_UNAVAILABLE, IcaHttpError, redact_url
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:  # (collections.abc imports `collections`: annotations only)
+    from collections.abc import Callable, Mapping
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -307,6 +309,8 @@ def _exchange(
 
 
 def _parse(who: str, body: bytes) -> dict[str, object]:
+    import json  # (workload identity only: an ICA_TOKEN call imports no `json`)
+
     try:
         data = json.loads(body)
     except ValueError:
@@ -318,6 +322,8 @@ def _parse(who: str, body: bytes) -> dict[str, object]:
 
 def _error_text(body: bytes) -> str:
     """The OAuth error code and description (never the request, which holds the assertion)."""
+    import json
+
     try:
         data = json.loads(body or b"{}")
     except ValueError:

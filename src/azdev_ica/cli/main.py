@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Iterator, Sequence
 
-from azdev_ica.cli.parsing import Parser
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:  # annotations only: `ica run event` imports no argparse (see main)
+    import argparse
+    from collections.abc import Iterator, Sequence
 
 # The pipeline client's commands and the one module that registers each: `ica run event`
 # builds only its own branch of the tree, so it imports neither the server's commands nor
@@ -42,6 +43,10 @@ def build_parser(
     run`, only `action`), otherwise the whole tree (also used by tests to check commands
     written in pipeline files). `pipeline_only`: the tree of the zipapp ICA serves, which
     holds only the pipeline client."""
+    import argparse
+
+    from azdev_ica.cli.parsing import Parser
+
     only = PIPELINE_COMMANDS.get(command or "")
     if only:
         registrations = [only]
@@ -101,6 +106,8 @@ def leaves(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """Every command of the tree (a parser without subcommands), with its path."""
+    import argparse
+
     branches = [
         action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     ]
@@ -122,6 +129,13 @@ def where_it_works(path: tuple[str, ...], parser: argparse.ArgumentParser) -> st
 
 def main(argv: Sequence[str] | None = None, *, pipeline_only: bool = False) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:2] == ["run", "event"]:  # the pipelines' most frequent call
+        from azdev_ica.cli.pipeline import quick_event
+
+        quick = quick_event(arguments)
+        if quick is not None:
+            done: int = quick.func(quick)
+            return done
     words = [item for item in arguments[:2] if not item.startswith("-")]
     command = words[0] if words else None
     action = words[1] if len(words) == 2 else None  # `ica run event ...`: builds `event` only

@@ -18,17 +18,15 @@ also reports the commit's time (for lead time), from `git` in the current direct
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from collections.abc import Mapping
 
-from azdev_ica.cli import http
-from azdev_ica.cli.parsing import Parser
+from azdev_ica.cli import fastjson, http
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: `ica run event` imports neither (see quick_event)
+    import argparse
+    from collections.abc import Mapping
     from typing import Any
 
 EXIT_OK = 0
@@ -180,7 +178,7 @@ def _int_or_none(value: str | None, name: str) -> int | None:
 
 def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
+        raise _type_error(f"not a positive integer: {value!r}")
     return int(value)
 
 
@@ -188,10 +186,16 @@ def _positive_float(value: str) -> float:
     try:
         parsed = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+        raise _type_error(f"not a number: {value!r}") from None
     if not parsed > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+        raise _type_error(f"must be positive: {value!r}")
     return parsed
+
+
+def _type_error(message: str) -> Exception:
+    import argparse  # (only for a bad value: quick_event calls the types above too)
+
+    return argparse.ArgumentTypeError(message)
 
 
 def register(sub: Any) -> None:
@@ -203,6 +207,8 @@ def register(sub: Any) -> None:
 
 def common_arguments() -> argparse.ArgumentParser:
     """--url, --timeout and --output, shared by `ica run` and `ica approval` actions."""
+    from azdev_ica.cli.parsing import Parser
+
     common = Parser(add_help=False)
     common.add_argument(
         "--url", help="ICA's base URL (default: $ICA_URL), e.g. https://ica.example.org"
@@ -224,6 +230,8 @@ def register_run(sub: Any, only: str | None = None) -> argparse.ArgumentParser:
     """`ica run ...` alone; returns the shared arguments. `only`: the action named on the
     command line (`ica run event` builds `event` alone: a leaf's help, usage and errors are
     the same without its siblings)."""
+    import argparse
+
     run = sub.add_parser(
         "run",
         help="report a pipeline run to ICA (for use inside pipelines)",
@@ -305,6 +313,89 @@ def _add_event(add: Any) -> None:
         "findings.critical/high/medium/low (repeatable)",
     )
     event.set_defaults(func=_event)
+
+
+# `ica run event` runs at every step of every pipeline, and argparse imports `re`, `enum`,
+# `gettext` and `warnings`: about a quarter of its cost above the interpreter's start. So
+# quick_event reads the plain forms of its command line itself, to the same namespace
+# argparse makes (`--opt VALUE`, `--opt=VALUE`, the phase anywhere, the last of a repeated
+# option, the repeatable ones collected). Anything else (help, an abbreviation, an unknown
+# option, a missing or bad value, a value that starts with "-" or is empty) it leaves to
+# argparse, which alone words help and errors (tests/cli/test_quick_event.py checks both
+# read the same).
+_EVENT_OPTIONS = {  # option: (attribute, the type argparse applies, repeatable)
+    "--url": ("url", None, False),
+    "--timeout": ("timeout", _positive_float, False),
+    "--output": ("output", ("text", "json"), False),
+    "--run-key": ("run_key", None, False),
+    "--attempt": ("attempt", _positive_int, False),
+    "--event-id": ("event_id", None, False),
+    "--data": ("data", None, False),
+    "--set": ("set", None, True),
+    "--sarif": ("sarif", None, True),
+}
+
+
+class Arguments:
+    """An argparse.Namespace for the commands read without argparse."""
+
+    func: Any  # the handler, as set_defaults(func=...) gives it
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Arguments({self.__dict__!r})"
+
+
+def quick_event(arguments: list[str]) -> Arguments | None:
+    """`ica run event ...` as argparse would read it, or None to let argparse read it."""
+    if arguments[:2] != ["run", "event"]:
+        return None
+    values: dict[str, Any] = {
+        "command": "run",
+        "run_command": "event",
+        "url": None,
+        "timeout": 60.0,
+        "output": "text",
+        "phase": None,
+        "run_key": None,
+        "attempt": None,
+        "event_id": None,
+        "data": None,
+        "set": [],
+        "sarif": [],
+        "func": _event,
+    }
+    words = iter(arguments[2:])
+    for word in words:
+        if not word.startswith("-"):
+            if values["phase"] is not None or word not in PHASES:
+                return None
+            values["phase"] = word
+            continue
+        option, equals, text = word.partition("=")
+        if option not in _EVENT_OPTIONS:
+            return None
+        if not equals:
+            text = next(words, "")
+        if not text or text.startswith("-"):
+            return None
+        name, kind, repeatable = _EVENT_OPTIONS[option]
+        value: Any = text
+        if isinstance(kind, tuple):
+            if text not in kind:
+                return None
+        elif kind is not None:
+            try:
+                value = kind(text)
+            except Exception:  # argparse says what is wrong with it
+                return None
+        if repeatable:
+            values[name].append(value)
+        else:
+            values[name] = value
+    return None if values["phase"] is None else Arguments(values)
 
 
 def _add_finish(add: Any) -> None:
@@ -493,6 +584,8 @@ def _execute(args: argparse.Namespace, call: Any, text: Any, exit_code: Any = No
         return EXIT_USAGE
     except http.ProblemError as exc:
         if args.output == "json":
+            import json
+
             print(json.dumps(exc.problem, indent=2, sort_keys=True))
         print(f"ica: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -500,6 +593,8 @@ def _execute(args: argparse.Namespace, call: Any, text: Any, exit_code: Any = No
         print(f"ica: {exc.message}", file=sys.stderr)
         return exc.exit_code
     if args.output == "json":
+        import json
+
         print(json.dumps(response.data, indent=2, sort_keys=True))
     else:
         is_write = args.run_command in {"start", "event"}  # finish answers 200 either way
@@ -565,7 +660,7 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if args.data:
         try:
-            parsed = json.loads(args.data)
+            parsed = fastjson.loads(args.data)
         except ValueError as exc:
             raise UsageError(f"--data is not JSON: {exc}") from None
         if not isinstance(parsed, dict):
@@ -576,7 +671,7 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--set takes KEY=VALUE, not {item!r}")
         try:
-            value: Any = json.loads(raw)
+            value: Any = fastjson.loads(raw)
         except ValueError:
             value = raw
         data[key] = value

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import _socket
 import os
-from collections.abc import Mapping
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it so)
+if TYPE_CHECKING:  # (collections.abc imports `collections`: annotations only)
+    from collections.abc import Mapping
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
