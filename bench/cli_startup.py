@@ -205,7 +205,7 @@ def figures(sizes: Sizes, server: object) -> list[Figure]:
     results = measure(sizes.cli_runs)
     curl = statistics.median(results["curl"])
     floors = ", ".join(
-        f"{flags} {statistics.median(results[f'python {flags} -c pass']) * 1000:.0f}"
+        f"{flags} {statistics.median(results[f'python {flags} -c pass']) * 1000:.0f} ms"
         for flags in ("-S", "-I -S")
     )
     found = []
