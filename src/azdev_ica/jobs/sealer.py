@@ -73,7 +73,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Executable, insert, or_, select, text, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from azdev_ica.adapters.checkpoint_store import CheckpointStoreError, FolderCheckpointStore
@@ -143,7 +152,9 @@ __all__ = [
 ]
 
 SEALER_LEASE = "ledger.sealer"
-_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_XMIN_COLUMN: ColumnElement[int] = literal_column(
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+)
 log = logging.getLogger("azdev_ica.ledger")
 
 # Woken after every sealing commit, so a caller waiting for its entry in this process does not
@@ -201,6 +212,22 @@ def _holds(session: Session, holder: str, now: datetime) -> bool:
         select(JobLease.holder, JobLease.expires_at).where(JobLease.name == SEALER_LEASE)
     ).first()
     return row is not None and row[0] == holder and row[1] > now
+
+
+def _holds_and_xmin(
+    session: Session, holder: str, now: datetime, postgresql: bool
+) -> tuple[bool, int]:
+    """`_holds`, and on PostgreSQL the xmin of the statement's snapshot, in one statement."""
+    if not postgresql:
+        return _holds(session, holder, now), 0
+    row = session.execute(
+        select(JobLease.holder, JobLease.expires_at, _XMIN_COLUMN).where(
+            JobLease.name == SEALER_LEASE
+        )
+    ).first()
+    if row is None:
+        return False, 0
+    return row[0] == holder and row[1] > now, int(row[2] or 0)
 
 
 # --- keys and stores -------------------------------------------------------------------------
@@ -419,13 +446,16 @@ class TreeTrust:
         shard: AuditShard,
         signers: Sequence[Signer],
         config: LedgerConfig,
+        head: AuditTree | None = None,
     ) -> tuple[CompactRange, AuditTree]:
-        """The shard's current tree as the sealer computed it, and its head row; refuses
-        (`SealRefused`) when the rows are not a tree the sealer computed."""
+        """The shard's current tree as the sealer computed it, and its head row (``head``: the
+        latest, if the caller read it in this transaction already); refuses (`SealRefused`)
+        when the rows are not a tree the sealer computed."""
         origin = config.origin(shard.year)
         if shard.origin != origin:
             raise _refuse(shard.origin, f"shard {shard.year} is not this log's ({origin})")
-        head = _head(session, shard.year)
+        if head is None:
+            head = _head(session, shard.year)
         if head is None:
             raise _refuse(origin, "the shard has no tree head")
         edge = stored_bytes(head.edge)
@@ -547,17 +577,23 @@ def _check_open_entry(session: Session, shard: AuditShard, idx: int, entry: byte
 
 
 def _nothing_beyond(session: Session, year: int, origin: str, size: int) -> None:
-    """No entry or stored node lies past the tree of ``size``: the sealer wrote neither."""
-    entry = session.scalar(
-        select(AuditEntry.idx).where(AuditEntry.year == year, AuditEntry.idx >= size).limit(1)
-    )
+    """No entry or stored node lies past the tree of ``size``: the sealer wrote neither (both
+    looked for in one statement, two primary-key probes)."""
+    row = session.execute(
+        select(
+            select(AuditEntry.idx)
+            .where(AuditEntry.year == year, AuditEntry.idx >= size)
+            .limit(1)
+            .scalar_subquery(),
+            select(AuditNode.seq)
+            .where(AuditNode.year == year, AuditNode.seq >= 2 * size - size.bit_count())
+            .limit(1)
+            .scalar_subquery(),
+        )
+    ).one()
+    entry, node = row
     if entry is not None:
         raise _refuse(origin, f"entry {entry} lies beyond its tree of {size} entries")
-    node = session.scalar(
-        select(AuditNode.seq)
-        .where(AuditNode.year == year, AuditNode.seq >= 2 * size - size.bit_count())
-        .limit(1)
-    )
     if node is not None:
         raise _refuse(origin, f"stored node {node} lies beyond its tree of {size} entries")
 
@@ -655,8 +691,12 @@ _SEAL_SQL = (
     " actor_id, subject_type, subject_id, tenant) "
     "SELECT %(year)s, x.idx, i.id, e.entry, sha256(%(leaf_prefix)s || e.entry), i.created_at,"
     " i.action, i.actor_kind, i.actor_id, i.subject_type, i.subject_id, i.tenant "
+    # The ids numbered in id order, read through the primary key: the range between the first
+    # and the last id bounds the scan (with `id = ANY(...)` alone the planner may read the
+    # whole inbox, every batch, when it misjudges how many rows the array matches).
     "FROM (SELECT *, row_number() OVER (ORDER BY id) AS n FROM azdev_audit_inbox"
-    " WHERE id = ANY(%(ids)s::bigint[])) AS i, "  # ids in id order: a primary key lookup each
+    " WHERE id = ANY(%(ids)s::bigint[])"
+    " AND id BETWEEN %(first)s::bigint AND %(last)s::bigint) AS i, "
     "LATERAL (SELECT %(base)s::bigint + i.n - 1 AS idx) AS x, "
     "LATERAL (SELECT %(head)s || i.body || %(middle)s || convert_to(x.idx::text, 'UTF8')"
     " || %(tail)s AS entry) AS e "
@@ -680,6 +720,8 @@ def _seal_in_database(session: Session, tree: _Tree, ids: list[int]) -> None:
                 "year": tree.year,
                 "base": base,
                 "ids": ids,
+                "first": ids[0],
+                "last": ids[-1],
                 "head": head,
                 "middle": middle,
                 "tail": tail,
@@ -928,26 +970,26 @@ def _seal_batch(
     """Seal up to one batch of inbox rows in one transaction; return how many."""
     config = ctx.ledger
     with ctx.db.write(durable=True) as session:
-        xmin = 0
-        if _is_postgresql(session):
-            # First statement: every transaction older than this has ended, so the rows it
-            # committed are visible to the query below (see the module docstring).
-            xmin = int(session.scalar(text(_XMIN)) or 0)
         now = ctx.clock.now()
-        if not _holds(session, holder, now):
+        postgresql = _is_postgresql(session)
+        # First statement (with the lease check): every transaction older than `xmin` has
+        # ended, so the rows it committed are visible to the queries below (see the module
+        # docstring).
+        held, xmin = _holds_and_xmin(session, holder, now, postgresql)
+        if not held:
             raise _LeaseLost("the sealer lost its lease")
         _refuse_after_witness_refusal(session)
         shard = _latest_shard(session)
         if shard is not None and shard.year > now.year:
             raise _refuse(shard.origin, f"shard {shard.year} lies in the future")
-        computed, head = (
-            trust.tree(session, shard, signers, config) if shard is not None else (None, None)
-        )
-        postgresql = _is_postgresql(session)
+        head = _head(session, shard.year) if shard is not None else None
         rows = [] if postgresql else _pending_rows(session, head, config.batch_size)
         ids = _pending_ids(session, head, config.batch_size) if postgresql else [r.id for r in rows]
-        if not ids:
+        if not ids:  # nothing written: the tree is checked when there is something to add
             return 0
+        computed, head = (
+            trust.tree(session, shard, signers, config, head) if shard is not None else (None, None)
+        )
         signer = _current_signer(session, signers, now, config)
         if shard is None or head is None or computed is None or now.year > shard.year:
             tree = _open_shard(
