@@ -67,7 +67,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -311,42 +311,33 @@ def node_reader(session: Session, year: int) -> GetNodes:
     the requested stored nodes by key and, for requested nodes below `STORED_LEVEL`, the leaf
     hashes under them (at most ``2**STORED_LEVEL`` per node, adjacent rows of the primary key);
     the low nodes are folded here. An inclusion proof thus reads its O(log n) stored hashes and
-    at most one block of 64 leaf hashes, whatever the size of the tree."""
+    at most one block of 64 leaf hashes, whatever the size of the tree.
+
+    On PostgreSQL the SELECT is one statement text whatever the nodes (their keys and leaf
+    ranges travel as arrays), sent through the driver: the server plans it once per connection
+    (a prepared statement) and no SQL is compiled here per read."""
+    postgresql = _is_postgresql(session)
 
     def get_nodes(ids: list[tuple[int, int]]) -> list[bytes]:
         high = [(level, index) for level, index in ids if level >= STORED_LEVEL]
         low = [(level, index) for level, index in ids if level < STORED_LEVEL]
         found: dict[tuple[int, int], bytes] = {}
         wanted = {stored_hash_index(level, index): (level, index) for level, index in high}
-        parts: list[Any] = []
-        if wanted:
-            parts.append(
-                select(AuditNode.seq.label("key"), AuditNode.hash.label("hash")).where(
-                    AuditNode.year == year, AuditNode.seq.in_(list(wanted))
-                )
-            )
         ranges = _merged_ranges(low)
-        if ranges:
-            # Leaves come back under negative keys (-1 - idx), so one result holds both.
-            parts.append(
-                select((-1 - AuditEntry.idx).label("key"), AuditEntry.leaf.label("hash")).where(
-                    AuditEntry.year == year,
-                    or_(*(AuditEntry.idx.between(first, end - 1) for first, end in ranges)),
-                )
-            )
+        rows: Iterable[Any] = ()
+        if postgresql:
+            rows = _read_nodes_pg(session, year, list(wanted), ranges)
+        elif wanted or ranges:
+            rows = session.execute(_nodes_statement(year, list(wanted), ranges))
         leaves: dict[int, bytes] = {}
         legacy: list[int] = []
-        if parts:
-            statement: Executable = parts[0]
-            if len(parts) > 1:
-                statement = union_all(*parts)
-            for key, h in session.execute(statement):
-                if key >= 0:
-                    found[wanted[key]] = stored_bytes(h)
-                elif h is None:
-                    legacy.append(-1 - key)
-                else:
-                    leaves[-1 - key] = stored_bytes(h)
+        for key, h in rows:
+            if key >= 0:
+                found[wanted[key]] = stored_bytes(h)
+            elif h is None:
+                legacy.append(-1 - key)
+            else:
+                leaves[-1 - key] = stored_bytes(h)
         if legacy:
             leaves.update(_legacy_leaf_hashes(session, year, legacy))
         for level, index in low:
@@ -360,6 +351,64 @@ def node_reader(session: Session, year: int) -> GetNodes:
         return [found[node] for node in ids]
 
     return get_nodes
+
+
+# Stored nodes by key, and the leaf hashes of the ranges [first, last] under the low nodes, the
+# leaves under negative keys (-1 - idx) so that one result holds both; each range a walk of
+# adjacent primary-key rows (LATERAL, kept a subquery by OFFSET 0: as a plain join the
+# planner may scan the whole shard).
+_NODES_SQL = (
+    "SELECT seq, hash FROM azdev_audit_node"
+    " WHERE year = %(year)s::integer AND seq = ANY(%(seqs)s::bigint[]) "
+    "UNION ALL "
+    "SELECT -1 - e.idx, e.leaf"
+    " FROM unnest(%(firsts)s::bigint[], %(lasts)s::bigint[]) AS r(first, last),"
+    " LATERAL (SELECT idx, leaf FROM azdev_audit_entry WHERE year = %(year)s::integer"
+    " AND idx >= r.first AND idx <= r.last OFFSET 0) AS e"
+)
+
+
+def _read_nodes_pg(
+    session: Session, year: int, seqs: list[int], ranges: list[tuple[int, int]]
+) -> list[tuple[int, object]]:
+    if not seqs and not ranges:
+        return []
+    dbapi = session.connection().connection.cursor()
+    try:
+        dbapi.execute(
+            _NODES_SQL,
+            {
+                "year": year,
+                "seqs": seqs,
+                "firsts": [first for first, _ in ranges],
+                "lasts": [end - 1 for _, end in ranges],
+            },
+        )
+        return list(dbapi.fetchall())
+    finally:
+        dbapi.close()
+
+
+def _nodes_statement(year: int, seqs: list[int], ranges: list[tuple[int, int]]) -> Executable:
+    """SQLite: the same read, composed for the nodes at hand."""
+    parts: list[Any] = []
+    if seqs:
+        parts.append(
+            select(AuditNode.seq.label("key"), AuditNode.hash.label("hash")).where(
+                AuditNode.year == year, AuditNode.seq.in_(seqs)
+            )
+        )
+    if ranges:
+        parts.append(
+            select((-1 - AuditEntry.idx).label("key"), AuditEntry.leaf.label("hash")).where(
+                AuditEntry.year == year,
+                or_(*(AuditEntry.idx.between(first, end - 1) for first, end in ranges)),
+            )
+        )
+    statement: Executable = parts[0]
+    if len(parts) > 1:
+        statement = union_all(*parts)
+    return statement
 
 
 def _merged_ranges(nodes: list[tuple[int, int]]) -> list[tuple[int, int]]:
