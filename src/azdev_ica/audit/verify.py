@@ -14,7 +14,10 @@ rebuilt: O(log n) memory per shard, plus the lists of checkpoints. What tamperin
 - a checkpoint replaced: its signature fails, or it differs from the published one and from
   the rebuilt tree;
 - a sealed inbox row edited (the second copy of each record, which receipts and reports
-  read): it no longer is the body inside its entry (the exact index).
+  read): it no longer is the body inside its entry (the exact index);
+- a recorded time span of a block of entries (`azdev_audit_time_block`, which audit queries
+  with a time window trust to skip blocks) narrowed, removed or made up: it is not the
+  earliest and latest time of the block's entries (the block).
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ from azdev_ica.adapters.checkpoint_store import (
 )
 from azdev_ica.db.engine import Database
 from azdev_ica.db.tables import (
+    AUDIT_BLOCK_BITS,
+    AUDIT_BLOCK_SIZE,
     AuditCheckpoint,
     AuditEntry,
     AuditInbox,
     AuditKey,
     AuditNode,
     AuditShard,
+    AuditTimeBlock,
     AuditTree,
 )
 from azdev_ica.db.types import stored_bytes
@@ -221,6 +227,9 @@ class _ShardCheck:
         self.report = ShardReport(year=self.year, origin=self.origin)
         self.link: dict[str, Any] | None = None
         self._repeats: dict[str, int] = {}
+        # The time span (earliest, latest) of each complete block of entries, as rebuilt.
+        self._spans: list[tuple[datetime, datetime] | None] = []
+        self._next_block = 0
 
     def finding(
         self, where: str, message: str, index: int | None = None, end: int | None = None
@@ -327,15 +336,25 @@ class _ShardCheck:
         # every record (receipts and reports read them), checked here against the entries.
         entries = _stream(
             self.conn,
-            select(AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf, AuditInbox.body)
+            select(
+                AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf, AuditInbox.body, AuditEntry.time
+            )
             .outerjoin(AuditInbox, AuditInbox.id == AuditEntry.inbox_id)
             .where(AuditEntry.year == self.year)
             .order_by(AuditEntry.idx),
         )
+        blocks = _stream(
+            self.conn,
+            select(AuditTimeBlock.block, AuditTimeBlock.min_time, AuditTimeBlock.max_time)
+            .where(AuditTimeBlock.year == self.year)
+            .order_by(AuditTimeBlock.block),
+        )
         try:
-            return self._rebuild(signed, notes, entries, nodes, heads, progress, (done, total))
+            final = self._rebuild(signed, notes, entries, nodes, heads, progress, (done, total))
+            self._check_time_blocks(blocks)
+            return final
         finally:
-            for result in (entries, nodes, heads):
+            for result in (entries, nodes, heads, blocks):
                 result.close()
 
     def _rebuild(
@@ -355,8 +374,14 @@ class _ShardCheck:
         position = 0
         good = 0  # the largest size up to which every signed root matched
         failed = False
-        for index, raw, stored_leaf, inbox_body in entries:
+        self._spans = []
+        span: tuple[datetime, datetime] | None = None
+        for index, raw, stored_leaf, inbox_body, when in entries:
             data = stored_bytes(raw)
+            # The time span of each block of entries, as the sealer records it (SQL's min and
+            # max: a missing time counts for neither).
+            if when is not None:
+                span = (when, when) if span is None else (min(span[0], when), max(span[1], when))
             if inbox_body is not None:
                 self._check_inbox_copy(position, data, stored_bytes(inbox_body))
             if index != position:
@@ -398,6 +423,9 @@ class _ShardCheck:
                         "inner", f"node {node.id}", "differs from the rebuilt tree", first, last
                     )
             position += 1
+            if not position % AUDIT_BLOCK_SIZE:
+                self._spans.append(span)
+                span = None
             while head is not None and head[0] <= position:
                 if head[0] == position and stored_bytes(head[1]) != rng.root():
                     self.once(
@@ -426,6 +454,47 @@ class _ShardCheck:
         self._check_link()
         last_note = notes[max(notes)] if notes else None
         return _Final(position, rng.root(), last_note)
+
+    def _check_time_blocks(self, blocks: Iterator[Any]) -> None:
+        """Each complete block of entries has its recorded time span, that of its entries
+        (audit queries with a time window skip the blocks whose span misses the window), and
+        no block beyond them has one."""
+        computed = self._spans
+        for block, low, high in blocks:
+            first, end = block << AUDIT_BLOCK_BITS, (block + 1) << AUDIT_BLOCK_BITS
+            while self._next_block < min(block, len(computed)):
+                self._missing_block(self._next_block)
+            if block >= len(computed):
+                self.once(
+                    "block",
+                    f"time block {block}",
+                    f"records a time span for entries [{first}, {end}), which the shard does "
+                    "not hold (yet): not written by the sealer",
+                )
+                continue
+            self._next_block = block + 1
+            if computed[block] != (low, high):
+                self.once(
+                    "block",
+                    f"time block {block}",
+                    f"records the time span {_span_text((low, high))}, its entries [{first}, "
+                    f"{end}) span {_span_text(computed[block])}: audit queries with a time "
+                    "window would skip entries",
+                )
+        while self._next_block < len(computed):
+            self._missing_block(self._next_block)
+        more = self._repeats.get("block", 0) - 1
+        if more > 0:
+            self.finding("block", f"{more} more time blocks fail the same way")
+
+    def _missing_block(self, block: int) -> None:
+        self._next_block = block + 1
+        first, end = block << AUDIT_BLOCK_BITS, (block + 1) << AUDIT_BLOCK_BITS
+        self.once(
+            "block",
+            f"time block {block}",
+            f"entries [{first}, {end}) have no recorded time span: removed after sealing",
+        )
 
     def _leaf_differs(self, index: int) -> None:
         self.once(
@@ -523,6 +592,12 @@ class _ShardCheck:
             self.finding(
                 "entry 0", "the embedded checkpoint is not the previous shard's final tree", 0
             )
+
+
+def _span_text(span: tuple[datetime, datetime] | None) -> str:
+    if span is None:
+        return "nothing (no entry has a time)"
+    return f"{span[0]:%Y-%m-%d %H:%M:%S.%f} .. {span[1]:%Y-%m-%d %H:%M:%S.%f} UTC"
 
 
 def verify_ledger(
