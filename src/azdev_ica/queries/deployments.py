@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import literal, null, or_, select, union_all
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import String, Table, bindparam, literal, null, or_, select, union_all
+from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, UnauthorisedChange
 from azdev_ica.domain.runs import deployment_failure
@@ -61,21 +61,16 @@ def spoiled(
     return next((why for at, why in found.get(run_pk, ()) if at >= deployed_at), None)
 
 
-def deployment_history(
-    session: Session,
-    *,
-    tenant: str | None = None,
-    stage: str | None = None,
-    digest_or_stage: tuple[str, str] | None = None,
-) -> list[DeploymentRecord]:
-    """Every finished deployment (of `tenant` and `stage` when given), oldest first.
+_EVENT = cast(Table, PipelineEvent.__table__)
+_RUN = cast(Table, PipelineRun.__table__)
+_UNAUTHORISED = cast(Table, UnauthorisedChange.__table__)
+# Built once per shape (which filters are given), with bound parameters, on the tables (no
+# ORM layer): SQLAlchemy reuses the compiled form for every call.
+_HISTORY: dict[tuple[bool, bool, bool], Any] = {}
 
-    `digest_or_stage` = (digest, stage) narrows to deployments of that artifact or to that
-    stage (what the promotion rules read: where the artifact went, what production runs). The
-    filters use the deploy events' indexed target columns, so the cost follows one target's
-    history, not the fleet's. One statement reads the deployments, what spoiled them and
-    which of them the gate never allowed."""
-    event, run = PipelineEvent, PipelineRun
+
+def _history_statement(tenant: bool, stage: bool, digest_or_stage: bool) -> Any:
+    event, run = _EVENT.c, _RUN.c
     deploys = (
         select(
             literal("deploy").label("kind"),
@@ -90,23 +85,27 @@ def deployment_history(
             run.artifact_digest,
             run.run_key,
         )
-        .join(run, run.id == event.run_pk)
+        .select_from(_EVENT.join(_RUN, run.id == event.run_pk))
         .where(event.phase == "deploy")
     )
     deploy_runs = select(event.run_pk).where(event.phase == "deploy")
     filters = []
-    if tenant is not None:
-        filters.append(event.target_tenant == tenant)
-    if stage is not None:
-        filters.append(event.target_stage == stage)
-    if digest_or_stage is not None:
-        digest, other_stage = digest_or_stage
-        filters.append(or_(event.target_digest == digest, event.target_stage == other_stage))
+    if tenant:
+        filters.append(event.target_tenant == bindparam("tenant", type_=String))
+    if stage:
+        filters.append(event.target_stage == bindparam("stage", type_=String))
+    if digest_or_stage:
+        filters.append(
+            or_(
+                event.target_digest == bindparam("digest", type_=String),
+                event.target_stage == bindparam("other_stage", type_=String),
+            )
+        )
     deploys = deploys.where(*filters)
     deploy_runs = deploy_runs.where(*filters)
     # What spoiled those runs' deployments and which of their deploys the gate never allowed,
     # in the same round trip (one statement, three kinds of rows).
-    later = aliased(PipelineEvent)
+    later = _EVENT.alias("later").c
     spoiling = select(
         literal("spoil"),
         later.id,
@@ -125,18 +124,46 @@ def deployment_history(
     )
     flagged_rows = select(
         literal("unauthorised"),
-        UnauthorisedChange.id,
-        UnauthorisedChange.run_pk,
+        _UNAUTHORISED.c.id,
+        _UNAUTHORISED.c.run_pk,
         null(),
         null(),
         null(),
-        UnauthorisedChange.event_id,
+        _UNAUTHORISED.c.event_id,
         null(),
         null(),
         null(),
         null(),
-    ).where(UnauthorisedChange.run_pk.in_(deploy_runs))
-    rows: list[Any] = list(session.execute(union_all(deploys, spoiling, flagged_rows)).all())
+    ).where(_UNAUTHORISED.c.run_pk.in_(deploy_runs))
+    return union_all(deploys, spoiling, flagged_rows)
+
+
+def deployment_history(
+    session: Session,
+    *,
+    tenant: str | None = None,
+    stage: str | None = None,
+    digest_or_stage: tuple[str, str] | None = None,
+) -> list[DeploymentRecord]:
+    """Every finished deployment (of `tenant` and `stage` when given), oldest first.
+
+    `digest_or_stage` = (digest, stage) narrows to deployments of that artifact or to that
+    stage (what the promotion rules read: where the artifact went, what production runs). The
+    filters use the deploy events' indexed target columns, so the cost follows one target's
+    history, not the fleet's. One statement reads the deployments, what spoiled them and
+    which of them the gate never allowed."""
+    shape = (tenant is not None, stage is not None, digest_or_stage is not None)
+    query = _HISTORY.get(shape)
+    if query is None:
+        query = _HISTORY.setdefault(shape, _history_statement(*shape))
+    values: dict[str, Any] = {}
+    if tenant is not None:
+        values["tenant"] = tenant
+    if stage is not None:
+        values["stage"] = stage
+    if digest_or_stage is not None:
+        values["digest"], values["other_stage"] = digest_or_stage
+    rows: list[Any] = list(session.execute(query, values).all())
     events: list[Any] = []
     spoiling_rows: list[Any] = []
     flagged: set[tuple[int, str]] = set()

@@ -23,10 +23,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, and_, bindparam, insert, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import String, Table, and_, bindparam, insert, or_, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from azdev_ica.auth.principal import Principal
@@ -242,17 +242,24 @@ class _Found:
     scan: rules.ScanFacts | None
 
 
+_RUN = cast(Table, PipelineRun.__table__)
+_EVENT = cast(Table, PipelineEvent.__table__)
+_APPROVAL = cast(Table, Approval.__table__)
+_OVERRIDE = cast(Table, Override.__table__)
+_POLICY = cast(Table, PolicyVersion.__table__)
+
 # Built once per shape (which of tenant, stage and digest the request names), with bound
 # parameters: SQLAlchemy then reuses the statement's compiled form and cache key.
 _FACTS: dict[tuple[bool, bool, bool], Any] = {}
 
 
 def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) -> Any:
-    run = PipelineRun
+    run = _RUN.c
+    approvals, overrides, event = _APPROVAL, _OVERRIDE.c, _EVENT.c
     tenant: Any = bindparam("tenant", type_=String) if tenant_given else run.tenant
     stage: Any = bindparam("stage", type_=String) if stage_given else run.stage
     digest: Any = bindparam("digest", type_=String) if digest_given else run.artifact_digest
-    latest = aliased(Approval)
+    latest = approvals.alias("latest").c
     approval_id = (
         select(latest.id)
         .where(latest.run_pk == run.id, latest.tenant == tenant, latest.stage == stage)
@@ -261,34 +268,32 @@ def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) 
         .scalar_subquery()
     )
     override_id = (
-        select(Override.id)
+        select(overrides.id)
         .where(
-            Override.run_pk == run.id,
-            Override.tenant == tenant,
-            Override.stage == stage,
-            Override.status == "signed",
-            or_(Override.artifact_digest.is_(None), Override.artifact_digest == digest),
+            overrides.run_pk == run.id,
+            overrides.tenant == tenant,
+            overrides.stage == stage,
+            overrides.status == "signed",
+            or_(overrides.artifact_digest.is_(None), overrides.artifact_digest == digest),
         )
-        .order_by(Override.id.desc())
+        .order_by(overrides.id.desc())
         .limit(1)
         .scalar_subquery()
     )
 
     def latest_event(phase: str) -> Any:
         return (
-            select(PipelineEvent.data)
-            .where(
-                PipelineEvent.run_pk == run.id,
-                PipelineEvent.phase == phase,
-                PipelineEvent.attempt == run.attempt,
-            )
-            .order_by(PipelineEvent.id.desc())
+            select(event.data)
+            .where(event.run_pk == run.id, event.phase == phase, event.attempt == run.attempt)
+            .order_by(event.id.desc())
             .limit(1)
             .scalar_subquery()
         )
 
-    policy = select(PolicyVersion.id).order_by(PolicyVersion.id.desc()).limit(1).scalar_subquery()
-    policy_sha = select(PolicyVersion.sha256).where(PolicyVersion.id == policy).scalar_subquery()
+    versions = _POLICY.c
+    policy = select(versions.id).order_by(versions.id.desc()).limit(1).scalar_subquery()
+    policy_sha = select(versions.sha256).where(versions.id == policy).scalar_subquery()
+    approval = approvals.c
     return (
         select(
             policy.label("policy_id"),
@@ -303,19 +308,18 @@ def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) 
             override_id.label("override_id"),
             latest_event("test").label("test_data"),
             latest_event("scan").label("scan_data"),
-            Approval.id.label("approval_id"),
-            Approval.status.label("approval_status"),
-            Approval.expires_at.label("approval_expires_at"),
-            Approval.tenant.label("approval_tenant"),
-            Approval.stage.label("approval_stage"),
-            Approval.artifact_digest.label("approval_digest"),
-            Approval.commit.label("approval_commit"),
-            Approval.budget_minor,
-            Approval.currency,
-            Approval.cost_impact_minor,
+            approval.id.label("approval_id"),
+            approval.status.label("approval_status"),
+            approval.expires_at.label("approval_expires_at"),
+            approval.tenant.label("approval_tenant"),
+            approval.stage.label("approval_stage"),
+            approval.artifact_digest.label("approval_digest"),
+            approval.commit.label("approval_commit"),
+            approval.budget_minor,
+            approval.currency,
+            approval.cost_impact_minor,
         )
-        .select_from(run)
-        .outerjoin(Approval, Approval.id == approval_id)
+        .select_from(_RUN.outerjoin(approvals, approval.id == approval_id))
         .where(run.run_key == bindparam("run_key", type_=String))
     )
 
@@ -406,6 +410,31 @@ def _check_target(policy: Policy, tenant: str, stage: str) -> None:
         raise UnknownStage(f"stage {stage!r} is not in the active policy")
 
 
+def _builds_statement(digest_given: bool) -> Any:
+    event, run = _EVENT.c, _RUN.c
+    in_scope: ColumnElement[bool] = run.id == bindparam("run_pk")
+    if digest_given:
+        digest = bindparam("digest", type_=String)
+        in_scope = or_(
+            in_scope,
+            and_(
+                run.artifact_digest == digest,
+                or_(run.tenant == bindparam("tenant", type_=String), run.tenant.is_(None)),
+            ),
+        )
+    return (
+        select(event.data, run.id, run.run_key, run.artifact_digest)
+        .select_from(_EVENT.join(_RUN, run.id == event.run_pk))
+        .where(event.phase == "build", in_scope)
+        .order_by(event.id.desc())
+    )
+
+
+# Built once, with bound parameters, on the tables (no ORM layer).
+_BUILDS_OF_RUN = _builds_statement(digest_given=False)
+_BUILDS_OF_DIGEST = _builds_statement(digest_given=True)
+
+
 def _build(session: Session, run: _Run, tenant: str, digest: str | None) -> rules.BuildFacts:
     """The recorded builds that cover deploying `digest` for `tenant`, in one query.
 
@@ -415,21 +444,10 @@ def _build(session: Session, run: _Run, tenant: str, digest: str | None) -> rule
     Another tenant's run never counts, not even as an allow. A build event's digest is its
     own `artifact_digest`, else its run's.
     """
-    in_scope: ColumnElement[bool] = PipelineRun.id == run.id
+    values: dict[str, Any] = {"run_pk": run.id}
     if digest:
-        in_scope = or_(
-            in_scope,
-            and_(
-                PipelineRun.artifact_digest == digest,
-                or_(PipelineRun.tenant == tenant, PipelineRun.tenant.is_(None)),
-            ),
-        )
-    rows = session.execute(
-        select(PipelineEvent.data, PipelineRun.id, PipelineRun.run_key, PipelineRun.artifact_digest)
-        .join(PipelineRun, PipelineRun.id == PipelineEvent.run_pk)
-        .where(PipelineEvent.phase == "build", in_scope)
-        .order_by(PipelineEvent.id.desc())
-    ).all()
+        values |= {"digest": digest, "tenant": tenant}
+    rows = session.execute(_BUILDS_OF_DIGEST if digest else _BUILDS_OF_RUN, values).all()
     failed_here = built_here = False
     latest_here: dict[str, Any] | None = None
     built_other: str | None = None
@@ -475,6 +493,9 @@ def _scan(data: Any) -> rules.ScanFacts | None:
 
 # --- the record ------------------------------------------------------------------------------
 
+_DECISION = cast(Table, GateEvaluation.__table__)
+_INSERT_DECISION = insert(_DECISION).returning(_DECISION.c.id)
+
 
 def _record(
     session: Session,
@@ -492,23 +513,22 @@ def _record(
     """The decision row and its audit entry (the lock changes were stamped with `now` too)."""
     digest = scope.artifact_digest or None
     decision_id = session.execute(
-        insert(GateEvaluation)
-        .values(
-            run_pk=run_pk,
-            run_key=run_key,
-            tenant=scope.tenant,
-            stage=scope.stage,
-            artifact_digest=digest,
-            commit=scope.commit,
-            status=decided.status.value,
-            codes=decided.codes,
-            approval_id=approval_id,
-            override_id=override_id,
-            policy_hash=policy.sha256,
-            decided_at=now,
-            decided_by=principal.id,
-        )
-        .returning(GateEvaluation.id)
+        _INSERT_DECISION,
+        {
+            "run_pk": run_pk,
+            "run_key": run_key,
+            "tenant": scope.tenant,
+            "stage": scope.stage,
+            "artifact_digest": digest,
+            "commit": scope.commit,
+            "status": decided.status.value,
+            "codes": decided.codes,
+            "approval_id": approval_id,
+            "override_id": override_id,
+            "policy_hash": policy.sha256,
+            "decided_at": now,
+            "decided_by": principal.id,
+        },
     ).scalar_one()
     turn = decided.turn
     rollback = decided.rollback

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, insert, literal, select, union_all, update
+from sqlalchemy import String, Table, bindparam, delete, insert, literal, select, union_all, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Permission
@@ -111,40 +113,72 @@ def _dequeue(session: Session, row: DeployLock, waiter: LockWaiter, actor: Actor
     _audit(session, row, "lock.dequeue", actor, at, run_key=waiter.run_key, reason=reason)
 
 
+_LOCK = cast(Table, DeployLock.__table__)
+_WAITER = cast(Table, LockWaiter.__table__)
+_RUN = cast(Table, PipelineRun.__table__)
+
+
+def _target(table: Table) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return (
+        table.c.tenant == bindparam("target_tenant", type_=String),
+        table.c.stage == bindparam("target_stage", type_=String),
+    )
+
+
+# The gate's statements, built once with bound parameters on the tables (no ORM layer):
+# SQLAlchemy reuses their compiled forms.
+_READ_LOCK = (
+    select(_LOCK.c.holder_run_pk, _LOCK.c.holder_run_key, _LOCK.c.expires_at)
+    .where(*_target(_LOCK))
+    .with_for_update()
+)
+_WAITERS = (
+    select(
+        literal(1).label("kind"),
+        _WAITER.c.id,
+        _WAITER.c.run_pk,
+        _WAITER.c.run_key,
+        _WAITER.c.last_seen_at,
+        _RUN.c.status,
+    )
+    .select_from(_WAITER.join(_RUN, _RUN.c.id == _WAITER.c.run_pk))
+    .where(*_target(_WAITER))
+)
+_HOLDER_AND_WAITERS = union_all(
+    _WAITERS,
+    select(
+        literal(0).label("kind"),
+        _RUN.c.id,
+        _RUN.c.id,
+        _RUN.c.run_key,
+        _RUN.c.start_time,
+        _RUN.c.status,
+    ).where(_RUN.c.id == bindparam("holder_pk")),
+).order_by("kind", "id")
+_WAITERS_IN_ORDER = _WAITERS.order_by(_WAITER.c.id)
+_CREATE_LOCK = insert(_LOCK)
+_EXPIRE = (
+    update(_LOCK)
+    .where(*_target(_LOCK))
+    .values(holder_run_pk=None, holder_run_key=None, acquired_at=None, expires_at=None)
+)
+_RENEW = update(_LOCK).where(*_target(_LOCK))
+_DEQUEUE = delete(_WAITER).where(_WAITER.c.id == bindparam("waiter_id"))
+_JOIN = insert(_WAITER)
+_TOUCH = update(_WAITER).where(_WAITER.c.id == bindparam("waiter_id"))
+
+
 def read_lock(session: Session, *, tenant: str, stage: str) -> plan.LockFacts:
     """The target's lock (its row locked for the transaction when it exists) and its
     waiters in queue order, with whether the holder's and each waiter's run still runs."""
-    row = session.execute(
-        select(DeployLock.holder_run_pk, DeployLock.holder_run_key, DeployLock.expires_at)
-        .where(DeployLock.tenant == tenant, DeployLock.stage == stage)
-        .with_for_update()
-    ).one_or_none()
+    target = {"target_tenant": tenant, "target_stage": stage}
+    row = session.execute(_READ_LOCK, target).one_or_none()
     # Read after the row is locked: a racing evaluation's queue changes are committed.
-    waiters = (
-        select(
-            literal(1).label("kind"),
-            LockWaiter.id,
-            LockWaiter.run_pk,
-            LockWaiter.run_key,
-            LockWaiter.last_seen_at,
-            PipelineRun.status,
-        )
-        .join(PipelineRun, PipelineRun.id == LockWaiter.run_pk)
-        .where(LockWaiter.tenant == tenant, LockWaiter.stage == stage)
-    )
     holder_pk = row.holder_run_pk if row is not None else None
     if holder_pk is not None:
-        holder = select(
-            literal(0).label("kind"),
-            PipelineRun.id,
-            PipelineRun.id,
-            PipelineRun.run_key,
-            PipelineRun.start_time,
-            PipelineRun.status,
-        ).where(PipelineRun.id == holder_pk)
-        found = session.execute(union_all(waiters, holder).order_by("kind", "id")).all()
+        found = session.execute(_HOLDER_AND_WAITERS, {**target, "holder_pk": holder_pk}).all()
     elif row is not None:
-        found = session.execute(waiters.order_by(LockWaiter.id)).all()
+        found = session.execute(_WAITERS_IN_ORDER, target).all()
     else:
         found = []  # never taken: no run can wait for it either
     holder_running = True
@@ -183,8 +217,8 @@ def apply(
     `ensure` creates the target's lock row when it has none yet (a racing creator hits the
     unique key and the action is retried, then finds the row)."""
     if not lock.exists and (ensure or steps):
-        session.execute(insert(DeployLock).values(tenant=tenant, stage=stage, updated_at=now))
-    target = (DeployLock.tenant == tenant, DeployLock.stage == stage)
+        session.execute(_CREATE_LOCK, {"tenant": tenant, "stage": stage, "updated_at": now})
+    target = {"target_tenant": tenant, "target_stage": stage}
 
     def audit(action: str, by: Actor, **data: object) -> None:
         append_audit(
@@ -200,20 +234,10 @@ def apply(
 
     for step in steps:
         if isinstance(step, plan.Expire):
-            session.execute(
-                update(DeployLock)
-                .where(*target)
-                .values(
-                    holder_run_pk=None,
-                    holder_run_key=None,
-                    acquired_at=None,
-                    expires_at=None,
-                    updated_at=now,
-                )
-            )
+            session.execute(_EXPIRE, {**target, "updated_at": now})
             audit("lock.expire", LEASE_ACTOR, run_key=step.run_key, reason=step.reason)
         elif isinstance(step, plan.Dequeue):
-            session.execute(delete(LockWaiter).where(LockWaiter.id == step.waiter_id))
+            session.execute(_DEQUEUE, {"waiter_id": step.waiter_id})
             audit("lock.dequeue", LEASE_ACTOR if step.by_system else actor,
                   run_key=step.run_key, reason=step.reason)  # fmt: skip
         elif isinstance(step, plan.Acquire):
@@ -221,28 +245,27 @@ def apply(
             if not step.renewed:
                 values |= {"holder_run_pk": step.run_pk, "holder_run_key": step.run_key,
                            "acquired_at": now}  # fmt: skip
-            session.execute(update(DeployLock).where(*target).values(**values))
+            session.execute(_RENEW, {**target, **values})
             audit("lock.acquire", actor, run_key=step.run_key,
                   expires_at=rfc3339(step.expires_at), renewed=step.renewed)  # fmt: skip
         elif isinstance(step, plan.Join):
             session.execute(
-                insert(LockWaiter).values(
-                    tenant=tenant,
-                    stage=stage,
-                    run_pk=step.run_pk,
-                    run_key=step.run_key,
-                    queued_at=now,
-                    last_seen_at=now,
-                )
+                _JOIN,
+                {
+                    "tenant": tenant,
+                    "stage": stage,
+                    "run_pk": step.run_pk,
+                    "run_key": step.run_key,
+                    "queued_at": now,
+                    "last_seen_at": now,
+                },
             )
             audit("lock.queue", actor, run_key=step.run_key, position=step.position)
             # More than 5 waiting runs warns (seed 000 §7.2), once per crossing.
             check_queue(session, tenant=tenant, stage=stage, queue=list(step.queue),
                         joined=step.run_key, actor=actor, now=now)  # fmt: skip
         else:
-            session.execute(
-                update(LockWaiter).where(LockWaiter.id == step.waiter_id).values(last_seen_at=now)
-            )
+            session.execute(_TOUCH, {"last_seen_at": now, "waiter_id": step.waiter_id})
 
 
 def release_for_run(session: Session, *, run: PipelineRun, actor: Actor, now: datetime) -> None:

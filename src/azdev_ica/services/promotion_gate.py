@@ -10,7 +10,9 @@ own transaction by `services/gates.py`; `domain/gate_decision.py` decides with t
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import cast
+
+from sqlalchemy import String, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import Signoff
@@ -26,6 +28,15 @@ from azdev_ica.policy import Policy
 from azdev_ica.queries.deployments import DeploymentRecord, deployment_history
 
 __all__ = ["ROLLBACK", "ROLLBACK_NOT_LAST_GOOD", "promotion_facts", "rollback_facts"]
+
+
+_SIGNOFF = cast(Table, Signoff.__table__)
+# Built once, with bound parameters, on the table (no ORM layer).
+_SIGNOFFS = select(_SIGNOFF.c.kind).where(
+    _SIGNOFF.c.tenant == bindparam("tenant", type_=String),
+    _SIGNOFF.c.stage == bindparam("stage", type_=String),
+    _SIGNOFF.c.artifact_digest == bindparam("digest", type_=String),
+)
 
 
 def _fact(record: DeploymentRecord) -> DeploymentFact:
@@ -60,13 +71,7 @@ def promotion_facts(
         tenant=tenant,
         digest_or_stage=(digest or "", promotion.major_release_stage),
     )
-    kinds = session.scalars(
-        select(Signoff.kind).where(
-            Signoff.tenant == tenant,
-            Signoff.stage == stage,
-            Signoff.artifact_digest == (digest or ""),
-        )
-    )
+    kinds = session.scalars(_SIGNOFFS, {"tenant": tenant, "stage": stage, "digest": digest or ""})
     return PromotionFacts(
         stages=tuple(promotion.stage_rules(policy.stages)),
         production_stage=promotion.major_release_stage,
