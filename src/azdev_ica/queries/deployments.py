@@ -28,7 +28,7 @@ from typing import Any, cast
 from sqlalchemy import String, Table, bindparam, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from azdev_ica.db.tables import PipelineEvent, PipelineRun, UnauthorisedChange
+from azdev_ica.db.tables import PipelineEvent, PipelineRun, Signoff, UnauthorisedChange
 from azdev_ica.domain.runs import deployment_failure
 
 
@@ -64,12 +64,15 @@ def spoiled(
 _EVENT = cast(Table, PipelineEvent.__table__)
 _RUN = cast(Table, PipelineRun.__table__)
 _UNAUTHORISED = cast(Table, UnauthorisedChange.__table__)
+_SIGNOFF = cast(Table, Signoff.__table__)
 # Built once per shape (which filters are given), with bound parameters, on the tables (no
 # ORM layer): SQLAlchemy reuses the compiled form for every call.
-_HISTORY: dict[tuple[bool, bool, bool], Any] = {}
+_HISTORY: dict[tuple[bool, bool, bool, bool], Any] = {}
 
 
-def _history_statement(tenant: bool, stage: bool, digest_or_stage: bool) -> Any:
+def _history_statement(
+    tenant: bool, stage: bool, digest_or_stage: bool, signoffs: bool = False
+) -> Any:
     event, run = _EVENT.c, _RUN.c
     deploys = (
         select(
@@ -135,7 +138,29 @@ def _history_statement(tenant: bool, stage: bool, digest_or_stage: bool) -> Any:
         null(),
         null(),
     ).where(_UNAUTHORISED.c.run_pk.in_(deploy_runs))
-    return union_all(deploys, spoiling, flagged_rows)
+    if not signoffs:
+        return union_all(deploys, spoiling, flagged_rows)
+    # The sign-offs given for a target and artifact (the promotion rules read them too): the
+    # kind in the `phase` column.
+    signoff = _SIGNOFF.c
+    given = select(
+        literal("signoff"),
+        signoff.id,
+        null(),
+        null(),
+        null(),
+        signoff.kind,
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+    ).where(
+        signoff.tenant == bindparam("tenant", type_=String),
+        signoff.stage == bindparam("signoff_stage", type_=String),
+        signoff.artifact_digest == bindparam("digest", type_=String),
+    )
+    return union_all(deploys, spoiling, flagged_rows, given)
 
 
 def deployment_history(
@@ -152,7 +177,7 @@ def deployment_history(
     filters use the deploy events' indexed target columns, so the cost follows one target's
     history, not the fleet's. One statement reads the deployments, what spoiled them and
     which of them the gate never allowed."""
-    shape = (tenant is not None, stage is not None, digest_or_stage is not None)
+    shape = (tenant is not None, stage is not None, digest_or_stage is not None, False)
     query = _HISTORY.get(shape)
     if query is None:
         query = _HISTORY.setdefault(shape, _history_statement(*shape))
@@ -163,7 +188,31 @@ def deployment_history(
         values["stage"] = stage
     if digest_or_stage is not None:
         values["digest"], values["other_stage"] = digest_or_stage
-    rows: list[Any] = list(session.execute(query, values).all())
+    return _records(list(session.execute(query, values).all()), tenant=tenant, stage=stage)
+
+
+# The promotion rules' statement: the tenant's deployments of an artifact or to a stage, and
+# the sign-offs given for the target and the artifact, in one round trip.
+_PROMOTION = _history_statement(tenant=True, stage=False, digest_or_stage=True, signoffs=True)
+
+
+def promotion_history(
+    session: Session, *, tenant: str, stage: str, digest: str, other_stage: str
+) -> tuple[list[DeploymentRecord], list[str]]:
+    """`deployment_history(tenant=tenant, digest_or_stage=(digest, other_stage))` and the
+    kinds of the sign-offs given for `tenant`, `stage` and `digest`, in one statement."""
+    rows = session.execute(
+        _PROMOTION,
+        {"tenant": tenant, "digest": digest, "other_stage": other_stage, "signoff_stage": stage},
+    ).all()
+    kinds = [row.phase for row in rows if row.kind == "signoff"]
+    return _records([row for row in rows if row.kind != "signoff"], tenant=tenant), kinds
+
+
+def _records(
+    rows: list[Any], *, tenant: str | None = None, stage: str | None = None
+) -> list[DeploymentRecord]:
+    """The deployments of the history statement's rows, oldest first."""
     events: list[Any] = []
     spoiling_rows: list[Any] = []
     flagged: set[tuple[int, str]] = set()

@@ -25,9 +25,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import String, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
@@ -195,7 +207,7 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             dependencies=dependencies,
             version=command.version,
             approval=approval,
-            build=_build(session, run, tenant, digest) if gate_policy.require_build else None,
+            build=_build(found.builds, run, digest) if gate_policy.require_build else None,
             tests=found.tests,
             scan=found.scan,
             window=window.state,
@@ -240,6 +252,9 @@ class _Found:
     override_id: int | None
     tests: rules.UnitTestFacts | None
     scan: rules.ScanFacts | None
+    # The recorded builds covering the digest for the tenant, newest first: (the event's
+    # data, its run's id, key and digest).
+    builds: tuple[tuple[Any, int, str, str | None], ...] = ()
 
 
 _RUN = cast(Table, PipelineRun.__table__)
@@ -294,8 +309,10 @@ def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) 
     policy = select(versions.id).order_by(versions.id.desc()).limit(1).scalar_subquery()
     policy_sha = select(versions.sha256).where(versions.id == policy).scalar_subquery()
     approval = approvals.c
-    return (
+    facts = (
         select(
+            literal_column("0").label("kind"),
+            sql_cast(null(), BigInteger).label("sort"),
             policy.label("policy_id"),
             policy_sha.label("policy_sha256"),
             run.id,
@@ -322,6 +339,47 @@ def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) 
         .select_from(_RUN.outerjoin(approvals, approval.id == approval_id))
         .where(run.run_key == bindparam("run_key", type_=String))
     )
+    # The recorded builds that cover deploying the digest for the tenant (see `_build`), one
+    # row each, newest first: the build event's data (as test_data), its run's id, key and
+    # digest. The run itself is looked up by its key again (a scalar subquery).
+    this = _RUN.alias("this").c
+
+    def this_run(column: Any) -> Any:
+        key = bindparam("run_key", type_=String)
+        return select(column).where(this.run_key == key).scalar_subquery()
+
+    built_runs = _RUN.alias("built")
+    built = built_runs.c
+    build_tenant: Any = bindparam("tenant", type_=String) if tenant_given else this_run(this.tenant)
+    build_digest: Any = (
+        bindparam("digest", type_=String) if digest_given else this_run(this.artifact_digest)
+    )
+    builds = (
+        select(
+            literal_column("1"),  # kind
+            event.id,  # sort
+            *[null()] * 2,  # the policy's id and hash
+            built.id,
+            built.run_key,
+            *[null()] * 2,  # tenant, stage
+            built.artifact_digest,
+            *[null()] * 3,  # commit, status, override
+            event.data,  # as test_data
+            *[null()] * 11,  # scan_data and the approval's ten columns
+        )
+        .select_from(_EVENT.join(built_runs, built.id == event.run_pk))
+        .where(
+            event.phase == "build",
+            or_(
+                built.id == this_run(this.id),
+                and_(
+                    built.artifact_digest == build_digest,
+                    or_(built.tenant == build_tenant, built.tenant.is_(None)),
+                ),
+            ),
+        )
+    )
+    return union_all(facts, builds).order_by(literal_column("kind"), literal_column("sort").desc())
 
 
 def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
@@ -339,9 +397,10 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         values["stage"] = command.stage
     if given[2]:
         values["digest"] = command.artifact_digest
-    row = session.execute(query, values).one_or_none()
-    if row is None:
+    rows = session.execute(query, values).all()
+    if not rows or rows[0].kind != 0:
         return None
+    row = rows[0]
     approval = None
     if row.approval_id is not None:
         approval = decision_rules.ApprovalRecord(
@@ -374,6 +433,7 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         override_id=row.override_id,
         tests=_tests(row.test_data),
         scan=_scan(row.scan_data),
+        builds=tuple((b.test_data, b.id, b.run_key, b.artifact_digest) for b in rows[1:]),
     )
 
 
@@ -410,44 +470,18 @@ def _check_target(policy: Policy, tenant: str, stage: str) -> None:
         raise UnknownStage(f"stage {stage!r} is not in the active policy")
 
 
-def _builds_statement(digest_given: bool) -> Any:
-    event, run = _EVENT.c, _RUN.c
-    in_scope: ColumnElement[bool] = run.id == bindparam("run_pk")
-    if digest_given:
-        digest = bindparam("digest", type_=String)
-        in_scope = or_(
-            in_scope,
-            and_(
-                run.artifact_digest == digest,
-                or_(run.tenant == bindparam("tenant", type_=String), run.tenant.is_(None)),
-            ),
-        )
-    return (
-        select(event.data, run.id, run.run_key, run.artifact_digest)
-        .select_from(_EVENT.join(_RUN, run.id == event.run_pk))
-        .where(event.phase == "build", in_scope)
-        .order_by(event.id.desc())
-    )
-
-
-# Built once, with bound parameters, on the tables (no ORM layer).
-_BUILDS_OF_RUN = _builds_statement(digest_given=False)
-_BUILDS_OF_DIGEST = _builds_statement(digest_given=True)
-
-
-def _build(session: Session, run: _Run, tenant: str, digest: str | None) -> rules.BuildFacts:
-    """The recorded builds that cover deploying `digest` for `tenant`, in one query.
+def _build(
+    rows: tuple[tuple[Any, int, str, str | None], ...], run: _Run, digest: str | None
+) -> rules.BuildFacts:
+    """The recorded builds that cover deploying `digest` for the target's tenant (read with
+    the facts, newest first).
 
     The `build` events of this run (every attempt: a re-run of the deploy stage keeps the
     build of the first attempt) and, when a digest is named, those of other runs whose
-    artifact is that digest and whose tenant is `tenant` or none (a shared build pipeline).
-    Another tenant's run never counts, not even as an allow. A build event's digest is its
-    own `artifact_digest`, else its run's.
+    artifact is that digest and whose tenant is the target's or none (a shared build
+    pipeline). Another tenant's run never counts, not even as an allow. A build event's
+    digest is its own `artifact_digest`, else its run's.
     """
-    values: dict[str, Any] = {"run_pk": run.id}
-    if digest:
-        values |= {"digest": digest, "tenant": tenant}
-    rows = session.execute(_BUILDS_OF_DIGEST if digest else _BUILDS_OF_RUN, values).all()
     failed_here = built_here = False
     latest_here: dict[str, Any] | None = None
     built_other: str | None = None

@@ -10,12 +10,8 @@ own transaction by `services/gates.py`; `domain/gate_decision.py` decides with t
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import String, Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from azdev_ica.db.tables import Signoff
 from azdev_ica.domain import promotion as rules
 from azdev_ica.domain.gate_decision import (
     ROLLBACK,
@@ -25,18 +21,13 @@ from azdev_ica.domain.gate_decision import (
     RollbackFacts,
 )
 from azdev_ica.policy import Policy
-from azdev_ica.queries.deployments import DeploymentRecord, deployment_history
+from azdev_ica.queries.deployments import (
+    DeploymentRecord,
+    deployment_history,
+    promotion_history,
+)
 
 __all__ = ["ROLLBACK", "ROLLBACK_NOT_LAST_GOOD", "promotion_facts", "rollback_facts"]
-
-
-_SIGNOFF = cast(Table, Signoff.__table__)
-# Built once, with bound parameters, on the table (no ORM layer).
-_SIGNOFFS = select(_SIGNOFF.c.kind).where(
-    _SIGNOFF.c.tenant == bindparam("tenant", type_=String),
-    _SIGNOFF.c.stage == bindparam("stage", type_=String),
-    _SIGNOFF.c.artifact_digest == bindparam("digest", type_=String),
-)
 
 
 def _fact(record: DeploymentRecord) -> DeploymentFact:
@@ -66,12 +57,13 @@ def promotion_facts(
         return None
     # Where this artifact went in the tenant, and what runs in its production stage: all the
     # promotion rules read (not the tenant's whole history).
-    narrowed = deployment_history(
+    narrowed, kinds = promotion_history(
         session,
         tenant=tenant,
-        digest_or_stage=(digest or "", promotion.major_release_stage),
+        stage=stage,
+        digest=digest or "",
+        other_stage=promotion.major_release_stage,
     )
-    kinds = session.scalars(_SIGNOFFS, {"tenant": tenant, "stage": stage, "digest": digest or ""})
     return PromotionFacts(
         stages=tuple(promotion.stage_rules(policy.stages)),
         production_stage=promotion.major_release_stage,
