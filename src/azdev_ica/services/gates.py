@@ -2,12 +2,13 @@
 
 One evaluation is one transaction in three parts:
 
-1. gather the facts: one composed statement reads the active policy's version, the run, its
-   latest approval for the target, a signed emergency override of the same artifact, and the
-   data of its latest `test` and `scan` events; one more reads the recorded build of the
-   artifact (`_build`); the promotion and rollback history when the policy or the request
-   needs it; then the target's lock row (locked for the transaction, so racing pipelines are
-   serialised by the database) and its queue;
+1. gather the facts: one composed statement (built once per request shape, on the tables)
+   reads the active policy's version, the run, its latest approval for the target, a signed
+   emergency override of the same artifact, the data of its latest `test` and `scan` events
+   and, as further rows of the same result, the recorded builds of the artifact (`_build`);
+   one more reads the promotion history and sign-offs when the policy has promotion rules
+   (the rollback history when the request is a rollback); then the target's lock row (locked
+   for the transaction, so racing pipelines are serialised by the database) and its queue;
 2. decide: `domain/gate_decision.py` (pure, standard library only) returns the status, the
    reasons in order, the codes an override lifted and the steps to take with the lock;
 3. record: the lock's changes (`services/locks.py`), the decision row and its audit entry
