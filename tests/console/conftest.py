@@ -3,7 +3,10 @@ fixtures: no pytest-playwright), against a real ICA server (uvicorn) on loopback
 
 One browser and one live server per xdist worker (session scope); each test gets a fresh
 browser context and its own app (database, settings, clock), which the worker's server
-serves while the test runs. Every page a test opens is watched: a console error, a page
+serves while the test runs. A browser test runs on PostgreSQL only: what it checks is the
+console (pages, forms, scripts), and the storage under the pages is tested on both databases
+by the storage and API tests; PostgreSQL, the stricter of the two (grouping, types), is the
+one a console query could fail on. Every page a test opens is watched: a console error, a page
 error or a failed request fails the test (`Watched.assert_clean`, called at teardown).
 """
 
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.approvals.conftest import run_key  # noqa: F401  (a production run of Tonga)
+from tests.conftest import _fresh_database
 from tests.identity.conftest import local_user, settings  # noqa: F401  (cheap hashes, people)
 from tests.support.liveserver import LiveServer
 
@@ -99,6 +103,15 @@ def chromium(playwright_driver: Any) -> Iterator[Any]:
     browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
+
+
+@pytest.fixture(params=["postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """The suite's `db_url` (a fresh, migrated database, with the example policy when the test
+    takes `ctx`), on PostgreSQL only."""
+    policy = "ctx" in request.fixturenames
+    with _fresh_database(request, tmp_path, request.param, policy=policy) as url:
+        yield url
 
 
 class CurrentApp:
