@@ -3,13 +3,16 @@ or PostgreSQL), the same after `ica init`, and the app `ica serve` would build f
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
 from azdev_ica.api.app import create_app
@@ -61,8 +64,31 @@ def instance(
     return Instance(data_dir=data_dir, database_url=url, capsys=capsys)
 
 
+def _schema_at_head(request: pytest.FixtureRequest, instance: Instance) -> None:
+    """Put the suite's migrated template in the instance's empty database (a file copy, or a
+    PostgreSQL clone under the same name), as a migration job run before `ica init` would
+    leave it: `ica init` then finds the schema at head and does the rest. Migrating from
+    nothing is `TestInit`'s business (on `instance`), not every later command's."""
+    if instance.database_url.startswith("sqlite"):
+        database = instance.data_dir / "ica.db"
+        instance.data_dir.mkdir(mode=0o700)
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), database)
+        os.chmod(database, 0o600)
+        return
+    template = request.getfixturevalue("pg_template")
+    name = instance.database_url.rsplit("/", 1)[1]
+    admin = create_engine(request.getfixturevalue("pg_admin_url"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
-def initialised(instance: Instance) -> tuple[Instance, str]:
+def initialised(request: pytest.FixtureRequest, instance: Instance) -> tuple[Instance, str]:
+    _schema_at_head(request, instance)
     code, out, _ = instance.init()
     assert code == 0
     keys = KEY_RE.findall(out)
