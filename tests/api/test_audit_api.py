@@ -93,6 +93,12 @@ class TestQuery:
         hidden = client.get(f"{API}/entry/{samoa_entry['index']}", headers=tonga)
         absent = client.get(f"{API}/entry/999999", headers=tonga)
         assert hidden.status_code == absent.status_code == 404
+        assert hidden.json()["detail"] == absent.json()["detail"].replace(
+            "999999", str(samoa_entry["index"])
+        )
+        no_shard = client.get(f"{API}/entry/0?year=2001", headers=tonga)
+        assert no_shard.status_code == 404
+        assert no_shard.json()["detail"] == "no audit shard 2001"
 
 
 class TestProofs:

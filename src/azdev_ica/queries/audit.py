@@ -285,23 +285,59 @@ def entry_with_proof(
     session: Session, *, principal: Principal, year: int | None, index: int
 ) -> EntryProof:
     """Entry ``index`` and its inclusion proof in the latest checkpoint that covers it
-    (``checkpoint`` None: sealed, but no signed checkpoint covers it yet)."""
-    found = shard(session, year)
-    entry = session.get(AuditEntry, (found.year, index))
+    (``checkpoint`` None: sealed, but no signed checkpoint covers it yet): the shard, the
+    entry and the checkpoint in one read, the proof's nodes in another."""
+    chosen = select(AuditShard.year)
+    chosen = (
+        chosen.where(AuditShard.year == year)
+        if year is not None
+        else chosen.order_by(AuditShard.year.desc()).limit(1)
+    )
+    shard_year = chosen.scalar_subquery()
+    # The shard's latest checkpoint, found once (an index look-up), whichever its size.
+    latest = (
+        select(func.max(AuditCheckpoint.size))
+        .where(AuditCheckpoint.year == shard_year)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        select(AuditShard, AuditEntry, AuditCheckpoint)
+        .outerjoin(AuditEntry, and_(AuditEntry.year == AuditShard.year, AuditEntry.idx == index))
+        .outerjoin(
+            AuditCheckpoint,
+            and_(
+                AuditCheckpoint.year == AuditShard.year,
+                AuditCheckpoint.size == latest,
+                AuditCheckpoint.size > index,
+            ),
+        )
+        .where(AuditShard.year == shard_year)
+    ).first()
+    if row is None:
+        raise NotFound(
+            "the audit ledger has no entries yet" if year is None else f"no audit shard {year}"
+        )
+    found, entry, checkpoint = row
     # Out of scope answers exactly like absent, as for runs.
     if entry is None or not principal.can_for(Permission.AUDIT_READ, entry.tenant):
         raise NotFound(f"no entry {index} in {found.origin}")
-    return _with_proof(session, found, entry)
+    return _proof_in(session, found, entry, checkpoint)
 
 
 def _with_proof(session: Session, found: AuditShard, entry: AuditEntry) -> EntryProof:
-    index = entry.idx
     checkpoint = session.scalars(
         select(AuditCheckpoint)
-        .where(AuditCheckpoint.year == found.year, AuditCheckpoint.size > index)
+        .where(AuditCheckpoint.year == found.year, AuditCheckpoint.size > entry.idx)
         .order_by(AuditCheckpoint.size.desc())
         .limit(1)
     ).first()
+    return _proof_in(session, found, entry, checkpoint)
+
+
+def _proof_in(
+    session: Session, found: AuditShard, entry: AuditEntry, checkpoint: AuditCheckpoint | None
+) -> EntryProof:
+    index = entry.idx
     proof: list[bytes] = []
     if checkpoint is not None:
         proof = inclusion_proof(index, checkpoint.size, node_reader(session, found.year))
