@@ -20,18 +20,27 @@ LIMIT = 8
 SLOW = LIMIT + 4
 
 
-@pytest.fixture
-def served(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from azdev_ica.api.serving import READ_TIMEOUT_ENV, uvicorn_options
+# `ica serve` runs httptools when it is installed and h11 otherwise: both are held to the rules.
+PROTOCOLS = [
+    "azdev_ica.api.serving_httptools:DeadlineHttpToolsProtocol",
+    "azdev_ica.api.serving:DeadlineH11Protocol",
+]
 
+
+@pytest.fixture(params=PROTOCOLS, ids=["httptools", "h11"])
+def served(app: Any, monkeypatch: pytest.MonkeyPatch, request: Any) -> Iterator[str]:
+    from azdev_ica.api.serving import READ_TIMEOUT_ENV, http_protocol, uvicorn_options
+
+    assert http_protocol() == PROTOCOLS[0]  # httptools is a dependency
     monkeypatch.setenv(READ_TIMEOUT_ENV, "1")
+    options = uvicorn_options(limit_concurrency=LIMIT, timeout_keep_alive=5, trusted_proxies=[])
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
         lifespan="off",
-        **uvicorn_options(limit_concurrency=LIMIT, timeout_keep_alive=5, trusted_proxies=[]),
+        **{**options, "http": request.param},
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -88,3 +97,30 @@ def test_slow_clients_cannot_hold_the_servers_concurrency(served):
 def test_a_request_that_arrives_whole_is_served_as_usual(served):
     assert _status(served) == 200
     assert _status(served) == 200  # a second connection, and nothing lingered
+
+
+def _answer(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_request_head_that_grows_past_the_limit_is_refused(served):
+    from azdev_ica.api.serving import MAX_HEADER_BYTES
+
+    port = int(served.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        # A head past the limit that has not ended yet: the server must not wait for more.
+        line = b"X-Filler: " + b"f" * 1000 + b"\r\n"
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: ica\r\n" + line * (MAX_HEADER_BYTES // 900))
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    # A head within the limit is served.
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        filler = b"X-Filler: " + b"f" * (MAX_HEADER_BYTES // 2) + b"\r\n"
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: ica\r\nConnection: close\r\n" + filler + b"\r\n"
+        )
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")

@@ -13,6 +13,8 @@ request within the read timeout of its first byte (or of its opening) is closed.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import logging
 import os
 from typing import Any
 
@@ -37,13 +39,46 @@ def read_timeout() -> float:
     return value if value > 0 else DEFAULT_READ_TIMEOUT
 
 
-class DeadlineH11Protocol(H11Protocol):
+class ReadDeadline:
+    """The read deadline both protocols share: armed when a connection opens and when the
+    first bytes of a request arrive, cancelled once the whole request is in."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    logger: logging.Logger
+    read_timeout: float
+    _read_deadline: asyncio.TimerHandle | None
+
+    def _response_started(self) -> bool:
+        cycle = getattr(self, "cycle", None)
+        return bool(cycle is not None and cycle.response_started)
+
+    def _arm_read_deadline(self) -> None:
+        self._cancel_read_deadline()
+        self._read_deadline = self.loop.call_later(self.read_timeout, self._read_timed_out)
+
+    def _cancel_read_deadline(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _read_timed_out(self) -> None:
+        self._read_deadline = None
+        if self.transport.is_closing():
+            return
+        if self._response_started():
+            return  # the application already answered (say, a 413); let it finish
+        self.logger.info("closing a connection that sent no complete request in time")
+        self.transport.close()
+
+
+class DeadlineH11Protocol(ReadDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for reading each request (see the module)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout()
-        self._read_deadline: asyncio.TimerHandle | None = None
+        self._read_deadline = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -65,23 +100,14 @@ class DeadlineH11Protocol(H11Protocol):
         if not reading:
             self._cancel_read_deadline()  # the whole request is in
 
-    def _arm_read_deadline(self) -> None:
-        self._cancel_read_deadline()
-        self._read_deadline = self.loop.call_later(self.read_timeout, self._read_timed_out)
 
-    def _cancel_read_deadline(self) -> None:
-        if self._read_deadline is not None:
-            self._read_deadline.cancel()
-            self._read_deadline = None
-
-    def _read_timed_out(self) -> None:
-        self._read_deadline = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is not None and self.cycle.response_started:
-            return  # the application already answered (say, a 413); let it finish
-        self.logger.info("closing a connection that sent no complete request in time")
-        self.transport.close()
+def http_protocol() -> str:
+    """The protocol `ica serve` runs: httptools when installed (a dependency; its C parser costs
+    less per request), h11 otherwise, both with the read deadline and the header limit above.
+    An import string, so that worker processes (`--workers N`) can load it."""
+    if importlib.util.find_spec("httptools") is not None:
+        return "azdev_ica.api.serving_httptools:DeadlineHttpToolsProtocol"
+    return "azdev_ica.api.serving:DeadlineH11Protocol"
 
 
 def uvicorn_options(
@@ -93,7 +119,9 @@ def uvicorn_options(
     """The uvicorn settings `ica serve` runs with (and the slow-client test serves with)."""
     forwarded = ",".join(str(network) for network in trusted_proxies)
     return {
-        "http": "azdev_ica.api.serving:DeadlineH11Protocol",
+        "http": http_protocol(),
+        # uvloop when installed (a dependency on POSIX systems), asyncio otherwise.
+        "loop": "auto",
         "limit_concurrency": limit_concurrency,
         "timeout_keep_alive": timeout_keep_alive,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
