@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -53,6 +54,16 @@ def problem(response: Any, status: int, slug: str | None = None) -> dict[str, An
     return body
 
 
+@contextmanager
+def case(label: Any) -> Iterator[None]:
+    """One case of a test that walks several on the same app (an app, its database and its
+    key are made once per test, not once per case): a failure names its case."""
+    try:
+        yield
+    except AssertionError as failure:
+        raise AssertionError(f"case {label!r}: {failure}") from failure
+
+
 @pytest.mark.parametrize("path", WRITES)
 class TestMalformedBodies:
     def test_not_json(self, client, devops, path):
@@ -60,29 +71,28 @@ class TestMalformedBodies:
             response = client.post(f"{API}{path}", content=raw, headers={**devops, **JSON})
             problem(response, 400 if raw else 422)
 
-    @pytest.mark.parametrize("raw", ["[]", "[1, 2]", "null", "42", '"run"', "true"])
-    def test_json_that_is_not_an_object(self, client, devops, path, raw):
-        response = client.post(f"{API}{path}", content=raw, headers={**devops, **JSON})
-        problem(response, 422, "validation")
+    def test_json_that_is_not_an_object(self, client, devops, path):
+        for raw in ("[]", "[1, 2]", "null", "42", '"run"', "true"):
+            with case(raw):
+                response = client.post(f"{API}{path}", content=raw, headers={**devops, **JSON})
+                problem(response, 422, "validation")
 
-    @pytest.mark.parametrize(
-        "content_type",
-        [
+    def test_a_body_that_is_not_sent_as_json(self, client, devops, path):
+        for content_type in (
             "text/plain",
             "application/x-www-form-urlencoded",
             "multipart/form-data; boundary=x",
             "application/xml",
             "jsonish/json",
-        ],
-    )
-    def test_a_body_that_is_not_sent_as_json(self, client, devops, path, content_type):
-        response = client.post(
-            f"{API}{path}",
-            content=json.dumps(START),
-            headers={**devops, "Content-Type": content_type},
-        )
-        body = problem(response, 415, "unsupported-media-type")
-        assert "application/json" in body["detail"]
+        ):
+            with case(content_type):
+                response = client.post(
+                    f"{API}{path}",
+                    content=json.dumps(START),
+                    headers={**devops, "Content-Type": content_type},
+                )
+                body = problem(response, 415, "unsupported-media-type")
+                assert "application/json" in body["detail"]
 
     def test_no_content_type(self, client, devops, path):
         response = client.post(f"{API}{path}", content=json.dumps(START), headers=devops)
@@ -117,12 +127,13 @@ class TestMalformedBodies:
         response = client.post(f"{API}{path}", content=raw, headers={**devops, **JSON})
         problem(response, 422, "validation")
 
-    @pytest.mark.parametrize("depth", [50, 900, 100_000])
-    def test_deep_nesting(self, client, devops, path, depth):
-        raw = '{"data": ' + "[" * depth + "]" * depth + "}"
-        response = client.post(f"{API}{path}", content=raw, headers={**devops, **JSON})
-        assert response.status_code in (400, 422)
-        problem(response, response.status_code)
+    def test_deep_nesting(self, client, devops, path):
+        for depth in (50, 900, 100_000):
+            with case(depth):
+                raw = '{"data": ' + "[" * depth + "]" * depth + "}"
+                response = client.post(f"{API}{path}", content=raw, headers={**devops, **JSON})
+                assert response.status_code in (400, 422)
+                problem(response, response.status_code)
 
 
 class TestValuesTheDatabaseCannotHold:
@@ -197,35 +208,37 @@ def _cursor(payload: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
-class TestListingParameters:
-    @pytest.mark.parametrize(
-        "query",
-        [
-            "cursor=%%%",
-            "cursor=" + _cursor(["2026-11-02T09:00:00+00:00", 10**30]),
-            "cursor=" + _cursor(["2026-11-02T09:00:00+00:00", -1]),
-            "cursor=" + _cursor(["9999-12-31T23:59:59-12:00", 1]),
-            "cursor=" + _cursor(["2026-11-02T09:00:00", 1]),
-            "cursor=" + _cursor({"a": 1, "b": 2}),
-            "cursor=" + _cursor(["2026-11-02T09:00:00+00:00", True]),
-            "started_after=yesterday",
-            "started_after=2026-11-02T09:00:00",
-            "started_before=9999-12-31T23:59:59-12:00",
-            "branch=main%00",
-            "tenant=t%00",
-            "limit=0",
-            "limit=501",
-            "limit=true",
-            "status=done",
-            "provider=svn",
-        ],
-    )
-    def test_bad_parameters_are_422(self, client, devops, started, query):
-        problem(client.get(f"{API}/runs?{query}", headers=devops), 422)
+BAD_LISTING_QUERIES = [
+    "cursor=%%%",
+    "cursor=" + _cursor(["2026-11-02T09:00:00+00:00", 10**30]),
+    "cursor=" + _cursor(["2026-11-02T09:00:00+00:00", -1]),
+    "cursor=" + _cursor(["9999-12-31T23:59:59-12:00", 1]),
+    "cursor=" + _cursor(["2026-11-02T09:00:00", 1]),
+    "cursor=" + _cursor({"a": 1, "b": 2}),
+    "cursor=" + _cursor(["2026-11-02T09:00:00+00:00", True]),
+    "started_after=yesterday",
+    "started_after=2026-11-02T09:00:00",
+    "started_before=9999-12-31T23:59:59-12:00",
+    "branch=main%00",
+    "tenant=t%00",
+    "limit=0",
+    "limit=501",
+    "limit=true",
+    "status=done",
+    "provider=svn",
+]
 
-    @pytest.mark.parametrize("run_key", ["nope", "ado:p1:1%00", "ado:p1:" + "9" * 21, "x" * 300])
-    def test_a_malformed_run_key_in_the_path_is_422(self, client, devops, run_key):
-        problem(client.get(f"{API}/run/{run_key}", headers=devops), 422)
+
+class TestListingParameters:
+    def test_bad_parameters_are_422(self, client, devops, started):
+        for query in BAD_LISTING_QUERIES:
+            with case(query):
+                problem(client.get(f"{API}/runs?{query}", headers=devops), 422)
+
+    def test_a_malformed_run_key_in_the_path_is_422(self, client, devops):
+        for run_key in ("nope", "ado:p1:1%00", "ado:p1:" + "9" * 21, "x" * 300):
+            with case(run_key):
+                problem(client.get(f"{API}/run/{run_key}", headers=devops), 422)
 
 
 # --- random JSON at run/event ------------------------------------------------------------
