@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from azdev_ica.api.app import MAX_BODY_BYTES
 from azdev_ica.domain.runs import Phase
 from tests.conftest import bearer
+from tests.support.cases import case
 
 API = "/api/v1/azdev"
 PROBLEM = "application/problem+json"
@@ -52,16 +52,6 @@ def problem(response: Any, status: int, slug: str | None = None) -> dict[str, An
     if slug:
         assert body["type"] == f"urn:ica:problem:{slug}"
     return body
-
-
-@contextmanager
-def case(label: Any) -> Iterator[None]:
-    """One case of a test that walks several on the same app (an app, its database and its
-    key are made once per test, not once per case): a failure names its case."""
-    try:
-        yield
-    except AssertionError as failure:
-        raise AssertionError(f"case {label!r}: {failure}") from failure
 
 
 @pytest.mark.parametrize("path", WRITES)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from azdev_ica.db.tables import AuditInbox, PipelineEvent, PipelineRun
 from tests.conftest import bearer
+from tests.support.cases import case
 
 API = "/api/v1/azdev"
 DIGEST = "sha256:" + "ab" * 32
@@ -129,33 +130,61 @@ class TestStart:
         assert response.json()["attempt"] == 3
 
 
+INVALID_START_OVERRIDES = [
+    {"colour": "red"},  # unknown field
+    {"attempt": True},  # a boolean is not an integer
+    {"attempt": "2"},  # nor is a string
+    {"attempt": 0},
+    {"run_id": 4711},  # ids are strings of digits
+    {"run_id": "47a"},
+    {"provider": "jenkins"},
+    {"pipeline_name": ""},
+    {"pipeline_name": "x" * 201},
+    {"commit": "not-a-sha"},
+    {"artifact_digest": "sha256:short"},
+    {"start_time": "2026-11-02T09:00:00"},  # no offset
+    {"tenant": "TO"},
+]
+
+
+INVALID_EVENTS = [
+    {"phase": "test", "data": {"passed": "yes"}},
+    {"phase": "test", "data": {"passed": True, "coverage_percent": 101}},
+    {"phase": "test", "data": {"passed": True, "coverage_percent": True}},
+    {"phase": "test", "data": {}},
+    {"phase": "scan", "data": {"passed": True, "findings": {"critical": -1}}},
+    {"phase": "build", "data": {"artifact_digest": "md5:abc"}},
+    {"phase": "deploy", "data": {"status": "maybe"}},
+    {"phase": "monitor", "data": {"trigger": "moon_phase"}},
+    {"phase": "lunch"},
+    {"phase": "build", "event": "build"},
+    {"phase": "build", "run_id": RUN_KEY},
+]
+
+
+BAD_LISTING_PARAMS = [
+    {"cursor": "not-a-cursor"},
+    {"limit": 0},
+    {"limit": 501},
+    {"started_after": "yesterday"},
+    {"started_after": "2026-11-02T09:00:00"},
+    {"status": "exploded"},
+]
+
+
 class TestStrictInput:
-    @pytest.mark.parametrize(
-        "overrides",
-        [
-            {"colour": "red"},  # unknown field
-            {"attempt": True},  # a boolean is not an integer
-            {"attempt": "2"},  # nor is a string
-            {"attempt": 0},
-            {"run_id": 4711},  # ids are strings of digits
-            {"run_id": "47a"},
-            {"provider": "jenkins"},
-            {"pipeline_name": ""},
-            {"pipeline_name": "x" * 201},
-            {"commit": "not-a-sha"},
-            {"artifact_digest": "sha256:short"},
-            {"start_time": "2026-11-02T09:00:00"},  # no offset
-            {"tenant": "TO"},
-        ],
-    )
-    def test_invalid_start_bodies_get_a_validation_problem(self, client, devops, ctx, overrides):
-        response = client.post(f"{API}/run/start", json=start_body(**overrides), headers=devops)
-        assert response.status_code == 422, response.text
-        problem = response.json()
-        assert problem["type"] == "urn:ica:problem:validation"
-        assert problem["status"] == 422
-        assert problem["errors"]
-        assert count(ctx, PipelineRun) == 0
+    def test_invalid_start_bodies_get_a_validation_problem(self, client, devops, ctx):
+        for overrides in INVALID_START_OVERRIDES:
+            with case(overrides):
+                response = client.post(
+                    f"{API}/run/start", json=start_body(**overrides), headers=devops
+                )
+                assert response.status_code == 422, response.text
+                problem = response.json()
+                assert problem["type"] == "urn:ica:problem:validation"
+                assert problem["status"] == 422
+                assert problem["errors"]
+                assert count(ctx, PipelineRun) == 0
 
     def test_an_integral_float_is_a_json_integer(self, client, devops):
         response = client.post(f"{API}/run/start", json=start_body(attempt=2.0), headers=devops)
@@ -227,26 +256,12 @@ class TestEvents:
         assert response.status_code == 201
         assert response.json()["event"]["phase"] == "rollback_initiated"
 
-    @pytest.mark.parametrize(
-        "body",
-        [
-            {"phase": "test", "data": {"passed": "yes"}},
-            {"phase": "test", "data": {"passed": True, "coverage_percent": 101}},
-            {"phase": "test", "data": {"passed": True, "coverage_percent": True}},
-            {"phase": "test", "data": {}},
-            {"phase": "scan", "data": {"passed": True, "findings": {"critical": -1}}},
-            {"phase": "build", "data": {"artifact_digest": "md5:abc"}},
-            {"phase": "deploy", "data": {"status": "maybe"}},
-            {"phase": "monitor", "data": {"trigger": "moon_phase"}},
-            {"phase": "lunch"},
-            {"phase": "build", "event": "build"},
-            {"phase": "build", "run_id": RUN_KEY},
-        ],
-    )
-    def test_invalid_events_are_refused(self, client, devops, ctx, body):
-        response = self.post(client, devops, **body)
-        assert response.status_code == 422, response.text
-        assert count(ctx, PipelineEvent) == 0
+    def test_invalid_events_are_refused(self, client, devops, ctx):
+        for body in INVALID_EVENTS:
+            with case(body):
+                response = self.post(client, devops, **body)
+                assert response.status_code == 422, response.text
+                assert count(ctx, PipelineEvent) == 0
 
     def test_an_event_for_an_unknown_run_is_a_404(self, client, devops):
         response = client.post(
@@ -419,21 +434,12 @@ class TestListing:
         assert run_ids(started_after="2026-11-02T09:06:00+00:00") == ["106", "105"]
         assert run_ids(started_before="2026-11-02T20:02:30+11:00") == ["101", "100"]
 
-    @pytest.mark.parametrize(
-        "params",
-        [
-            {"cursor": "not-a-cursor"},
-            {"limit": 0},
-            {"limit": 501},
-            {"started_after": "yesterday"},
-            {"started_after": "2026-11-02T09:00:00"},
-            {"status": "exploded"},
-        ],
-    )
-    def test_bad_parameters_are_problems(self, client, devops, params):
-        response = client.get(f"{API}/runs", params=params, headers=devops)
-        assert response.status_code == 422
-        assert response.headers["content-type"] == "application/problem+json"
+    def test_bad_parameters_are_problems(self, client, devops):
+        for params in BAD_LISTING_PARAMS:
+            with case(params):
+                response = client.get(f"{API}/runs", params=params, headers=devops)
+                assert response.status_code == 422
+                assert response.headers["content-type"] == "application/problem+json"
 
 
 class TestAuthentication:
