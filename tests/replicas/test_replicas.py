@@ -229,7 +229,15 @@ def test_a_killed_process_loses_no_work(cluster: Cluster) -> None:
     victim.kill()
     approvals = overdue_approvals(cluster, ["to", "vu"])
     record_events(cluster, [survivor], 6)
-    wait_for(lambda: settled(cluster), "the survivor to take over")
+    # Settled work is not enough: a job whose work is done may still be under the dead
+    # process's lease until the survivor next runs it and finds that lease expired.
+    wait_for(
+        lambda: (
+            settled(cluster)
+            and {pid_of(holders(cluster)[name]) for name in held} == {survivor.process.pid}
+        ),
+        "the survivor to take over",
+    )
     taken = holders(cluster)
     assert {pid_of(taken[name]) for name in held} == {survivor.process.pid}
     assert_each_item_once(cluster, approvals)
