@@ -173,9 +173,9 @@ def _sign_in_first(request: Request, exc: Exception) -> Response:
 
 
 def install_ui(app: FastAPI) -> None:
-    """Mount the UI and its redirect-to-sign-in answer on `app`."""
+    """The UI's redirect-to-sign-in answer on `app` (its routes, `router`, are shared by every
+    app of the process: `azdev_ica.api.app`)."""
     app.add_exception_handler(_SignInFirst, _sign_in_first)
-    app.include_router(router)
 
 
 # --- signing in -----------------------------------------------------------------------------

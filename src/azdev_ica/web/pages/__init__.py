@@ -27,13 +27,9 @@ from azdev_ica.web.pages import (
 from azdev_ica.web.render import STATIC_DIR, STATIC_PREFIX, PageHeadersMiddleware, templates
 from azdev_ica.web.stepup import install_step_up
 
-
-def install(app: FastAPI) -> None:
-    """Mount the console's pages, its static files and the page headers on `app`."""
-    app.add_middleware(PageHeadersMiddleware)
-    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
-    install_step_up(app)
-    templates.env.globals["console_nav"] = console_nav
+# Each area's routes, in matching order (the app factory builds them once per process).
+ROUTERS = tuple(
+    module.router
     for module in (
         core,
         home,
@@ -49,5 +45,14 @@ def install(app: FastAPI) -> None:
         policy,
         reports,
         notifications,
-    ):
-        app.include_router(module.router)
+    )
+)
+
+
+def install(app: FastAPI) -> None:
+    """The static files, the step-up answer and the page headers on `app`; the pages
+    themselves (`ROUTERS`) are added after it by the app factory."""
+    app.add_middleware(PageHeadersMiddleware)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
+    install_step_up(app)
+    templates.env.globals["console_nav"] = console_nav
