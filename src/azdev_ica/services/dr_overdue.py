@@ -12,6 +12,7 @@ the warning happen once, even when two processes run the job.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,19 +45,28 @@ def tenants_added(session: Session) -> dict[str, datetime]:
     """When each tenant first appeared in an applied policy version (the versions are
     append-only, so this is a recorded fact, the same after `ica audit replay`)."""
     from azdev_ica.db.tables import PolicyVersion
+
+    added: dict[str, datetime] = {}
+    versions = session.execute(
+        select(PolicyVersion.document, PolicyVersion.applied_at).order_by(PolicyVersion.applied_at)
+    )
+    for document, applied_at in versions:
+        for tenant in _tenants_of(document):
+            added.setdefault(tenant, applied_at)
+    return added
+
+
+@lru_cache(maxsize=64)
+def _tenants_of(document: str) -> tuple[str, ...]:
+    """The tenants a policy document names, parsed once per process and document (the
+    scheduler asks every tick, for every tenant, over every version ever applied)."""
     from azdev_ica.errors import PolicyError
     from azdev_ica.policy.loader import parse_policy
 
-    added: dict[str, datetime] = {}
-    versions = session.scalars(select(PolicyVersion).order_by(PolicyVersion.applied_at))
-    for version in versions:
-        try:
-            tenants = parse_policy(version.document).tenants
-        except PolicyError:  # an old version today's loader no longer reads: its tenants
-            tenants = {}  # count from a later version
-        for tenant in tenants:
-            added.setdefault(tenant, version.applied_at)
-    return added
+    try:
+        return tuple(parse_policy(document).tenants)
+    except PolicyError:  # an old version today's loader no longer reads: its tenants
+        return ()  # count from a later version
 
 
 def warn_overdue_drills(ctx: ServiceContext) -> list[str]:
