@@ -75,7 +75,7 @@ from azdev_ica.errors import (
 from azdev_ica.policy import Policy
 from azdev_ica.policy.gates import normalise_dependency
 from azdev_ica.services import alerts, locks, promotion_gate
-from azdev_ica.services.audit import append_audit
+from azdev_ica.services.audit import AuditRecord, append_audits
 from azdev_ica.services.context import ServiceContext
 
 __all__ = [
@@ -221,11 +221,14 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             stale=gate_policy.queue_stale,
         )
         decided = decision_rules.decide(facts)
+        # The lock's audit records are written with the decision's, in one INSERT.
+        records: list[AuditRecord] = []
         locks.apply(session, tenant=tenant, stage=stage, lock=lock, steps=decided.lock_steps,
-                    ensure=decided.turn is not None, actor=principal.actor, now=now)  # fmt: skip
+                    ensure=decided.turn is not None, actor=principal.actor, now=now,
+                    records=records)  # fmt: skip
         return _record(session, now, principal, run.run_key, run.id, scope, policy, decided,
                        approval_id=approval.id if approval else None,
-                       override_id=found.override_id)  # fmt: skip
+                       override_id=found.override_id, records=records)  # fmt: skip
 
     return ctx.run_action(action)
 
@@ -544,8 +547,10 @@ def _record(
     *,
     approval_id: int | None = None,
     override_id: int | None = None,
+    records: list[AuditRecord] | None = None,
 ) -> GateAnswer:
-    """The decision row and its audit entry (the lock changes were stamped with `now` too)."""
+    """The decision row and its audit entry, written after `records` (the lock's, stamped
+    with `now` too) in one INSERT."""
     digest = scope.artifact_digest or None
     decision_id = session.execute(
         _INSERT_DECISION,
@@ -567,8 +572,7 @@ def _record(
     ).scalar_one()
     turn = decided.turn
     rollback = decided.rollback
-    append_audit(
-        session,
+    decision = AuditRecord(
         actor=principal.actor,
         action="gate.decide",
         subject_type="run",
@@ -591,6 +595,7 @@ def _record(
         },
         at=now,
     )
+    append_audits(session, [*(records or ()), decision])
     return GateAnswer(
         decision_id=decision_id,
         status=decided.status,

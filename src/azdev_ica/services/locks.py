@@ -30,7 +30,7 @@ from azdev_ica.domain import locks as plan
 from azdev_ica.domain.locks import Turn
 from azdev_ica.errors import NotFound, OutOfScope, ValidationProblem
 from azdev_ica.services.alerts import check_queue
-from azdev_ica.services.audit import append_audit, rfc3339
+from azdev_ica.services.audit import AuditRecord, append_audit, append_audits, rfc3339
 from azdev_ica.services.context import ServiceContext
 
 LEASE_ACTOR = Actor(kind="system", id="job:lock-lease")
@@ -212,8 +212,10 @@ def apply(
     ensure: bool,
     actor: Actor,
     now: datetime,
+    records: list[AuditRecord],
 ) -> None:
-    """Carry out the steps `domain/locks.py` decided, in order, each with its audit entry;
+    """Carry out the steps `domain/locks.py` decided, in order; each step's audit record is
+    added to `records`, for the caller to write with its own (`append_audits`: one INSERT).
     `ensure` creates the target's lock row when it has none yet (a racing creator hits the
     unique key and the action is retried, then finds the row)."""
     if not lock.exists and (ensure or steps):
@@ -221,15 +223,16 @@ def apply(
     target = {"target_tenant": tenant, "target_stage": stage}
 
     def audit(action: str, by: Actor, **data: object) -> None:
-        append_audit(
-            session,
-            actor=by,
-            action=action,
-            subject_type="lock",
-            subject_id=_target_key(tenant, stage),
-            tenant=tenant,
-            data={"stage": stage, **data},
-            at=now,
+        records.append(
+            AuditRecord(
+                actor=by,
+                action=action,
+                subject_type="lock",
+                subject_id=_target_key(tenant, stage),
+                tenant=tenant,
+                data={"stage": stage, **data},
+                at=now,
+            )
         )
 
     for step in steps:
@@ -261,6 +264,9 @@ def apply(
                 },
             )
             audit("lock.queue", actor, run_key=step.run_key, position=step.position)
+            # The records so far go first: the alert's own record follows them in the log.
+            append_audits(session, records)
+            records.clear()
             # More than 5 waiting runs warns (seed 000 §7.2), once per crossing.
             check_queue(session, tenant=tenant, stage=stage, queue=list(step.queue),
                         joined=step.run_key, actor=actor, now=now)  # fmt: skip
