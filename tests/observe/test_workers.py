@@ -82,7 +82,21 @@ def served(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: len(_pids(metrics_dir, "gauge_livesum")) == 2, "two workers")
-        yield {"url": url, "key": key, "dir": metrics_dir, "server": server}
+        # A worker listens once its start-up (the lifespan) is done, after its gauge exists;
+        # the probes that were answered count in the metrics like the test's own requests.
+        answered = 0
+
+        def listening() -> bool:
+            nonlocal answered
+            try:
+                ok = _health(url) == 200
+            except httpx.TransportError:
+                return False
+            answered += ok
+            return ok
+
+        _wait(listening, "a worker to listen")
+        yield {"url": url, "key": key, "dir": metrics_dir, "server": server, "probes": answered}
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -120,7 +134,7 @@ def test_a_scrape_adds_up_both_workers(served):
     url, key, directory = served["url"], served["key"], served["dir"]
     assert not (directory / "counter_4242.db").exists()
     workers = _pids(directory, "gauge_livesum")
-    sent = 0
+    sent = served["probes"]
     with ThreadPoolExecutor(max_workers=8) as pool:
         # Until both workers have answered a request (each writes its own counter file).
         while _pids(directory, "counter") != workers:

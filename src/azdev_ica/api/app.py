@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
 import azdev_ica
@@ -141,6 +141,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The routes are built (once per process) before the first request, not during it.
+        for _ in iter_route_contexts(app.routes):
+            pass
         # The sealer runs beside the server; of all processes one seals at a time (a lease).
         sealer = None
         if settings.ledger_sealer:
