@@ -107,12 +107,30 @@ def test_links_walk_the_flows(document):
         links = operation["responses"][status].get("links", {})
         return {name: link["operationId"] for name, link in links.items()}
 
-    assert {"run_event", "run_finish", "run_detail", "approval_request"} <= set(
-        linked("run_start", "201").values()
+    pipeline = {
+        "run_event",
+        "gate_evaluate",
+        "approval_request",
+        "approvals_list",
+        "run_finish",
+        "run_detail",
+        "audit_query",
+    }
+    # A retry's 200 leads on as the 201 does.
+    assert pipeline <= set(linked("run_start", "201").values())
+    assert pipeline <= set(linked("run_start", "200").values())
+    assert pipeline <= set(linked("run_event", "201").values())
+    assert pipeline <= set(linked("run_event", "200").values())
+    assert {"gate_evaluate", "run_detail", "audit_query"} <= set(
+        linked("run_finish", "200").values()
     )
-    assert {"run_finish", "run_detail"} <= set(linked("run_event", "201").values())
-    assert {"approval_detail", "approval_sign"} <= set(linked("approval_request", "201").values())
+    assert {"approval_detail", "approval_sign", "approval_withdraw", "gate_evaluate"} <= set(
+        linked("approval_request", "201").values()
+    )
     assert set(linked("approval_detail", "200").values()) == {"approval_sign"}
+    assert {"lock_detail", "lock_release", "approval_detail", "run_event", "run_finish"} <= set(
+        linked("gate_evaluate", "200").values()
+    )
     # Every link names an operation that exists and a parameter that operation takes.
     for _path, _method, operation in operations.values():
         for response in operation["responses"].values():
@@ -121,3 +139,33 @@ def test_links_walk_the_flows(document):
                 _, _, target = operations[link["operationId"]]
                 taken = {p["name"] for p in target.get("parameters", [])}
                 assert set(link.get("parameters", {})) <= taken
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_links_read_what_the_answer_carries(document):
+    """Every `$response.body#/...` a link reads is a property of the answer it leaves from
+    (a link from an undeclared or wrong place would be followed with nothing)."""
+    read = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                for name, link in response.get("links", {}).items():
+                    body = link.get("requestBody") or {}
+                    expressions = [*link.get("parameters", {}).values(), *body.values()]
+                    for expression in expressions:
+                        if not str(expression).startswith("$response.body#/"):
+                            continue
+                        where = f"{method} {path} {status} {name}: {expression}"
+                        content = response.get("content", {}).get("application/json")
+                        assert content is not None, f"{where}: the answer declares no body"
+                        schema = _resolve(document, content["schema"])
+                        for part in expression.removeprefix("$response.body#/").split("/"):
+                            assert part in schema.get("properties", {}), where
+                            schema = _resolve(document, schema["properties"][part])
+                        read += 1
+    assert read >= 40

@@ -1,7 +1,8 @@
 """What the generated OpenAPI document cannot say by itself: one schema per pipeline event
-phase (a discriminated union on `phase`, with an example each) and the links between
-operations that make a flow (start -> event -> finish; approval request -> status -> sign), so
-a schema-driven client or a stateful fuzzer walks real flows.
+phase (a discriminated union on `phase`, with an example each), the body of a retry's 200,
+and the links between operations that make a flow (start -> event -> gate -> lock -> finish;
+approval request -> status -> sign or withdraw; the run's audit trail), so a schema-driven
+client or a stateful fuzzer (tests/api/test_fuzz.py) walks real flows.
 
 The per-phase schemas come from the same models the server validates with
 (`api/schemas.PHASE_DATA`), so the document and the server cannot disagree.
@@ -105,14 +106,33 @@ def event_phases(doc: dict[str, Any]) -> None:
 
 
 # (path, method, status) -> {link name: (target operationId, parameters, requestBody)}
+# A pipeline's flow: start a run; report its events; ask the gate (which holds or frees the
+# target's lock); ask for the approval and poll it; finish; and an auditor reads the run's
+# trail. Every value a link passes is one the source's answer really carries (a 200 of a
+# retried POST carries the same body as its 201). An event link sets only the run: which
+# phase, and that phase's payload, is the generated body's (a phase set by the link would
+# rarely fit the payload generated for another).
 LINKS: dict[tuple[str, str, str], dict[str, tuple[str, dict[str, str], Any]]] = {}
+
+
+def _run_links(run_key: str) -> dict[str, tuple[str, dict[str, str], Any]]:
+    """The links from an answer that names a run (`run_key` is where the answer has it)."""
+    return {
+        "recordEvent": ("run_event", {}, {"run_key": run_key}),
+        "evaluateGate": ("gate_evaluate", {}, {"run_key": run_key}),
+        "requestApproval": ("approval_request", {}, {"run_key": run_key}),
+        "approvalsOfRun": ("approvals_list", {"run_key": run_key}, None),
+        "finishRun": ("run_finish", {}, {"run_key": run_key, "status": "success"}),
+        "readRun": ("run_detail", {"run_key": run_key}, None),
+        "auditOfRun": (
+            "audit_query",
+            {},
+            {"subject_type": "run", "subject_id": run_key},
+        ),
+    }
+
+
 _RUN_FROM_BODY = "$response.body#/run_key"
-_RUN_LINKS = {
-    "recordEvent": ("run_event", {}, {"run_key": _RUN_FROM_BODY, "phase": "build"}),
-    "finishRun": ("run_finish", {}, {"run_key": _RUN_FROM_BODY, "status": "success"}),
-    "readRun": ("run_detail", {"run_key": _RUN_FROM_BODY}, None),
-    "requestApproval": ("approval_request", {}, {"run_key": _RUN_FROM_BODY}),
-}
 _APPROVAL_FROM_BODY = "$response.body#/id"
 _APPROVAL_LINKS = {
     "approvalStatus": ("approval_detail", {"approval_id": _APPROVAL_FROM_BODY}, None),
@@ -121,17 +141,40 @@ _APPROVAL_LINKS = {
         {"approval_id": _APPROVAL_FROM_BODY},
         {"decision": "approve"},
     ),
+    "withdrawApproval": ("approval_withdraw", {"approval_id": _APPROVAL_FROM_BODY}, None),
+    "evaluateGate": ("gate_evaluate", {}, {"run_key": _RUN_FROM_BODY}),
 }
 for _status in ("200", "201"):
-    LINKS[("/api/v1/azdev/run/start", "post", _status)] = _RUN_LINKS
+    LINKS[("/api/v1/azdev/run/start", "post", _status)] = _run_links(_RUN_FROM_BODY)
     LINKS[("/api/v1/azdev/approval", "post", _status)] = _APPROVAL_LINKS
 _RUN_OF_EVENT = "$response.body#/run/run_key"
-LINKS[("/api/v1/azdev/run/event", "post", "201")] = {
-    "finishRun": ("run_finish", {}, {"run_key": _RUN_OF_EVENT, "status": "success"}),
-    "readRun": ("run_detail", {"run_key": _RUN_OF_EVENT}, None),
+_OF_EVENT = _run_links(_RUN_OF_EVENT)
+LINKS[("/api/v1/azdev/run/event", "post", "201")] = _OF_EVENT
+LINKS[("/api/v1/azdev/run/event", "post", "200")] = _OF_EVENT
+_OF_FINISH = _run_links(_RUN_FROM_BODY)
+LINKS[("/api/v1/azdev/run/finish", "post", "200")] = {
+    name: _OF_FINISH[name] for name in ("readRun", "evaluateGate", "auditOfRun")
 }
 LINKS[("/api/v1/azdev/approval/{approval_id}", "get", "200")] = {
     "signApproval": _APPROVAL_LINKS["signApproval"]
+}
+_OF_GATE = _run_links(_RUN_FROM_BODY)
+LINKS[("/api/v1/azdev/gate/evaluate", "post", "200")] = {
+    "lockStatus": (
+        "lock_detail",
+        {"tenant": "$response.body#/tenant", "stage": "$response.body#/stage"},
+        None,
+    ),
+    "releaseLock": (
+        "lock_release",
+        {},
+        {"tenant": "$response.body#/tenant", "stage": "$response.body#/stage"},
+    ),
+    "approvalStatus": ("approval_detail", {"approval_id": "$response.body#/approval_id"}, None),
+    "readRun": _OF_GATE["readRun"],
+    "recordEvent": _OF_GATE["recordEvent"],
+    "finishRun": _OF_GATE["finishRun"],
+    "auditOfRun": _OF_GATE["auditOfRun"],
 }
 
 
@@ -161,9 +204,28 @@ def links(doc: dict[str, Any]) -> None:
             response["links"] = found
 
 
+def retry_answers(doc: dict[str, Any]) -> None:
+    """Declare the body of a retry's 200 where a POST answers 201 when it creates and 200 when
+    it finds what an earlier call created: the route answers both with its one response model,
+    but the generated document puts the model under the 201 only, so a 200's body went
+    unchecked (and a link from it read a body the document did not declare)."""
+    for item in doc.get("paths", {}).values():
+        operation = item.get("post")
+        if not isinstance(operation, dict):
+            continue
+        responses = operation.get("responses", {})
+        created, retried = responses.get("201"), responses.get("200")
+        if created is None or retried is None or "content" in retried:
+            continue
+        if "content" in created:
+            retried["content"] = json.loads(json.dumps(created["content"]))
+
+
 def phases_and_links(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document with phases and links, every part its own copy (no YAML anchors)."""
+    """The document with phases, retries' answers and links, every part its own copy (no YAML
+    anchors)."""
     event_phases(doc)
+    retry_answers(doc)
     links(doc)
     copied: dict[str, Any] = json.loads(json.dumps(doc))
     return copied
