@@ -60,6 +60,11 @@ def event_phases(doc: dict[str, Any]) -> None:
         for name, prop in base["properties"].items()
         if name not in ("phase", "event", "run_id", "data")
     }
+    # The request model takes `run_key` or its alias `run_id`, so both are nullable there; a
+    # phase's event names its run by `run_key`, and null is refused.
+    common["run_key"] = next(
+        branch for branch in common["run_key"]["anyOf"] if branch.get("type") == "string"
+    ) | {"title": "Run Key"}
     variants = []
     mapping = {}
     for phase, model in PHASE_DATA.items():
@@ -70,6 +75,9 @@ def event_phases(doc: dict[str, Any]) -> None:
         data_schema["title"] = data_name
         schemas[data_name] = data_schema
         event_name = _event_schema_name(phase)
+        # A payload with required fields (test, scan, verify: `passed`; monitor: `trigger`)
+        # cannot be left out: the server checks the absent payload as `{}`.
+        required = ["run_key", "phase", *(["data"] if data_schema.get("required") else [])]
         schemas[event_name] = {
             "type": "object",
             "title": event_name,
@@ -79,7 +87,7 @@ def event_phases(doc: dict[str, Any]) -> None:
                 "phase": {"type": "string", "const": phase.value},
                 "data": {"$ref": REF + data_name},
             },
-            "required": ["run_key", "phase"],
+            "required": required,
             "additionalProperties": False,
             "examples": [{"run_key": RUN_KEY, "phase": phase.value, "data": PHASE_EXAMPLES[phase]}],
         }
