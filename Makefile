@@ -104,9 +104,11 @@ bench: install-dev pg-binaries
 bench-full: install-dev pg-binaries
 	$(BIN)/python bench/run_all.py --full
 
-# The long schemathesis pass (make test runs one example per operation and caller).
+# The long schemathesis passes (make test runs one example per operation and caller, and 6
+# linked scenarios of 16 steps per walker): 50 examples per operation and caller, and 100
+# scenarios of 40 steps following the OpenAPI file's links.
 fuzz: install-dev pg-binaries
-	ICA_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -n 2 tests/api/test_fuzz.py
+	ICA_FUZZ_EXAMPLES=50 ICA_FUZZ_SCENARIOS=100 ICA_FUZZ_STEPS=40 $(BIN)/python -m pytest -n 2 tests/api/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
