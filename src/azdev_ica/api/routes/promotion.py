@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictStr
 
 from azdev_ica.api.deps import Ctx, json_body, require
 from azdev_ica.api.schemas import Code, Digest, Name, ShortText, Str, Strict
@@ -104,7 +104,8 @@ class Evidence(Strict):
     """The masking run's evidence: a checksum of its output or report, where it is kept,
     and what it masked."""
 
-    sha256: Annotated[Str, Field(pattern=r"^[0-9a-f]{64}$")]
+    # StrictStr: over Str the pattern would be left out of the OpenAPI file.
+    sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
     uri: Annotated[Str, Field(min_length=1, max_length=2000)]
     description: Annotated[Str, Field(min_length=1, max_length=2000)]
 
