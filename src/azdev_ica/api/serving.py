@@ -41,13 +41,35 @@ def read_timeout() -> float:
 
 class ReadDeadline:
     """The read deadline both protocols share: armed when a connection opens and when the
-    first bytes of a request arrive, cancelled once the whole request is in."""
+    first bytes of a request arrive, cancelled once the whole request is in (each protocol
+    says when that is) or when the connection is lost. Mixed in before uvicorn's protocol
+    class, whose methods it extends."""
 
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     logger: logging.Logger
+    cycle: Any
     read_timeout: float
     _read_deadline: asyncio.TimerHandle | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout()
+        self._read_deadline = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_read_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_deadline()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        between_requests = self.cycle is None or self.cycle.response_complete
+        if self._read_deadline is None and between_requests:
+            self._arm_read_deadline()  # the first bytes of the next request on this connection
+        super().data_received(data)  # type: ignore[misc]
 
     def _response_started(self) -> bool:
         cycle = getattr(self, "cycle", None)
@@ -74,25 +96,6 @@ class ReadDeadline:
 
 class DeadlineH11Protocol(ReadDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for reading each request (see the module)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.read_timeout = read_timeout()
-        self._read_deadline = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_read_deadline()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_read_deadline()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        between_requests = self.cycle is None or self.cycle.response_complete
-        if self._read_deadline is None and between_requests:
-            self._arm_read_deadline()  # the first bytes of the next request on this connection
-        super().data_received(data)
 
     def handle_events(self) -> None:
         super().handle_events()

@@ -3,12 +3,11 @@ httptools protocol with the same read deadline and header limit as the h11 one."
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from azdev_ica.api.serving import MAX_HEADER_BYTES, ReadDeadline, read_timeout
+from azdev_ica.api.serving import MAX_HEADER_BYTES, ReadDeadline
 
 
 class DeadlineHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
@@ -18,26 +17,13 @@ class DeadlineHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.read_timeout = read_timeout()
-        self._read_deadline = None
         self._header_bytes: int | None = None  # counted from a request's first byte
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_read_deadline()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_read_deadline()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
-        between_requests = self.cycle is None or self.cycle.response_complete
-        if self._read_deadline is None and between_requests:
-            self._arm_read_deadline()
         counting = self._header_bytes is not None
         if counting:
             self._header_bytes = (self._header_bytes or 0) + len(data)
-        super().data_received(data)
+        super().data_received(data)  # the read deadline's, then the parser's
         if not counting and self._header_bytes is not None:
             self._header_bytes += len(data)  # a request began in this chunk
         # Still in a request's head after this much: refused, as h11 refuses it.
