@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import rfc8785
 from sqlalchemy import Table, event, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
 from azdev_ica.db.tables import AuditInbox, PersonalDataOpening
+from azdev_ica.services import canonical
 
 COMMITMENT_PREFIX = "salted-sha256:"
 """How a personal value appears in the ledger: ``salted-sha256:<hex SHA-256(salt || value)>``."""
@@ -47,17 +47,15 @@ def record_body(
     at: datetime,
 ) -> bytes:
     """The canonical JSON body of an audit record (the entry minus its place in the log)."""
-    return bytes(
-        rfc8785.dumps(
-            {
-                "action": action,
-                "actor": actor.as_record(),
-                "data": dict(data),
-                "subject": {"type": subject_type, "id": subject_id},
-                "tenant": tenant,
-                "time": rfc3339(at),
-            }
-        )
+    return canonical.dumps(
+        {
+            "action": action,
+            "actor": actor.as_record(),
+            "data": dict(data),
+            "subject": {"type": subject_type, "id": subject_id},
+            "tenant": tenant,
+            "time": rfc3339(at),
+        }
     )
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-import rfc8785
 from sqlalchemy import Row, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import IdempotencyRecord
 from azdev_ica.errors import IdempotencyKeyReused
+from azdev_ica.services import canonical
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class IdempotencyRequest:
     def of(
         cls, *, principal: str, key: str, operation: str, body: dict[str, Any]
     ) -> IdempotencyRequest:
-        fingerprint = hashlib.sha256(rfc8785.dumps([operation, body])).hexdigest()
+        fingerprint = hashlib.sha256(canonical.dumps([operation, body])).hexdigest()
         return cls(principal=principal, key=key, operation=operation, fingerprint=fingerprint)
 
 
