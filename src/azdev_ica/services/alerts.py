@@ -33,6 +33,7 @@ from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
+from azdev_ica.db.rows import EventRow, RunRow
 from azdev_ica.db.tables import Approval, OutboxMessage, PipelineEvent, PipelineRun
 from azdev_ica.domain.runs import RunStatus
 from azdev_ica.policy import Policy
@@ -278,7 +279,7 @@ def critical_findings(data: Any) -> int:
 
 
 def check_scan(
-    ctx: ServiceContext, session: Session, *, run: PipelineRun, event: PipelineEvent, actor: Actor
+    ctx: ServiceContext, session: Session, *, run: RunRow, event: EventRow, actor: Actor
 ) -> bool:
     """After a `scan` event: alert when it reports critical findings and no earlier scan
     event of the run did (once per run)."""

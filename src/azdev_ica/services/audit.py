@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, literal_column, select
+from sqlalchemy import ColumnClause, Insert, Table, bindparam, event, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
@@ -60,13 +60,16 @@ def record_body(
 
 
 # Built once: a Core INSERT on the table (no ORM bulk path, no statement built per record).
+# PostgreSQL's takes the writer's transaction id, so the sealer knows which rows may still be
+# invisible to it (see jobs/sealer.py); SQLite has one writer at a time: 0.
 _INBOX = cast(Table, AuditInbox.__table__)
+_PG_TXID: ColumnClause[int] = literal_column("pg_current_xact_id()::text::bigint")
 _INSERT_INBOX = insert(_INBOX).returning(_INBOX.c.id)
-_INSERT_INBOX_PG = (
-    insert(_INBOX)
-    .values(txid=literal_column("pg_current_xact_id()::text::bigint"))
-    .returning(_INBOX.c.id)
-)
+_INSERT_INBOX_PG = insert(_INBOX).values(txid=_PG_TXID).returning(_INBOX.c.id)
+_VALUES = (
+    "created_at", "action", "actor_kind", "actor_id", "subject_type", "subject_id", "tenant",
+    "body",
+)  # fmt: skip
 
 
 def append_audit(
@@ -94,7 +97,7 @@ def append_audit(
     record = dict(data)
     for name, (kind, value) in (personal or {}).items():
         record[name] = None if value is None else personal_commitment(session, kind, value, at)
-    body = record_body(
+    values = inbox_values(
         actor=actor,
         action=action,
         subject_type=subject_type,
@@ -103,25 +106,59 @@ def append_audit(
         data=record,
         at=at,
     )
-    # PostgreSQL: the writer's transaction id, so the sealer knows which rows may still be
-    # invisible to it (see jobs/sealer.py). SQLite has one writer at a time: 0.
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    inbox_id = session.execute(
-        _INSERT_INBOX_PG if postgresql else _INSERT_INBOX,
-        {
-            **({} if postgresql else {"txid": 0}),
-            "created_at": at,
-            "action": action,
-            "actor_kind": actor.kind,
-            "actor_id": actor.id,
-            "subject_type": subject_type,
-            "subject_id": subject_id,
-            "tenant": tenant,
-            "body": body,
-        },
-    ).scalar_one()
-    _remember(session, int(inbox_id))
+    return insert_record(session, values)
+
+
+def insert_record(session: Session, values: dict[str, Any]) -> int:
+    """Insert the inbox row of :func:`inbox_values` as a statement of its own; its inbox id."""
+    if session.get_bind().dialect.name == "postgresql":
+        inbox_id = session.execute(_INSERT_INBOX_PG, values).scalar_one()
+    else:
+        inbox_id = session.execute(_INSERT_INBOX, {"txid": 0, **values}).scalar_one()
+    appended(session, int(inbox_id))
     return int(inbox_id)
+
+
+def inbox_values(
+    *,
+    actor: Actor,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    tenant: str | None,
+    data: Mapping[str, Any],
+    at: datetime,
+) -> dict[str, Any]:
+    """The inbox row of an audit record that has no personal fields (all but its transaction
+    id), for an action that inserts it in one statement with its own rows on PostgreSQL
+    (:func:`inbox_insert`; it then notes the record with :func:`appended`), or as a
+    statement of its own (:func:`insert_record`, as :func:`append_audit` does)."""
+    return {
+        "created_at": at,
+        "action": action,
+        "actor_kind": actor.kind,
+        "actor_id": actor.id,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "tenant": tenant,
+        "body": record_body(
+            actor=actor,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            tenant=tenant,
+            data=data,
+            at=at,
+        ),
+    }
+
+
+def inbox_insert(prefix: str) -> Insert:
+    """PostgreSQL's INSERT of one inbox row with the writer's transaction id, returning its
+    inbox id, for a statement that writes it with other rows: the values of
+    :func:`inbox_values` are bound under their names with `prefix` before them."""
+    bound = {name: bindparam(prefix + name, type_=_INBOX.c[name].type) for name in _VALUES}
+    return insert(_INBOX).values(txid=_PG_TXID, **bound).returning(_INBOX.c.id)
 
 
 # --- audit references of a request ----------------------------------------------------------
@@ -147,7 +184,9 @@ def collect_audit_refs() -> Iterator[list[int]]:
         _REFS.reset(token)
 
 
-def _remember(session: Session, inbox_id: int) -> None:
+def appended(session: Session, inbox_id: int) -> None:
+    """Note a record inserted in the session's transaction: once it commits, its inbox id is
+    one of the request's audit references (see below)."""
     refs = _REFS.get()
     if refs is None:
         return
@@ -188,9 +227,7 @@ class AuditRecord:
 # its ids are sorted instead.
 _INSERT_INBOX_ROWS = insert(_INBOX).returning(_INBOX.c.id)
 _INSERT_INBOX_ROWS_PG = (
-    insert(_INBOX)
-    .values(txid=literal_column("pg_current_xact_id()::text::bigint"))
-    .returning(_INBOX.c.id, sort_by_parameter_order=True)
+    insert(_INBOX).values(txid=_PG_TXID).returning(_INBOX.c.id, sort_by_parameter_order=True)
 )
 
 
@@ -205,14 +242,7 @@ def append_audits(session: Session, records: Sequence[AuditRecord]) -> list[int]
     rows = [
         {
             **({} if postgresql else {"txid": 0}),
-            "created_at": record.at,
-            "action": record.action,
-            "actor_kind": record.actor.kind,
-            "actor_id": record.actor.id,
-            "subject_type": record.subject_type,
-            "subject_id": record.subject_id,
-            "tenant": record.tenant,
-            "body": record_body(
+            **inbox_values(
                 actor=record.actor,
                 action=record.action,
                 subject_type=record.subject_type,
@@ -229,7 +259,7 @@ def append_audits(session: Session, records: Sequence[AuditRecord]) -> list[int]
     if not postgresql:
         ids.sort()
     for inbox_id in ids:
-        _remember(session, inbox_id)
+        appended(session, inbox_id)
     return ids
 
 

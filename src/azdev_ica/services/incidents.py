@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.rows import RunRow
 from azdev_ica.db.tables import Incident, IncidentNote, IncidentTask, PipelineRun
 from azdev_ica.domain.incidents import (
     IncidentStatus,
@@ -148,7 +149,7 @@ def create_incident(
     actor: Actor,
     tenant: str,
     stage: str | None,
-    run: PipelineRun | None,
+    run: PipelineRun | RunRow | None,
     title: str,
     severity: Severity,
     detected: datetime,

@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
-from azdev_ica.db.tables import Incident, PipelineEvent, PipelineRun
+from azdev_ica.db.rows import EventRow, RunRow
+from azdev_ica.db.tables import Incident
 from azdev_ica.domain.incidents import Severity
 from azdev_ica.domain.runs import Phase, deployment_failure, event_target
 from azdev_ica.queries.deployments import deployment_history, last_good
@@ -35,7 +36,7 @@ from azdev_ica.services.incidents import OPEN_STATUSES, create_incident
 TOPIC_DEPLOYMENT_FAILED = "deployment.failed"
 
 
-def failure_of(event: PipelineEvent) -> str | None:
+def failure_of(event: EventRow) -> str | None:
     """Why `event` marks its target's deployment failed, or None."""
     return deployment_failure(event.phase, event.data)
 
@@ -61,7 +62,7 @@ def rollback_for(
 
 
 def check_post_deploy(
-    ctx: ServiceContext, session: Session, *, run: PipelineRun, event: PipelineEvent, actor: Actor
+    ctx: ServiceContext, session: Session, *, run: RunRow, event: EventRow, actor: Actor
 ) -> dict[str, Any] | None:
     """After `event` was recorded: when it marks its target's deployment failed, alert and
     open the incident (once per run and target) and answer the rollback; else None."""

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Select, Table, bindparam, insert, literal_column, select, true, update
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.rows import EVENT_FIELDS, RUN_FIELDS, EventRow, RunRow
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt, RunRequester
 from azdev_ica.domain.runs import (
     AttemptState,
@@ -40,9 +41,27 @@ from azdev_ica.errors import (
 )
 from azdev_ica.services.alerts import check_failure_streak, check_scan
 from azdev_ica.services.approvals import withdraw_for_finished_run
-from azdev_ica.services.audit import append_audit, rfc3339
+from azdev_ica.services.audit import (
+    append_audit,
+    appended,
+    inbox_insert,
+    inbox_values,
+    insert_record,
+    rfc3339,
+)
 from azdev_ica.services.context import ServiceContext
-from azdev_ica.services.idempotency import IdempotencyRequest, find_prior, remember
+from azdev_ica.services.idempotency import (
+    PRIOR_COLUMNS,
+    IdempotencyRequest,
+    answered,
+    find_prior,
+    join_prior,
+    prior_parameters,
+    record_insert,
+    record_values,
+    remember,
+    store,
+)
 from azdev_ica.services.locks import release_for_run
 from azdev_ica.services.post_deploy import check_post_deploy, failure_of, rollback_for
 from azdev_ica.services.unauthorised import check_deploy
@@ -102,8 +121,8 @@ class RunOutcome:
 
 @dataclass(frozen=True)
 class EventOutcome:
-    run: PipelineRun
-    event: PipelineEvent
+    run: RunRow
+    event: EventRow
     created: bool
     # When the event failed its target's deployment (a failed `verify`, a monitoring
     # trigger): the rollback to run (services/post_deploy.py).
@@ -271,27 +290,28 @@ def record_event(
 ) -> EventOutcome:
     """Append a phase event; a repeated event id is answered with the recorded event."""
     event_id = command.event_id or str(uuid.uuid4())
+    parameters = {
+        "run_key": command.run_key,
+        "attempt": command.attempt,
+        "event_id": event_id,
+        **prior_parameters(idempotency),
+    }
 
     def action(session: Session) -> EventOutcome:
-        prior = find_prior(session, idempotency)
-        if prior is not None:
-            run = _run_by_key(session, prior.response["run_key"])
-            event = _event(session, run, prior.response["event_id"])
-            return EventOutcome(
-                run=run, event=event, created=False, rollback=_rollback(ctx, session, run, event)
-            )
-        # One read: the run, its attempt's state and an event already recorded under this id
-        # (a fresh server-made id finds none).
-        found = session.execute(
-            _EVENT_FACTS,
-            {"run_key": command.run_key, "attempt": command.attempt, "event_id": event_id},
-        ).one_or_none()
-        if found is None or not _reaches(principal, found[0]):
+        # One read: the answer already given under this Idempotency-Key, the run, its
+        # attempt's state and an event already recorded under this id (a fresh server-made
+        # id finds none). Always one row, NULLs for what is not there.
+        facts = session.execute(_EVENT_FACTS, parameters).one()
+        if answered(idempotency, fingerprint=facts[0], operation=facts[1]):
+            return _event_answered(ctx, session, facts[2])
+        columns = facts[_FACTS_RUN]
+        run = None if columns[0] is None else RunRow(*columns)
+        if run is None or not _reaches(principal, run):
             # Out of scope answers exactly like absent.
             raise NotFound(f"no run {command.run_key!r}")
-        run, attempt_finished, existing_pk = found
-        existing = None if existing_pk is None else session.get(PipelineEvent, existing_pk)
-        if existing is not None:
+        attempt_finished, existing_pk = facts[_FACTS_ATTEMPT_FINISHED], facts[_FACTS_EXISTING]
+        if existing_pk is not None:
+            existing = EventRow(*session.execute(_EVENT_BY_PK, {"pk": existing_pk}).one())
             return EventOutcome(
                 run=run,
                 event=existing,
@@ -322,12 +342,17 @@ def record_event(
                 f"{run.run_key} has no attempt {command.attempt} (current: {run.attempt})"
             )
         if command.attempt > run.attempt:
-            _reopen(session, run, attempt=command.attempt, at=now, principal=principal)
+            mapped = session.get_one(PipelineRun, run.id)
+            _reopen(session, mapped, attempt=command.attempt, at=now, principal=principal)
+            session.flush()
+            run = RunRow.of(mapped)
         if command.phase is Phase.BUILD and run.artifact_digest is None:
             digest = command.data.get("artifact_digest")
             if isinstance(digest, str):
-                run.artifact_digest = digest
-                run.updated_at = now
+                session.execute(
+                    _SET_RUN_DIGEST, {"pk": run.id, "artifact_digest": digest, "updated_at": now}
+                )
+                run = replace(run, artifact_digest=digest, updated_at=now)
         target_tenant, target_stage, target_digest = deploy_target(
             command.phase.value,
             command.data,
@@ -335,7 +360,7 @@ def record_event(
             run_stage=run.stage,
             run_digest=run.artifact_digest,
         )
-        values = {
+        values: dict[str, Any] = {
             "run_pk": run.id,
             "event_id": event_id,
             "attempt": command.attempt,
@@ -347,13 +372,8 @@ def record_event(
             "target_stage": target_stage,
             "target_digest": target_digest,
         }
-        # The run's own changes first (a reopened attempt, a build's digest), then the event
-        # as one prepared INSERT (no unit of work): the answer's event is built from its values.
-        session.flush()
-        event_pk = session.execute(_INSERT_EVENT, values).scalar_one()
-        event = PipelineEvent(id=event_pk, **values)
-        append_audit(
-            session,
+        # The event, its audit record and the stored answer: one INSERT on PostgreSQL.
+        audit = inbox_values(
             actor=principal.actor,
             action="run.event",
             subject_type="run",
@@ -363,11 +383,22 @@ def record_event(
                 "event_id": event_id,
                 "attempt": command.attempt,
                 "phase": command.phase.value,
-                "occurred_at": rfc3339(event.occurred_at),
+                "occurred_at": rfc3339(values["occurred_at"]),
                 "data": command.data,
             },
             at=now,
         )
+        answer = (
+            None
+            if idempotency is None
+            else record_values(
+                idempotency,
+                status_code=201,
+                reference={"run_key": run.run_key, "event_id": event_id},
+                at=now,
+            )
+        )
+        event = EventRow(id=_insert_event(session, values, audit, answer), **values)
         if command.phase is Phase.DEPLOY:
             # A deploy the gate never allowed is an unauthorised change (issue 5).
             check_deploy(ctx, session, run=run, event=event, actor=principal.actor)
@@ -377,16 +408,53 @@ def record_event(
         # A failed verification or a monitoring trigger fails the target's deployment: the
         # alert and the incident, once, and the rollback in the answer (seed 000 §5.2, §6.1).
         rollback = check_post_deploy(ctx, session, run=run, event=event, actor=principal.actor)
-        remember(
-            session,
-            idempotency,
-            status_code=201,
-            reference={"run_key": run.run_key, "event_id": event_id},
-            at=now,
-        )
         return EventOutcome(run=run, event=event, created=True, rollback=rollback)
 
     return _run_refusable(ctx, action)
+
+
+def _insert_event(
+    session: Session,
+    event: dict[str, Any],
+    audit: dict[str, Any],
+    answer: dict[str, Any] | None,
+) -> int:
+    """Insert the event, its audit record (`inbox_values`) and the stored answer of its
+    Idempotency-Key (`record_values`, None without a key); the event's id. On PostgreSQL one
+    statement writes the three rows (one round trip, one execution in SQLAlchemy); on SQLite,
+    inside the process, three do."""
+    if session.get_bind().dialect.name != "postgresql":
+        event_pk = session.execute(_INSERT_EVENT, event).scalar_one()
+        insert_record(session, audit)
+        if answer is not None:
+            store(session, answer)
+        return int(event_pk)
+    # The run's own changes first (a reopened attempt): their row locks come before the
+    # record's inbox id, as append_audit has it.
+    session.flush()
+    parameters = {
+        **{"event_" + name: value for name, value in event.items()},
+        **{"audit_" + name: value for name, value in audit.items()},
+    }
+    if answer is None:
+        event_pk, inbox_id = session.execute(_INSERT_EVENT_PG, parameters).one()
+    else:
+        parameters.update({"answer_" + name: value for name, value in answer.items()})
+        event_pk, inbox_id = session.execute(_INSERT_EVENT_REMEMBERED_PG, parameters).one()
+    appended(session, int(inbox_id))
+    return int(event_pk)
+
+
+def _event_answered(
+    ctx: ServiceContext, session: Session, reference: dict[str, Any]
+) -> EventOutcome:
+    """The answer to a retried request (its Idempotency-Key was answered): the event it
+    recorded, as the first time (with the rollback when it failed its target's deployment)."""
+    run = RunRow.of(_run_by_key(session, reference["run_key"]))
+    event = EventRow.of(_event(session, run, reference["event_id"]))
+    return EventOutcome(
+        run=run, event=event, created=False, rollback=_rollback(ctx, session, run, event)
+    )
 
 
 def finish_run(
@@ -527,7 +595,7 @@ def _check_event_target(
     ctx: ServiceContext,
     session: Session,
     principal: Principal,
-    run: PipelineRun,
+    run: RunRow,
     command: RecordEvent,
     event_id: str,
     now: datetime,
@@ -590,7 +658,7 @@ def _check_event_target(
     )
 
 
-def _reaches(principal: Principal, run: PipelineRun) -> bool:
+def _reaches(principal: Principal, run: PipelineRun | RunRow) -> bool:
     """Whether the caller may write to `run`: its tenant and stage scope, and a GitHub token's
     own repository."""
     return principal.can_on_run(Permission.RUN_WRITE, run.tenant, run.stage) and _token_reaches(
@@ -650,7 +718,7 @@ def _record_requester(
 
 
 def _rollback(
-    ctx: ServiceContext, session: Session, run: PipelineRun, event: PipelineEvent
+    ctx: ServiceContext, session: Session, run: RunRow, event: EventRow
 ) -> dict[str, Any] | None:
     """A repeated event is answered as the first time: with the rollback when it failed its
     target's deployment."""
@@ -663,19 +731,61 @@ def _rollback(
     return rollback_for(ctx, session, tenant=target[0], stage=target[1])
 
 
-# Hot statements, built once (building and hashing a statement costs more than running it).
+# Hot statements, built once (building and hashing a statement costs more than running it),
+# on the tables (Core: no ORM compilation, no identity map).
+_RUNS = cast(Table, PipelineRun.__table__)
+_ATTEMPTS = cast(Table, RunAttempt.__table__)
+_EVENTS = cast(Table, PipelineEvent.__table__)
 _RUN_BY_KEY = select(PipelineRun).where(PipelineRun.run_key == bindparam("run_key"))
 _EVENT_FACTS = select(
-    PipelineRun,
-    select(RunAttempt.finished_at.is_not(None))
-    .where(RunAttempt.run_pk == PipelineRun.id, RunAttempt.attempt == bindparam("attempt"))
+    *PRIOR_COLUMNS,
+    *_RUNS.c,
+    select(_ATTEMPTS.c.finished_at.is_not(None))
+    .where(_ATTEMPTS.c.run_pk == _RUNS.c.id, _ATTEMPTS.c.attempt == bindparam("attempt"))
     .scalar_subquery(),
-    select(PipelineEvent.id)
-    .where(PipelineEvent.run_pk == PipelineRun.id, PipelineEvent.event_id == bindparam("event_id"))
+    select(_EVENTS.c.id)
+    .where(_EVENTS.c.run_pk == _RUNS.c.id, _EVENTS.c.event_id == bindparam("event_id"))
     .scalar_subquery(),
-).where(PipelineRun.run_key == bindparam("run_key"))
-_EVENTS = cast(Table, PipelineEvent.__table__)
+).select_from(
+    # One row whatever is found: the run and the stored answer are each joined to it.
+    join_prior(
+        select(literal_column("1").label("one"))
+        .subquery("one")
+        .outerjoin(_RUNS, _RUNS.c.run_key == bindparam("run_key"))
+    )
+)
+_FACTS_RUN = slice(len(PRIOR_COLUMNS), len(PRIOR_COLUMNS) + len(RUN_FIELDS))
+_FACTS_ATTEMPT_FINISHED = _FACTS_RUN.stop
+_FACTS_EXISTING = _FACTS_RUN.stop + 1
+_EVENT_BY_PK = select(*_EVENTS.c).where(_EVENTS.c.id == bindparam("pk"))
 _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_EVENT_VALUES = tuple(name for name in EVENT_FIELDS if name != "id")
+
+
+def _insert_event_pg(*, remembered: bool) -> Select[int, int]:
+    """PostgreSQL: the event, its audit record and (`remembered`) the stored answer in one
+    statement, returning the event's id and the record's inbox id."""
+    event = (
+        insert(_EVENTS)
+        .values({name: bindparam("event_" + name, type_=_EVENTS.c[name].type)
+                 for name in _EVENT_VALUES})
+        .returning(_EVENTS.c.id)
+        .cte("new_event")
+    )  # fmt: skip
+    record = inbox_insert("audit_").cte("new_record")
+    statement = select(event.c.id, record.c.id).select_from(event.join(record, true()))
+    if remembered:
+        statement = statement.add_cte(record_insert("answer_").cte("new_answer"))
+    return statement
+
+
+_INSERT_EVENT_PG = _insert_event_pg(remembered=False)
+_INSERT_EVENT_REMEMBERED_PG = _insert_event_pg(remembered=True)
+_SET_RUN_DIGEST = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("pk"))
+    .values(artifact_digest=bindparam("artifact_digest"), updated_at=bindparam("updated_at"))
+)
 _ATTEMPT_ROW = select(RunAttempt).where(
     RunAttempt.run_pk == bindparam("run_pk"), RunAttempt.attempt == bindparam("attempt")
 )
@@ -726,7 +836,7 @@ def _attempt_row(session: Session, run: PipelineRun, attempt: int) -> RunAttempt
     return session.scalars(_ATTEMPT_ROW, {"run_pk": run.id, "attempt": attempt}).one_or_none()
 
 
-def _event(session: Session, run: PipelineRun, event_id: str) -> PipelineEvent:
+def _event(session: Session, run: RunRow, event_id: str) -> PipelineEvent:
     return session.scalars(
         select(PipelineEvent).where(
             PipelineEvent.run_pk == run.id, PipelineEvent.event_id == event_id

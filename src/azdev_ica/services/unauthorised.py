@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
-from azdev_ica.db.tables import PipelineEvent, PipelineRun, UnauthorisedChange
+from azdev_ica.db.rows import EventRow, RunRow
+from azdev_ica.db.tables import UnauthorisedChange
 from azdev_ica.services.audit import append_audit
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.gates import has_allow
@@ -19,7 +20,7 @@ TOPIC = "gate.unauthorised_deploy"
 
 
 def check_deploy(
-    ctx: ServiceContext, session: Session, *, run: PipelineRun, event: PipelineEvent, actor: Actor
+    ctx: ServiceContext, session: Session, *, run: RunRow, event: EventRow, actor: Actor
 ) -> UnauthorisedChange | None:
     """Record and alert when `event` deploys to a target with no allow decision for the run.
 

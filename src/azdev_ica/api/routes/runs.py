@@ -25,6 +25,7 @@ from azdev_ica.api.schemas import (
 )
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.rows import EventRow, RunRow
 from azdev_ica.db.tables import PipelineEvent, PipelineRun
 from azdev_ica.domain.runs import Provider
 from azdev_ica.errors import ValidationProblem
@@ -50,11 +51,11 @@ _WRITE_RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 
-def run_out(run: PipelineRun) -> RunOut:
+def run_out(run: PipelineRun | RunRow) -> RunOut:
     return RunOut.model_validate(run, from_attributes=True)
 
 
-def event_out(event: PipelineEvent) -> EventOut:
+def event_out(event: PipelineEvent | EventRow) -> EventOut:
     return EventOut.model_validate(event, from_attributes=True)
 
 
