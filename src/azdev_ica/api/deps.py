@@ -257,6 +257,8 @@ async def idempotency_key(
         Header(
             alias="Idempotency-Key",
             description="Retries with the same key get the first answer (1-255 visible ASCII)",
+            # Declared in the OpenAPI file; checked below, to answer with its own problem.
+            json_schema_extra={"pattern": _IDEMPOTENCY_KEY_RE.pattern},
         ),
     ] = None,
 ) -> str | None:
