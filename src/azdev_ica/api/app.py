@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 import azdev_ica
@@ -71,52 +71,95 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def _routes_of(*includes: tuple[APIRouter, dict[str, Any]]) -> tuple[BaseRoute, ...]:
+# The API's routers, in matching order.
+API_ROUTERS = (
+    runs.router,
+    notification_routes.router,  # before approvals: /approval/sla
+    approvals.router,
+    audit.router,
+    people.router,
+    gate_routes.router,
+    incidents.router,
+    dr.router,
+    metrics.router,
+    inventory.router,
+    promotion_routes.router,
+    github_routes.router,  # signed by GitHub, not by a caller's key
+    policy_routes.router,
+    report_routes.router,
+)
+
+
+def _flat(
+    routers: Iterable[APIRouter],
+    *,
+    prefix: str = "",
+    responses: dict[int | str, dict[str, Any]] | None = None,
+    include_in_schema: bool = True,
+) -> list[BaseRoute]:
+    """The routes of `routers` as routes of their own under `prefix`, as `include_router`
+    made them before FastAPI 0.16x: each built once, at once. FastAPI now keeps an included
+    router as a lazy branch that builds its routes on an app's first request (0.4-0.8 s of
+    CPU for ICA's, per app) and walks its branches twice on every request (the match, then the
+    handling, each asking every branch whether its routes changed): about a fifth of the CPU
+    of a small request. Flat routes match as Starlette's always did, one pattern each."""
     holder = APIRouter(generate_unique_id_function=_operation_id)
-    for router, options in includes:
-        holder.include_router(router, **options)
-    return tuple(holder.routes)
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):  # none today; refuse rather than drop one
+                raise TypeError(f"cannot flatten {route!r} of {router!r}")
+            holder.add_api_route(
+                prefix + route.path,
+                route.endpoint,
+                response_model=route.response_model,
+                status_code=route.status_code,
+                tags=list(route.tags),
+                dependencies=list(route.dependencies),
+                summary=route.summary,
+                description=route.description,
+                response_description=route.response_description,
+                responses={**(responses or {}), **route.responses},
+                deprecated=route.deprecated,
+                methods=route.methods,
+                operation_id=route.operation_id,
+                response_model_include=route.response_model_include,
+                response_model_exclude=route.response_model_exclude,
+                response_model_by_alias=route.response_model_by_alias,
+                response_model_exclude_unset=route.response_model_exclude_unset,
+                response_model_exclude_defaults=route.response_model_exclude_defaults,
+                response_model_exclude_none=route.response_model_exclude_none,
+                include_in_schema=route.include_in_schema and include_in_schema,
+                response_class=route.response_class,
+                name=route.name,
+                route_class_override=type(route),
+                callbacks=route.callbacks,
+                openapi_extra=route.openapi_extra,
+                generate_unique_id_function=route.generate_unique_id_function,
+            )
+    return holder.routes
 
 
 @cache
 def _api_routes() -> tuple[BaseRoute, ...]:
     """The API's routes, the health and metrics probes, the client download and the sign-in
-    pages, built once per process. FastAPI builds an included router's routes (a dependency
-    graph and pydantic validators for each of ~200 routes, 0.4-0.8 s of CPU) lazily, once per
-    `include_router` call, on the first request; every app made in a process (a test's, a
-    replica's) shares these, so only the first pays. Nothing in them is per app: the routes
-    reach their settings and services through `request.app.state`, and ICA uses no
-    dependency overrides (the shared routes have no override provider)."""
-    api = APIRouter(responses=COMMON_RESPONSES)
-    api.include_router(runs.router)
-    api.include_router(notification_routes.router)  # before approvals: /approval/sla
-    api.include_router(approvals.router)
-    api.include_router(audit.router)
-    api.include_router(people.router)
-    api.include_router(gate_routes.router)
-    api.include_router(incidents.router)
-    api.include_router(dr.router)
-    api.include_router(metrics.router)
-    api.include_router(inventory.router)
-    api.include_router(promotion_routes.router)
-    api.include_router(github_routes.router)  # signed by GitHub, not by a caller's key
-    api.include_router(policy_routes.router)
-    api.include_router(report_routes.router)
-    return _routes_of(
-        (api, {"prefix": "/api/v1/azdev"}),
+    pages, built once per process and shared by every app made in it (a test's, a
+    replica's). Nothing in them is per app: the routes reach their settings and services
+    through `request.app.state`, and ICA uses no dependency overrides (the shared routes have
+    no override provider)."""
+    return (
+        *_flat(API_ROUTERS, prefix="/api/v1/azdev", responses=COMMON_RESPONSES),
         # The seed's unversioned paths answer as aliases of v1 (kept out of the OpenAPI file).
-        (api, {"prefix": "/api/azdev", "include_in_schema": False}),
-        (health.router, {}),
-        (observe.router, {}),  # /metrics, for Prometheus (metrics:read)
-        (client.router, {}),  # the pipeline client's zipapp (public)
-        (ui.router, {}),
+        *_flat(
+            API_ROUTERS, prefix="/api/azdev", responses=COMMON_RESPONSES, include_in_schema=False
+        ),
+        *_flat((health.router, observe.router, client.router, ui.router)),
     )
 
 
 @cache
 def _console_routes() -> tuple[BaseRoute, ...]:
     """The console's pages, built once per process (as `_api_routes`)."""
-    return _routes_of(*((router, {}) for router in console.ROUTERS))
+    return tuple(_flat(console.ROUTERS))
 
 
 def create_app(
@@ -141,9 +184,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The routes are built (once per process) before the first request, not during it.
-        for _ in iter_route_contexts(app.routes):
-            pass
         # The sealer runs beside the server; of all processes one seals at a time (a lease).
         sealer = None
         if settings.ledger_sealer:
