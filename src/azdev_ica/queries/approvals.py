@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
@@ -17,7 +18,29 @@ from azdev_ica.errors import NotFound
 from azdev_ica.queries.runs import decode_cursor, encode_cursor
 
 
-def effective_status(row: Approval, now: datetime) -> ApprovalStatus:
+class ApprovalVersion(Protocol):
+    """What a request's status, version and poll interval are made of: an `Approval` row, or
+    the few columns `approval_version` reads."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def requested_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def decided_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def closed_reason(self) -> str | None: ...
+
+
+def effective_status(row: ApprovalVersion, now: datetime) -> ApprovalStatus:
     """The status as a caller sees it at `now`: an open request past its expiry has expired,
     even before the expiry job has written it down."""
     status = ApprovalStatus(row.status)
@@ -34,7 +57,7 @@ POLL_AFTER = ((timedelta(minutes=1), 5), (timedelta(minutes=10), 15))
 POLL_AFTER_LONG = 30
 
 
-def poll_after(row: Approval, status: ApprovalStatus, now: datetime) -> int | None:
+def poll_after(row: ApprovalVersion, status: ApprovalStatus, now: datetime) -> int | None:
     """Seconds a poller should wait before it asks again; None once the status is final."""
     if status.final:
         return None
@@ -45,7 +68,7 @@ def poll_after(row: Approval, status: ApprovalStatus, now: datetime) -> int | No
     return POLL_AFTER_LONG
 
 
-def approval_etag(row: Approval, status: ApprovalStatus) -> str:
+def approval_etag(row: ApprovalVersion, status: ApprovalStatus) -> str:
     """The version of a request's answer, from its row alone: every change of it (a signature,
     a withdrawal, the expiry, a decision) moves `updated_at` and the status, and an open
     request past its expiry reads as expired. Weak: a signer's login renamed later changes the
@@ -65,6 +88,33 @@ def approval_etag(row: Approval, status: ApprovalStatus) -> str:
 def visible_approval(session: Session, *, approval_id: int, principal: Principal) -> Approval:
     """One request by id (a primary-key read), if the caller's tenant scope reaches it."""
     row = session.get(Approval, approval_id)
+    # Out of scope answers exactly like absent: nothing leaks about other tenants.
+    if row is None or not principal.can_for(Permission.APPROVAL_READ, row.tenant):
+        raise NotFound(f"no approval {approval_id}")
+    return row
+
+
+_VERSION = select(
+    Approval.id,
+    Approval.tenant,
+    Approval.status,
+    Approval.requested_at,
+    Approval.updated_at,
+    Approval.decided_at,
+    Approval.expires_at,
+    Approval.closed_reason,
+).where(Approval.id == bindparam("approval_id"))
+
+
+def approval_version(
+    session: Session, *, approval_id: int, principal: Principal
+) -> ApprovalVersion:
+    """What a poller's conditional request needs of one request (its status, version and
+    poll interval), read by primary key without loading the row as an object, if the
+    caller's tenant scope reaches it."""
+    row: ApprovalVersion | None = session.execute(
+        _VERSION, {"approval_id": approval_id}
+    ).one_or_none()
     # Out of scope answers exactly like absent: nothing leaks about other tenants.
     if row is None or not principal.can_for(Permission.APPROVAL_READ, row.tenant):
         raise NotFound(f"no approval {approval_id}")

@@ -36,12 +36,12 @@ from azdev_ica.queries.approvals import (
     ApprovalFilter,
     ApprovalView,
     approval_etag,
+    approval_version,
     effective_status,
     etag_matches,
     get_approval,
     list_approvals,
     poll_after,
-    visible_approval,
 )
 from azdev_ica.services.approvals import (
     AdoCallback,
@@ -387,7 +387,7 @@ def approval_detail(
     answers 304 with no body after a single primary-key read."""
     now = ctx.clock.now()
     with ctx.read() as session:
-        row = visible_approval(session, approval_id=approval_id, principal=principal)
+        row = approval_version(session, approval_id=approval_id, principal=principal)
         status = effective_status(row, now)
         etag = approval_etag(row, status)
         headers = {"ETag": etag}
