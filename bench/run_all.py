@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.pgserver import PgServer  # noqa: E402
 
 from bench import (  # noqa: E402
+    approval_polling,
     audit_queries,
     cli_startup,
     gate_latency,
@@ -36,6 +37,7 @@ from bench.common import FULL, QUICK, SMOKE, Figure, Sizes, machine_description,
 BENCHMARKS: list[tuple[str, Callable[[Sizes, Any], list[Figure]]]] = [
     ("gate", gate_latency.figures),
     ("run/event", run_event_throughput.figures),
+    ("approval polling", approval_polling.figures),
     ("ledger", ledger_throughput.figures),
     ("audit queries", audit_queries.figures),
     ("cli", cli_startup.figures),

@@ -29,6 +29,7 @@ def test_every_benchmark_runs_with_tiny_sizes_and_reports_its_figures(tmp_path):
         "Gate evaluations at saturation",
         "Gate p99, open loop",
         "run/event through the service",
+        "Approval polls answered 304",
         "Sealing,",
         "verify.py over",
         "Audit query p95",

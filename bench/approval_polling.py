@@ -1,0 +1,152 @@
+"""Approval status polling over real HTTP against `ica serve` as shipped (its own process,
+one worker, sealer and jobs on), beside a bare `GET /health` to the same server in the same run.
+
+    .venv/bin/python bench/approval_polling.py [--requests N]
+
+A pipeline waiting for its dual approval polls `GET /approval/{id}` as the server asks: after
+`Retry-After` seconds (5, then 15 after a minute, 30 after ten), with `If-None-Match` set to
+the ETag it holds, so an unchanged request answers 304 with no body (docs/approvals.md).
+Measured here: the server CPU of one such 304 and of a full 200 answer, and what the polling
+of 100 waiting pipelines costs at the rate `Retry-After` allows them (20 requests/s in their
+first minute at most): that rate times the CPU of one 304, as a share of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from tests.support.pgserver import PgServer  # noqa: E402
+
+from bench.common import QUICK, Figure, Served, Sizes, ica_serve, table  # noqa: E402
+from bench.load import Request, saturation  # noqa: E402
+
+# 100 pipelines, each polling every 5 s (the first minute's Retry-After): 20 requests/s.
+PIPELINES = 100
+FIRST_RETRY_AFTER = 5
+POLLS_PER_SECOND = PIPELINES / FIRST_RETRY_AFTER
+
+
+def _call(served: Served, method: str, path: str, body: object = None) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    headers = {"Authorization": f"Bearer {served.token}"}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    connection.request(method, path, data, headers)
+    answer = connection.getresponse()
+    answer.read()
+    connection.close()
+    return answer
+
+
+def _approval(served: Served) -> tuple[str, str]:
+    """A production run and its open approval request, over HTTP as a pipeline makes them;
+    returns the request's path and the ETag of its first answer."""
+    api = "/api/v1/azdev"
+    started = _call(
+        served,
+        "POST",
+        f"{api}/run/start",
+        {
+            "provider": "ado",
+            "project_id": "6c3f0e1a-1111-4c2b-9d1e-0123456789ab",
+            "run_id": "1",
+            "pipeline_name": "bench",
+            "tenant": "to",
+            "stage": "production",
+            "artifact_digest": "sha256:" + "ab" * 32,
+        },
+    )
+    if started.status != 201:
+        raise RuntimeError(f"run/start answered {started.status}")
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    connection.request(
+        "POST",
+        f"{api}/approval",
+        json.dumps({"run_key": "ado:6c3f0e1a-1111-4c2b-9d1e-0123456789ab:1"}).encode(),
+        {"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"},
+    )
+    asked = connection.getresponse()
+    body = json.loads(asked.read())
+    connection.close()
+    if asked.status != 201:
+        raise RuntimeError(f"approval request answered {asked.status}: {body}")
+    path = f"{api}/approval/{body['id']}"
+    first = _call(served, "GET", path)
+    etag = first.getheader("ETag")
+    if first.status != 200 or not etag or first.getheader("Retry-After") is None:
+        raise RuntimeError(f"the approval's answer lacks its ETag or Retry-After: {first.status}")
+    return path, etag
+
+
+def _cpu_per_request(served: Served, request: Request, total: int) -> tuple[float, float]:
+    """(requests/s with 4 keep-alive clients, server CPU ms per request)."""
+    before = served.cpu_seconds()
+    rate = saturation(served.base, request, clients=4, total=total)
+    used = served.cpu_seconds() - before
+    return rate, used * 1000 / (max(1, total // 4) * 4)
+
+
+def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
+    """CPU per 304 poll and per full answer, beside health's, and the cost of 100 waiting
+    pipelines polling as `Retry-After` asks."""
+    with ica_serve(_database(server, "polling")) as served:
+        path, etag = _approval(served)
+        auth = {"Authorization": f"Bearer {served.token}"}
+        unchanged = Request("GET", path, headers={**auth, "If-None-Match": etag}, expect=304)
+        full = Request("GET", path, headers=auth)
+        health = Request("GET", "/health")
+        total = sizes.gate_requests
+        for request in (health, unchanged, full):
+            saturation(served.base, request, clients=4, total=20)  # warm up
+        _, health_cpu = _cpu_per_request(served, health, total)
+        poll_rate, poll_cpu = _cpu_per_request(served, unchanged, total)
+        _, full_cpu = _cpu_per_request(served, full, total)
+    share = POLLS_PER_SECOND * poll_cpu / 1000
+    return [
+        Figure(
+            f"Approval polls answered 304 (If-None-Match), {PIPELINES} waiting pipelines at "
+            f"Retry-After ({POLLS_PER_SECOND:g}/s at most)",
+            f"{poll_cpu:.1f} ms server CPU each ({share:.1%} of one core for the "
+            f"{PIPELINES}); a full 200 answer {full_cpu:.1f} ms; {poll_rate:.0f}/s at saturation",
+            f"GET /health {health_cpu:.1f} ms CPU",
+            health_cpu / poll_cpu if poll_cpu else None,
+            "bounded, barely any CPU (< 5 % of a core)",
+            share < 0.05,
+        )
+    ]
+
+
+def _database(server: PgServer, name: str) -> str:
+    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--requests", type=int, default=QUICK.gate_requests, help="requests per measurement"
+    )
+    args = parser.parse_args()
+    server = PgServer.start()
+    try:
+        sizes = QUICK.__class__(**{**QUICK.__dict__, "gate_requests": args.requests})
+        print(table(figures(sizes, server)))
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
