@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, Field, StrictBool, StrictStr, model_validator
 
 from azdev_ica.api.deps import Ctx, json_body, require
 from azdev_ica.api.schemas import Code, CommitSha, Digest, JsonInt, RunKey, Str, Strict
@@ -58,7 +58,8 @@ class GateRequest(Strict):
     cost_impact_minor: Annotated[JsonInt, Field(ge=0, le=10**15)] | None = Field(
         default=None, description="Cost impact in minor units; default: the approval's"
     )
-    currency: Annotated[Str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    # StrictStr: over Str the pattern would be left out of the OpenAPI file.
+    currency: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] | None = None
     dependencies: Annotated[list[Dependency], Field(max_length=20000)] | None = Field(
         default=None, description="Package identifiers, e.g. pkg:pypi/requests@2.32.3"
     )
