@@ -15,8 +15,9 @@ Figures, gate beside health:
 
 - saturation: 4 keep-alive clients back to back; requests/s and the server's CPU per
   request (utime + stime of the server process from /proc, every thread, sealer included);
-- round trips per evaluation: the statements one request sends to the database, counted
-  in this process on the same application (the whole HTTP stack, no socket);
+- round trips per evaluation: the statements one request sends to the database and the
+  BEGIN and COMMIT of its transactions, counted in this process on the same application
+  (the whole HTTP stack, no socket);
 - open loop: the p99 at a fixed offered rate, and the highest offered rate at which the p99
   stays under 25 ms (doubling, then bisecting, a short step each), for health and for the
   gate, with health's p99 at the gate's rate.
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -294,19 +296,33 @@ def measure(url: str, sizes: Sizes, *, history: int) -> list[Figure]:
 
 
 def round_trips(engine: Engine, work: Callable[[], object]) -> int:
-    """How many statements `engine` sends to the database while `work` runs (each one is a
-    round trip; BEGIN and COMMIT are not counted)."""
+    """The round trips to the database while `work` runs: every statement `engine` sends, and
+    for each transaction outside autocommit mode its BEGIN and its COMMIT or ROLLBACK, which
+    psycopg sends as commands of their own (on SQLite they cost no round trip; the bench runs
+    on PostgreSQL)."""
     count = 0
 
-    def counted(*_: object) -> None:
+    def statement(*_: object) -> None:
         nonlocal count
         count += 1
 
-    event.listen(engine, "before_cursor_execute", counted)
+    def ended(conn: Any) -> None:
+        nonlocal count
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            count += 2  # its BEGIN, and this COMMIT or ROLLBACK
+
+    listeners: list[tuple[str, Callable[..., None]]] = [
+        ("before_cursor_execute", statement),
+        ("commit", ended),
+        ("rollback", ended),
+    ]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
     try:
         work()
     finally:
-        event.remove(engine, "before_cursor_execute", counted)
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
     return count
 
 
