@@ -76,6 +76,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 RUN_FIRST = (
     "tests/api/test_tenant_walk.py",
     "tests/bench/test_smoke.py",
+    "tests/docs/test_readme_quickstart.py",
     "tests/pipelines/test_e2e_github.py",
     "tests/replicas/test_crash.py",
     "tests/replicas/test_replicas.py",
@@ -83,6 +84,9 @@ RUN_FIRST = (
     "tests/pipelines/test_e2e_azure.py",
     "tests/api/test_bearer_tokens.py",
     "tests/fleet/test_fleet_simulation.py",
+    "tests/observe/test_workers.py",
+    "tests/deploy/test_nginx.py",
+    "tests/deploy/test_image.py",
 )
 
 
