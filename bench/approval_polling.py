@@ -22,10 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from tests.support.pgserver import PgServer  # noqa: E402
 
-from bench.common import QUICK, Figure, Served, Sizes, ica_serve, table  # noqa: E402
+from bench.common import QUICK, Figure, Served, Sizes, fresh_database, ica_serve, table  # noqa: E402
 from bench.load import Request, saturation  # noqa: E402
 
 # 100 pipelines, each polling every 5 s (the first minute's Retry-After): 20 requests/s.
@@ -99,7 +98,7 @@ def _cpu_per_request(served: Served, request: Request, total: int) -> tuple[floa
 def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
     """CPU per 304 poll and per full answer, beside health's, and the cost of 100 waiting
     pipelines polling as `Retry-After` asks."""
-    with ica_serve(_database(server, "polling")) as served:
+    with ica_serve(fresh_database(server, "polling")) as served:
         path, etag = _approval(served)
         auth = {"Authorization": f"Bearer {served.token}"}
         unchanged = Request("GET", path, headers={**auth, "If-None-Match": etag}, expect=304)
@@ -124,13 +123,6 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
             share < 0.05,
         )
     ]
-
-
-def _database(server: PgServer, name: str) -> str:
-    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url(name)
 
 
 def main() -> int:

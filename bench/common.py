@@ -12,10 +12,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from tests.support.pgserver import PgServer
 
 
 @dataclass(frozen=True)
@@ -225,3 +229,14 @@ def ica_serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def fresh_database(server: PgServer, name: str) -> str:
+    """An empty database `name` on the bench's PostgreSQL (dropped first if a run left one);
+    its URL."""
+    import psycopg
+
+    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url(name)

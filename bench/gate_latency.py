@@ -43,7 +43,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 from tests.support.pgserver import PgServer  # noqa: E402
@@ -62,6 +61,7 @@ from bench.common import (  # noqa: E402
     Figure,
     Served,
     Sizes,
+    fresh_database,
     ica_serve,
     median,
     percentile,
@@ -241,7 +241,7 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
     """Saturation (4 keep-alive clients) with CPU per request and round trips, the p99 at a
     fixed open-loop rate and the highest open-loop rate under 25 ms; gate beside health, with
     a deployment history of a few hundred runs."""
-    return measure(_database(server, "gate"), sizes, history=min(200, sizes.gate_requests))
+    return measure(fresh_database(server, "gate"), sizes, history=min(200, sizes.gate_requests))
 
 
 def measure(url: str, sizes: Sizes, *, history: int) -> list[Figure]:
@@ -352,13 +352,6 @@ def round_trips(engine: Engine, work: Callable[[], object]) -> int:
     return count
 
 
-def _database(server: PgServer, name: str) -> str:
-    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url(name)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -378,7 +371,7 @@ def main() -> int:
     else:
         server = PgServer.start(durable=True)
         try:
-            found = measure(_database(server, "gate"), sizes, history=args.history)
+            found = measure(fresh_database(server, "gate"), sizes, history=args.history)
         finally:
             server.stop()
         backend = "PostgreSQL (fsync on)"

@@ -53,7 +53,7 @@ from azdev_ica.ledger.merkle import (  # noqa: E402
 )
 from azdev_ica.ledger.note import Checkpoint, Signer, sign_checkpoint  # noqa: E402
 from azdev_ica.services.context import LedgerConfig, ServiceContext  # noqa: E402
-from bench.common import Figure, Sizes  # noqa: E402
+from bench.common import Figure, Sizes, fresh_database  # noqa: E402
 
 BATCH = 1000
 BODY = rfc8785.dumps(
@@ -66,12 +66,6 @@ BODY = rfc8785.dumps(
         "time": "2026-11-02T09:00:00.000000Z",
     }
 )
-
-
-def _database(server: PgServer, name: str) -> str:
-    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url(name)
 
 
 # The sealer's tables, each with the column that places a row in the log (to copy each round's
@@ -140,7 +134,7 @@ def bench_sealing(
     the entry bytes alone into a bare table, interleaved in `rounds` rounds so that all three
     see the same load on a shared machine; returns the three rates (entries per second) over
     all rounds."""
-    url = _database(server, "seal")
+    url = fresh_database(server, "seal")
     db = Database.from_url(url)
     migrate.upgrade(db.engine)
     create_key_file(work / "ledger.key", "bench.example/audit")
@@ -288,7 +282,7 @@ def bench_verify(work: Path, entries: int) -> tuple[float, float, float]:
 def bench_proofs(server: PgServer, entries: int, proofs: int) -> float:
     """A shard of `entries` entries in the sealer's layout (entry rows with their leaf hash,
     nodes from `STORED_LEVEL` up), loaded with COPY; then inclusion proofs read from it."""
-    url = _database(server, "proofs")
+    url = fresh_database(server, "proofs")
     db = Database.from_url(url)
     migrate.upgrade(db.engine)
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
