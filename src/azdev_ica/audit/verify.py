@@ -215,7 +215,7 @@ class _ShardCheck:
         conn: Connection,
         shard: Any,
         keys: list[_Key],
-        store: FolderCheckpointStore | None,
+        store: _StoreListing | None,
         previous: _Final | None,
     ) -> None:
         self.conn = conn
@@ -310,11 +310,10 @@ class _ShardCheck:
     def _published(self) -> list[StoredCheckpoint]:
         if self.store is None:
             return []
-        try:
-            return self.store.all(self.origin)
-        except CheckpointStoreError as exc:
-            self.finding("outside store", str(exc))
-            return []
+        error = self.store.errors.get(self.origin)
+        if error is not None:
+            self.finding("outside store", error)
+        return self.store.checkpoints.get(self.origin, [])
 
     # -- the tree ----------------------------------------------------------------------------
 
@@ -600,6 +599,36 @@ def _span_text(span: tuple[datetime, datetime] | None) -> str:
     return f"{span[0]:%Y-%m-%d %H:%M:%S.%f} .. {span[1]:%Y-%m-%d %H:%M:%S.%f} UTC"
 
 
+@dataclass
+class _StoreListing:
+    """What the outside store held before the database was read.
+
+    The sealer publishes a checkpoint only once its transaction has committed, so every
+    checkpoint listed here is in the database snapshot taken afterwards. Listing the store
+    after reading the database would race a live sealer: a checkpoint committed and
+    published in between would read as removed from the database."""
+
+    origins: list[str] = field(default_factory=list)
+    checkpoints: dict[str, list[StoredCheckpoint]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    unlisted: str | None = None
+
+    @classmethod
+    def take(cls, store: FolderCheckpointStore) -> _StoreListing:
+        listing = cls()
+        try:
+            listing.origins = store.origins()
+        except OSError as exc:
+            listing.unlisted = f"cannot be listed: {exc}"
+            return listing
+        for origin in listing.origins:
+            try:
+                listing.checkpoints[origin] = store.all(origin)
+            except CheckpointStoreError as exc:
+                listing.errors[origin] = str(exc)
+        return listing
+
+
 def verify_ledger(
     db: Database,
     store: FolderCheckpointStore | None,
@@ -614,46 +643,60 @@ def verify_ledger(
     too: pin the keys you hold when that matters.
     """
     report = LedgerReport(store=str(store.root) if store is not None else None)
-    with db.engine.connect() as conn, conn.begin():
-        keys = _keys(conn, trusted)
-        shards = list(conn.execute(select(AuditShard).order_by(AuditShard.year)))
-        if shards and not keys:
-            report.findings.append(Finding("keys", "no trusted public key is registered"))
-        total = sum(
-            int(
-                conn.scalar(
-                    select(AuditTree.size)
-                    .where(AuditTree.year == shard.year)
-                    .order_by(AuditTree.size.desc())
-                    .limit(1)
-                )
-                or 0
-            )
-            for shard in shards
-        )
-        previous: _Final | None = None
-        done = 0
-        for shard in shards:
-            check = _ShardCheck(conn, shard, keys, store, previous)
-            previous = check.run(progress, done, total)
-            done += check.report.entries
-            report.shards.append(check.report)
-        if progress is not None:
-            progress(done, total)
-        if store is not None:
-            known = {shard.origin for shard in shards}
-            try:
-                published = store.origins()
-            except OSError as exc:
-                published = []
-                report.findings.append(Finding("outside store", f"cannot be listed: {exc}"))
-            for origin in published:
-                if origin not in known:
-                    report.findings.append(
-                        Finding(
-                            "outside store",
-                            f"holds checkpoints of {origin}, a shard the database does not "
-                            "have: dropped, or the database was rewound",
-                        )
-                    )
+    listing = _StoreListing.take(store) if store is not None else None
+    with db.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for every query below (streams included), as SQLite's read
+            # transaction gives: a live sealer's commits in between must not show in one
+            # stream and not in another.
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            _verify_shards(conn, report, listing, trusted, progress)
     return report
+
+
+def _verify_shards(
+    conn: Connection,
+    report: LedgerReport,
+    listing: _StoreListing | None,
+    trusted: Sequence[Verifier] | None,
+    progress: Progress | None,
+) -> None:
+    keys = _keys(conn, trusted)
+    shards = list(conn.execute(select(AuditShard).order_by(AuditShard.year)))
+    if shards and not keys:
+        report.findings.append(Finding("keys", "no trusted public key is registered"))
+    total = sum(
+        int(
+            conn.scalar(
+                select(AuditTree.size)
+                .where(AuditTree.year == shard.year)
+                .order_by(AuditTree.size.desc())
+                .limit(1)
+            )
+            or 0
+        )
+        for shard in shards
+    )
+    previous: _Final | None = None
+    done = 0
+    for shard in shards:
+        check = _ShardCheck(conn, shard, keys, listing, previous)
+        previous = check.run(progress, done, total)
+        done += check.report.entries
+        report.shards.append(check.report)
+    if progress is not None:
+        progress(done, total)
+    if listing is not None:
+        known = {shard.origin for shard in shards}
+        if listing.unlisted is not None:
+            report.findings.append(Finding("outside store", listing.unlisted))
+        for origin in listing.origins:
+            if origin not in known:
+                report.findings.append(
+                    Finding(
+                        "outside store",
+                        f"holds checkpoints of {origin}, a shard the database does not "
+                        "have: dropped, or the database was rewound",
+                    )
+                )
