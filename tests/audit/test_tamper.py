@@ -163,6 +163,31 @@ def test_an_entry_appended_behind_the_sealers_back(ledger, database):
     assert "written outside the sealer" in report.text()
 
 
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("tenant", "zz"),
+        ("actor_id", "mallory"),
+        ("action", "approval.sign"),
+        ("subject_id", "ado:proj:9999"),
+        ("time", "2026-01-01 00:00:00"),
+    ],
+)
+def test_an_edited_query_column(ledger, database, column, value):
+    """Only a column audit queries filter on is edited, the entry itself left whole: its leaf,
+    the tree and every checkpoint still hold, and the entry would drop out of its tenant's
+    (or actor's, or time window's) audit query. The comparison with the entry's own fields
+    names it."""
+    with unguarded(database, "azdev_audit_entry") as conn:
+        conn.execute(
+            text(f"UPDATE azdev_audit_entry SET {column} = :v WHERE year = 2026 AND idx = :i"),  # noqa: S608
+            {"v": value, "i": K},
+        )
+    report = verify_ledger(ledger.db, checkpoint_store(ledger.ledger))
+    assert first_bad(report) == (K, None)
+    assert f"entry {K}: its query columns ({column}) differ" in report.text()
+
+
 def test_a_cut_off_tail(ledger, database, tmp_path):
     """Everything after size m removed, consistently: entries, nodes, tree heads, checkpoints.
     Only the checkpoints published outside the database remember the lost entries."""

@@ -17,7 +17,12 @@ rebuilt: O(log n) memory per shard, plus the lists of checkpoints. What tamperin
   read): it no longer is the body inside its entry (the exact index);
 - a recorded time span of a block of entries (`azdev_audit_time_block`, which audit queries
   with a time window trust to skip blocks) narrowed, removed or made up: it is not the
-  earliest and latest time of the block's entries (the block).
+  earliest and latest time of the block's entries (the block);
+- a column audit queries filter on (time, action, actor, subject, tenant) edited: it no longer
+  is the entry's own field (the exact index).
+
+The outside store is listed before the database is read, and the database is read in one
+snapshot, so a live sealer's commits do not read as findings.
 """
 
 from __future__ import annotations
@@ -50,9 +55,10 @@ from azdev_ica.db.tables import (
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.jobs.sealer import STORED_LEVEL
-from azdev_ica.ledger.entry import EntryError, compose_entry, parse_entry
+from azdev_ica.ledger.entry import EntryError, ParsedEntry, compose_entry, parse_entry
 from azdev_ica.ledger.merkle import CompactRange, leaf_hash, stored_hash_index
 from azdev_ica.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
+from azdev_ica.services.audit import rfc3339
 
 __all__ = ["Finding", "LedgerReport", "ShardReport", "verify_ledger"]
 
@@ -206,6 +212,19 @@ def _keys(conn: Connection, trusted: Sequence[Verifier] | None) -> list[_Key]:
     return keys
 
 
+# The entry's fields copied into columns for audit queries (besides `time`), in the order of
+# the envelope's body: actor and subject are objects there.
+_QUERY_COLUMNS = (
+    AuditEntry.action,
+    AuditEntry.actor_kind,
+    AuditEntry.actor_id,
+    AuditEntry.subject_type,
+    AuditEntry.subject_id,
+    AuditEntry.tenant,
+)
+_COLUMN_NAMES = ("time", "action", "actor_kind", "actor_id", "subject_type", "subject_id", "tenant")
+
+
 class _ShardCheck:
     """One shard's checks; findings of a kind that repeats (every entry after a gap) are
     reported once, with a count."""
@@ -336,7 +355,12 @@ class _ShardCheck:
         entries = _stream(
             self.conn,
             select(
-                AuditEntry.idx, AuditEntry.entry, AuditEntry.leaf, AuditInbox.body, AuditEntry.time
+                AuditEntry.idx,
+                AuditEntry.entry,
+                AuditEntry.leaf,
+                AuditInbox.body,
+                AuditEntry.time,
+                *_QUERY_COLUMNS,
             )
             .outerjoin(AuditInbox, AuditInbox.id == AuditEntry.inbox_id)
             .where(AuditEntry.year == self.year)
@@ -375,7 +399,7 @@ class _ShardCheck:
         failed = False
         self._spans = []
         span: tuple[datetime, datetime] | None = None
-        for index, raw, stored_leaf, inbox_body, when in entries:
+        for index, raw, stored_leaf, inbox_body, when, *columns in entries:
             data = stored_bytes(raw)
             # The time span of each block of entries, as the sealer records it (SQL's min and
             # max: a missing time counts for neither).
@@ -391,7 +415,9 @@ class _ShardCheck:
                     "were rewritten",
                     position,
                 )
-            self._check_envelope(position, data)
+            parsed = self._check_envelope(position, data)
+            if parsed is not None:
+                self._check_query_columns(position, parsed.body, when, columns)
             leaf = leaf_hash(data)
             if stored_leaf is not None and stored_bytes(stored_leaf) != leaf:
                 self._leaf_differs(position)
@@ -519,12 +545,42 @@ class _ShardCheck:
                 position,
             )
 
-    def _check_envelope(self, position: int, data: bytes) -> None:
+    def _check_query_columns(
+        self, position: int, body: dict[str, Any], when: datetime | None, columns: list[Any]
+    ) -> None:
+        """The columns audit queries filter on (time, action, actor, subject, tenant) are
+        copies of the entry's own fields, kept beside it for its indexes: edited, they would
+        hide the entry from a filtered query (another tenant's, another time) or show it under
+        a false name while the entry itself still verifies."""
+        actor, subject = body.get("actor"), body.get("subject")
+        actor = actor if isinstance(actor, dict) else {}
+        subject = subject if isinstance(subject, dict) else {}
+        expected = (
+            body.get("time"),
+            body.get("action"),
+            actor.get("kind"),
+            actor.get("id"),
+            subject.get("type"),
+            subject.get("id"),
+            body.get("tenant"),
+        )
+        found = (rfc3339(when) if when is not None else None, *columns)
+        differ = [name for name, a, b in zip(_COLUMN_NAMES, expected, found, strict=True) if a != b]
+        if differ:
+            self.once(
+                "columns",
+                f"entry {position}",
+                f"its query columns ({', '.join(differ)}) differ from the entry's own fields: "
+                "edited after sealing, so filtered audit queries would miss it or misname it",
+                position,
+            )
+
+    def _check_envelope(self, position: int, data: bytes) -> ParsedEntry | None:
         try:
             parsed = parse_entry(data)
         except EntryError as exc:
             self.once("envelope", f"entry {position}", f"is not a ledger entry: {exc}", position)
-            return
+            return None
         if parsed.index != position or parsed.origin != self.origin:
             self.once(
                 "envelope",
@@ -537,6 +593,7 @@ class _ShardCheck:
                 self.finding("entry 0", "is not the shard's ledger.open entry", 0)
             link = parsed.body.get("data")
             self.link = link if isinstance(link, dict) else {}
+        return parsed
 
     def _check_end(self, count: int, signed: dict[int, list[_Signed]]) -> None:
         tree_size = self.conn.scalar(
