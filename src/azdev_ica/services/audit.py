@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnClause, Insert, Table, bindparam, event, insert, literal_column, select
+from sqlalchemy import (
+    CTE,
+    ColumnClause,
+    Insert,
+    Table,
+    bindparam,
+    event,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
@@ -159,6 +169,43 @@ def inbox_insert(prefix: str) -> Insert:
     :func:`inbox_values` are bound under their names with `prefix` before them."""
     bound = {name: bindparam(prefix + name, type_=_INBOX.c[name].type) for name in _VALUES}
     return insert(_INBOX).values(txid=_PG_TXID, **bound).returning(_INBOX.c.id)
+
+
+def inbox_chain(count: int, prefix: str) -> list[CTE]:
+    """PostgreSQL: `count` inbox rows as data-modifying CTEs of one statement, for an action
+    that writes several records with its own rows; each returns its inbox id. Each INSERT
+    reads the one before it, so the rows are inserted (and get their ids) in their order: the
+    values of the i-th record are bound under `prefix`, i, `_` and their names
+    (:func:`inbox_chain_values`)."""
+    chain: list[CTE] = []
+    for index in range(count):
+        name = f"{prefix}{index}_"
+        if not chain:
+            chain.append(inbox_insert(name).cte(f"{prefix}{index}"))
+            continue
+        bound = [bindparam(name + column, type_=_INBOX.c[column].type) for column in _VALUES]
+        after = select(_PG_TXID, *bound).select_from(chain[-1])
+        statement = insert(_INBOX).from_select(["txid", *_VALUES], after)
+        chain.append(statement.returning(_INBOX.c.id).cte(f"{prefix}{index}"))
+    return chain
+
+
+def inbox_chain_values(records: Sequence[AuditRecord], prefix: str) -> dict[str, Any]:
+    """The bound values of :func:`inbox_chain` for `records` (no personal fields)."""
+    values: dict[str, Any] = {}
+    for index, record in enumerate(records):
+        name = f"{prefix}{index}_"
+        row = inbox_values(
+            actor=record.actor,
+            action=record.action,
+            subject_type=record.subject_type,
+            subject_id=record.subject_id,
+            tenant=record.tenant,
+            data=record.data,
+            at=record.at,
+        )
+        values.update((name + column, value) for column, value in row.items())
+    return values
 
 
 # --- audit references of a request ----------------------------------------------------------

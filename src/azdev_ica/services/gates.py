@@ -28,8 +28,10 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Select,
     String,
     Table,
+    Update,
     and_,
     bindparam,
     insert,
@@ -37,6 +39,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union_all,
 )
 from sqlalchemy import cast as sql_cast
@@ -75,7 +78,13 @@ from azdev_ica.errors import (
 from azdev_ica.policy import Policy
 from azdev_ica.policy.gates import normalise_dependency
 from azdev_ica.services import alerts, locks, promotion_gate
-from azdev_ica.services.audit import AuditRecord, append_audits
+from azdev_ica.services.audit import (
+    AuditRecord,
+    append_audits,
+    appended,
+    inbox_chain,
+    inbox_chain_values,
+)
 from azdev_ica.services.context import ServiceContext
 
 __all__ = [
@@ -221,14 +230,24 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             stale=gate_policy.queue_stale,
         )
         decided = decision_rules.decide(facts)
+        approval_id = approval.id if approval else None
+        if found.decision_id is not None:
+            foldable, change = locks.fold(lock, decided.lock_steps, tenant=tenant, stage=stage,
+                                          actor=principal.actor, now=now)  # fmt: skip
+            if foldable:
+                # PostgreSQL, and the lock changes by one renewal or acquisition at most: the
+                # change, the decision and their audit records in one statement.
+                return _record(session, now, principal, run.run_key, run.id, scope, policy,
+                               decided, approval_id=approval_id, override_id=found.override_id,
+                               decision_id=found.decision_id, lock_write=change)  # fmt: skip
         # The lock's audit records are written with the decision's, in one INSERT.
         records: list[AuditRecord] = []
         locks.apply(session, tenant=tenant, stage=stage, lock=lock, steps=decided.lock_steps,
                     ensure=decided.turn is not None, actor=principal.actor, now=now,
                     records=records)  # fmt: skip
         return _record(session, now, principal, run.run_key, run.id, scope, policy, decided,
-                       approval_id=approval.id if approval else None,
-                       override_id=found.override_id, records=records)  # fmt: skip
+                       approval_id=approval_id, override_id=found.override_id, records=records,
+                       decision_id=found.decision_id)  # fmt: skip
 
     return ctx.run_action(action)
 
@@ -259,6 +278,8 @@ class _Found:
     # The recorded builds covering the digest for the tenant, newest first: (the event's
     # data, its run's id, key and digest).
     builds: tuple[tuple[Any, int, str, str | None], ...] = ()
+    # PostgreSQL: the decision's id, drawn from its sequence by the same statement.
+    decision_id: int | None = None
 
 
 _RUN = cast(Table, PipelineRun.__table__)
@@ -269,10 +290,17 @@ _POLICY = cast(Table, PolicyVersion.__table__)
 
 # Built once per shape (which of tenant, stage and digest the request names), with bound
 # parameters: SQLAlchemy then reuses the statement's compiled form and cache key.
-_FACTS: dict[tuple[bool, bool, bool], Any] = {}
+_FACTS: dict[tuple[bool, bool, bool, bool], Any] = {}
+# PostgreSQL: the facts draw the decision's id too, so the decision row and its audit record
+# (which names it) can be written in one statement with the lock's change (`_record_pg`).
+_NEXT_DECISION_ID = literal_column(
+    "nextval(pg_get_serial_sequence('azdev_gate_decision', 'id'))", BigInteger
+)
 
 
-def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) -> Any:
+def _facts_statement(
+    tenant_given: bool, stage_given: bool, digest_given: bool, postgresql: bool = False
+) -> Any:
     run = _RUN.c
     approvals, overrides, event = _APPROVAL, _OVERRIDE.c, _EVENT.c
     tenant: Any = bindparam("tenant", type_=String) if tenant_given else run.tenant
@@ -339,6 +367,9 @@ def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) 
             approval.budget_minor,
             approval.currency,
             approval.cost_impact_minor,
+            (_NEXT_DECISION_ID if postgresql else sql_cast(null(), BigInteger)).label(
+                "decision_id"
+            ),
         )
         .select_from(_RUN.outerjoin(approvals, approval.id == approval_id))
         .where(run.run_key == bindparam("run_key", type_=String))
@@ -369,7 +400,7 @@ def _facts_statement(tenant_given: bool, stage_given: bool, digest_given: bool) 
             built.artifact_digest,
             *[null()] * 3,  # commit, status, override
             event.data,  # as test_data
-            *[null()] * 11,  # scan_data and the approval's ten columns
+            *[null()] * 12,  # scan_data, the approval's ten columns, the decision's id
         )
         .select_from(_EVENT.join(built_runs, built.id == event.run_pk))
         .where(
@@ -390,7 +421,12 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
     """The active policy's version, the run, its latest approval for the target, its signed
     override of the artifact and its latest `test` and `scan` events, in one round trip
     (None: no run has this key)."""
-    given = (command.tenant is not None, command.stage is not None, bool(command.artifact_digest))
+    given = (
+        command.tenant is not None,
+        command.stage is not None,
+        bool(command.artifact_digest),
+        session.get_bind().dialect.name == "postgresql",
+    )
     query = _FACTS.get(given)
     if query is None:
         query = _FACTS.setdefault(given, _facts_statement(*given))
@@ -438,6 +474,7 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         tests=_tests(row.test_data),
         scan=_scan(row.scan_data),
         builds=tuple((b.test_data, b.id, b.run_key, b.artifact_digest) for b in rows[1:]),
+        decision_id=row.decision_id,
     )
 
 
@@ -533,6 +570,27 @@ def _scan(data: Any) -> rules.ScanFacts | None:
 
 _DECISION = cast(Table, GateEvaluation.__table__)
 _INSERT_DECISION = insert(_DECISION).returning(_DECISION.c.id)
+_INSERT_DECISION_WITH_ID = insert(_DECISION)
+# PostgreSQL: the decision row (its id drawn with the facts), the lock's change (an UPDATE
+# from `locks.fold`, or none) and the audit records, the lock's before the decision's, as
+# data-modifying CTEs of one statement returning the records' inbox ids. Built once per shape
+# (which UPDATE, how many records).
+_WRITES: dict[tuple[Update | None, int], Select[Any]] = {}
+
+
+def _write_statement(lock_update: Update | None, count: int) -> Select[Any]:
+    decision = insert(_DECISION).values(
+        {c.name: bindparam("decision_" + c.name, type_=c.type) for c in _DECISION.columns}
+    )
+    chain = inbox_chain(count, "record")
+    joined: Any = chain[0]
+    for record in chain[1:]:
+        joined = joined.join(record, true())
+    statement = select(*(record.c.id for record in chain)).select_from(joined)
+    statement = statement.add_cte(decision.cte("new_decision"))
+    if lock_update is not None:
+        statement = statement.add_cte(lock_update.cte("lock_change"))
+    return statement
 
 
 def _record(
@@ -548,28 +606,35 @@ def _record(
     approval_id: int | None = None,
     override_id: int | None = None,
     records: list[AuditRecord] | None = None,
+    decision_id: int | None = None,
+    lock_write: locks.LockWrite | None = None,
 ) -> GateAnswer:
     """The decision row and its audit entry, written after `records` (the lock's, stamped
-    with `now` too) in one INSERT."""
+    with `now` too) in one INSERT; `decision_id`: the row's id, drawn already.
+
+    With `lock_write` (PostgreSQL, `decision_id` drawn), or with neither records nor a lock
+    change: the lock's change, the decision row and the audit records in one statement."""
     digest = scope.artifact_digest or None
-    decision_id = session.execute(
-        _INSERT_DECISION,
-        {
-            "run_pk": run_pk,
-            "run_key": run_key,
-            "tenant": scope.tenant,
-            "stage": scope.stage,
-            "artifact_digest": digest,
-            "commit": scope.commit,
-            "status": decided.status.value,
-            "codes": decided.codes,
-            "approval_id": approval_id,
-            "override_id": override_id,
-            "policy_hash": policy.sha256,
-            "decided_at": now,
-            "decided_by": principal.id,
-        },
-    ).scalar_one()
+    row = {
+        "run_pk": run_pk,
+        "run_key": run_key,
+        "tenant": scope.tenant,
+        "stage": scope.stage,
+        "artifact_digest": digest,
+        "commit": scope.commit,
+        "status": decided.status.value,
+        "codes": decided.codes,
+        "approval_id": approval_id,
+        "override_id": override_id,
+        "policy_hash": policy.sha256,
+        "decided_at": now,
+        "decided_by": principal.id,
+    }
+    one_statement = decision_id is not None and (lock_write is not None or not records)
+    if decision_id is None:
+        decision_id = session.execute(_INSERT_DECISION, row).scalar_one()
+    elif not one_statement:
+        session.execute(_INSERT_DECISION_WITH_ID, {"id": decision_id, **row})
     turn = decided.turn
     rollback = decided.rollback
     decision = AuditRecord(
@@ -595,7 +660,10 @@ def _record(
         },
         at=now,
     )
-    append_audits(session, [*(records or ()), decision])
+    if one_statement:
+        _write(session, decision_id, row, lock_write, decision)
+    else:
+        append_audits(session, [*(records or ()), decision])
     return GateAnswer(
         decision_id=decision_id,
         status=decided.status,
@@ -611,6 +679,31 @@ def _record(
         queue_position=turn.position if turn else None,
         lock_expires_at=decided.lock_expires_at,
     )
+
+
+def _write(
+    session: Session,
+    decision_id: int,
+    row: dict[str, Any],
+    lock_write: locks.LockWrite | None,
+    decision: AuditRecord,
+) -> None:
+    """PostgreSQL: the lock's change, the decision row and the audit records (the lock's,
+    then the decision's) in one statement."""
+    session.flush()  # as in append_audits: the action's row locks before the inbox ids
+    records = [decision] if lock_write is None else [lock_write.record, decision]
+    update = lock_write.update if lock_write is not None else None
+    shape = (update, len(records))
+    statement = _WRITES.get(shape)
+    if statement is None:
+        statement = _WRITES.setdefault(shape, _write_statement(*shape))
+    values = inbox_chain_values(records, "record")
+    values.update(("decision_" + name, value) for name, value in row.items())
+    values["decision_id"] = decision_id
+    if lock_write is not None:
+        values.update(lock_write.values)
+    for inbox_id in session.execute(statement, values).one():
+        appended(session, int(inbox_id))
 
 
 def has_allow(session: Session, *, run_pk: int, tenant: str | None, stage: str | None) -> bool:

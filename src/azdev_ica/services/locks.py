@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import String, Table, bindparam, delete, insert, literal, select, union_all, update
+from sqlalchemy import (
+    String,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -46,7 +57,7 @@ class LockState:
     queue: tuple[str, ...]
 
 
-__all__ = ["LEASE_ACTOR", "LockState", "Turn", "apply", "read_lock"]
+__all__ = ["LEASE_ACTOR", "LockState", "LockWrite", "Turn", "apply", "fold", "read_lock"]
 
 
 def _target_key(tenant: str, stage: str) -> str:
@@ -223,17 +234,7 @@ def apply(
     target = {"target_tenant": tenant, "target_stage": stage}
 
     def audit(action: str, by: Actor, **data: object) -> None:
-        records.append(
-            AuditRecord(
-                actor=by,
-                action=action,
-                subject_type="lock",
-                subject_id=_target_key(tenant, stage),
-                tenant=tenant,
-                data={"stage": stage, **data},
-                at=now,
-            )
-        )
+        records.append(_step_record(tenant, stage, action, by, now, **data))
 
     for step in steps:
         if isinstance(step, plan.Expire):
@@ -249,8 +250,7 @@ def apply(
                 values |= {"holder_run_pk": step.run_pk, "holder_run_key": step.run_key,
                            "acquired_at": now}  # fmt: skip
             session.execute(_RENEW, {**target, **values})
-            audit("lock.acquire", actor, run_key=step.run_key,
-                  expires_at=rfc3339(step.expires_at), renewed=step.renewed)  # fmt: skip
+            records.append(_acquire_record(tenant, stage, step, actor, now))
         elif isinstance(step, plan.Join):
             session.execute(
                 _JOIN,
@@ -272,6 +272,83 @@ def apply(
                         joined=step.run_key, actor=actor, now=now)  # fmt: skip
         else:
             session.execute(_TOUCH, {"last_seen_at": now, "waiter_id": step.waiter_id})
+
+
+def _step_record(
+    tenant: str, stage: str, action: str, by: Actor, now: datetime, **data: object
+) -> AuditRecord:
+    return AuditRecord(
+        actor=by,
+        action=action,
+        subject_type="lock",
+        subject_id=_target_key(tenant, stage),
+        tenant=tenant,
+        data={"stage": stage, **data},
+        at=now,
+    )
+
+
+def _acquire_record(
+    tenant: str, stage: str, step: plan.Acquire, actor: Actor, now: datetime
+) -> AuditRecord:
+    return _step_record(tenant, stage, "lock.acquire", actor, now, run_key=step.run_key,
+                        expires_at=rfc3339(step.expires_at), renewed=step.renewed)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LockWrite:
+    """The lock's one change at an evaluation, for the caller to write inside its own
+    statement (PostgreSQL: a data-modifying CTE beside the decision's), and its audit record.
+    The UPDATE's values are bound under `lock_` and their names, the target's as in
+    `_target`."""
+
+    update: Update
+    values: dict[str, object]
+    record: AuditRecord
+
+
+def _acquire_update(taken: bool) -> Update:
+    names: tuple[str, ...] = ("expires_at", "updated_at")
+    if taken:
+        names += ("holder_run_pk", "holder_run_key", "acquired_at")
+    values = {name: bindparam("lock_" + name, type_=_LOCK.c[name].type) for name in names}
+    return update(_LOCK).where(*_target(_LOCK)).values(values)
+
+
+_RENEWAL = _acquire_update(taken=False)
+_TAKING = _acquire_update(taken=True)
+
+
+def fold(
+    lock: plan.LockFacts,
+    steps: tuple[plan.Step, ...],
+    *,
+    tenant: str,
+    stage: str,
+    actor: Actor,
+    now: datetime,
+) -> tuple[bool, LockWrite | None]:
+    """Whether the steps are at most one acquisition (or renewal) of a lock row that exists,
+    as for every allowed evaluation but a target's first: the caller may then write it in
+    its own statement (the `LockWrite`, None when nothing changes) instead of `apply`."""
+    if not lock.exists or len(steps) > 1:
+        return False, None
+    if not steps:
+        return True, None
+    step = steps[0]
+    if not isinstance(step, plan.Acquire):
+        return False, None
+    values: dict[str, object] = {
+        "target_tenant": tenant,
+        "target_stage": stage,
+        "lock_expires_at": step.expires_at,
+        "lock_updated_at": now,
+    }
+    if not step.renewed:
+        values |= {"lock_holder_run_pk": step.run_pk, "lock_holder_run_key": step.run_key,
+                   "lock_acquired_at": now}  # fmt: skip
+    update = _RENEWAL if step.renewed else _TAKING
+    return True, LockWrite(update, values, _acquire_record(tenant, stage, step, actor, now))
 
 
 def release_for_run(session: Session, *, run: PipelineRun, actor: Actor, now: datetime) -> None:
