@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import event
+
 from azdev_ica.jobs import lease
 from azdev_ica.jobs.scheduler import Job, Scheduler, default_jobs, describe, tick
 
@@ -24,6 +26,60 @@ def test_a_lease_is_held_by_one_holder_until_it_runs_out(ctx, clock):
     assert not lease.acquire(ctx, "job:x", "a", 60)
     lease.release(ctx, "job:x", "b")
     assert lease.acquire(ctx, "job:x", "a", 60)
+
+
+def test_leases_are_taken_together_as_each_alone_would_be(ctx, clock, database):
+    assert lease.acquire(ctx, "job:theirs", "b", 60)
+    assert lease.acquire(ctx, "job:stale", "b", 10)
+    assert lease.acquire(ctx, "job:mine", "a", 60)
+    clock.advance(timedelta(seconds=11))  # b's short lease ran out, its long one did not
+    names = ["job:theirs", "job:stale", "job:mine", "job:new"]
+    assert lease.acquire_all(ctx, names, "a", 60) == {"job:stale", "job:mine", "job:new"}
+    assert lease.holder_of(ctx, "job:theirs") == ("b", clock.now() + timedelta(seconds=49))
+    for name in ("job:stale", "job:mine", "job:new"):  # renewed from now
+        assert lease.holder_of(ctx, name) == ("a", clock.now() + timedelta(seconds=60))
+    # Held already: one statement renews them all.
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        assert lease.acquire_all(ctx, names[1:], "a", 60) == set(names[1:])
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+    # (SQLite's BEGIN is sent as a statement; psycopg's is not)
+    assert [s.split()[0] for s in statements if s != "BEGIN IMMEDIATE"] == ["UPDATE"], statements
+    lease.release_all(ctx, names, "a")
+    assert lease.acquire_all(ctx, names, "b", 60) == set(names)
+
+
+def test_a_job_late_in_a_slow_pass_renews_its_lease_first(ctx, clock, settings):
+    """Leases are taken at the start of a pass; a job reached after half of its lease (the
+    jobs before it were slow) renews its own before it runs, and stands by if it cannot."""
+    half = timedelta(seconds=settings.jobs_lease_seconds / 2 + 1)
+
+    def slow(ctx: Any, settings: Any) -> str:
+        clock.advance(half)
+        return "slow"
+
+    def late(ctx: Any, settings: Any) -> str:
+        return "late"
+
+    jobs = [Job("slow", slow), Job("late", late)]
+    assert tick(ctx, settings, holder="a", jobs=jobs).ran == {"slow": "slow", "late": "late"}
+    holder = lease.holder_of(ctx, "job:late")
+    assert holder == ("a", clock.now() + timedelta(seconds=settings.jobs_lease_seconds))
+
+    def slow_then_taken(ctx: Any, settings: Any) -> str:
+        # So slow that a's leases ran out, and another process took the late job's.
+        clock.advance(timedelta(seconds=settings.jobs_lease_seconds + 1))
+        assert lease.acquire(ctx, "job:late", "b", settings.jobs_lease_seconds)
+        return "slow"
+
+    result = tick(ctx, settings, holder="a", jobs=[Job("slow", slow_then_taken), jobs[1]])
+    assert (result.ran, result.standby) == ({"slow": "slow"}, ["late"])
 
 
 def test_each_job_runs_in_one_scheduler_and_fails_over(ctx, clock, settings):

@@ -2,8 +2,9 @@
 
 Every `jobs_interval_seconds` the scheduler thread of each server process calls :func:`tick`.
 For each job, `tick` takes (or renews) the job's database lease (`jobs/lease.py`, table
-`azdev_job_lease`, name `job:<name>`) and runs the job only while it holds it; the other
-processes stand by and take over when the holder's lease runs out.
+`azdev_job_lease`, name `job:<name>`; all of a pass's leases in one statement) and runs the
+job only while it holds it; the other processes stand by and take over when the holder's
+lease runs out.
 
 The lease saves duplicate work; it is not what makes a due item happen exactly once. Every job
 acts on each due item with a conditional write (a claim, a stamp set only while empty), so two
@@ -148,11 +149,30 @@ def tick(
     holder: str,
     jobs: Sequence[Job] | None = None,
 ) -> TickResult:
-    """One pass: run every job whose lease `holder` holds or can take now."""
+    """One pass: run every job whose lease `holder` holds or can take now.
+
+    The leases are taken (or renewed) together at the start of the pass, in one statement. A
+    job that starts after half its lease has gone by (earlier jobs of the pass were slow)
+    renews its own lease first, so that no job runs on a lease that may have run out."""
     result = TickResult()
-    for job in default_jobs() if jobs is None else jobs:
+    todo = list(default_jobs() if jobs is None else jobs)
+    seconds = settings.jobs_lease_seconds
+    try:
+        taken_at = ctx.clock.now()
+        held = lease.acquire_all(ctx, [job.lease_name for job in todo], holder, seconds)
+    except Exception as exc:  # the database is unreachable: every job fails this pass
+        for job in todo:
+            result.failed[job.name] = f"{type(exc).__name__}: {exc}"
+        log.exception("the jobs' leases could not be taken")
+        return result
+    for job in todo:
         try:
-            if not lease.acquire(ctx, job.lease_name, holder, settings.jobs_lease_seconds):
+            if job.lease_name not in held:
+                result.standby.append(job.name)
+                continue
+            if (ctx.clock.now() - taken_at).total_seconds() > seconds / 2 and not lease.acquire(
+                ctx, job.lease_name, holder, seconds
+            ):
                 result.standby.append(job.name)
                 continue
             result.ran[job.name] = job.run(ctx, settings)
@@ -194,11 +214,11 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        for job in self.jobs if self.jobs is not None else default_jobs():
-            try:  # let another process take over at once instead of after the lease
-                lease.release(self.ctx, job.lease_name, self.holder)
-            except Exception:  # shutting down: the lease simply runs out
-                log.debug("could not release the lease of %s", job.name, exc_info=True)
+        jobs = self.jobs if self.jobs is not None else default_jobs()
+        try:  # let another process take over at once instead of after the lease
+            lease.release_all(self.ctx, [job.lease_name for job in jobs], self.holder)
+        except Exception:  # shutting down: the leases simply run out
+            log.debug("could not release the jobs' leases", exc_info=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
