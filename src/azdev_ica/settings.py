@@ -99,7 +99,11 @@ class Settings(BaseSettings):
     ledger_store_dir: Path | None = None
     # Run the sealer in this server process (one process seals at a time, under a lease).
     ledger_sealer: bool = True
+    # How often the sealer looks for new records; after passes that found none, it waits up
+    # to 4 intervals, until a record is appended in its own process.
     ledger_seal_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    # A checkpoint is signed at most this often while the log grows; records per sealing
+    # transaction; how long the sealer's lease lasts unless renewed.
     ledger_checkpoint_interval_seconds: float = Field(default=5.0, gt=0, le=86_400)
     ledger_batch_size: int = Field(default=1000, ge=1, le=100_000)
     ledger_lease_seconds: float = Field(default=30.0, ge=1, le=3600)

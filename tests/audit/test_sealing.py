@@ -23,10 +23,13 @@ from azdev_ica.db.tables import (
 )
 from azdev_ica.errors import LedgerUnavailable
 from azdev_ica.jobs.sealer import (
+    IDLE_SLOWDOWN,
     SEALER_LEASE,
     Sealer,
+    _idle_check,
     acquire_lease,
     checkpoint_store,
+    has_pending,
     seal_now,
     wait_for_entry,
 )
@@ -34,7 +37,7 @@ from azdev_ica.ledger.entry import compose_entry, parse_entry
 from azdev_ica.ledger.keyfile import add_signer, read_signers
 from azdev_ica.ledger.merkle import MemoryTree
 from azdev_ica.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint, sign_checkpoint
-from azdev_ica.services.audit import append_audit, commitment_of
+from azdev_ica.services.audit import append_audit, commitment_of, on_append
 from azdev_ica.services.ledger import register_signing_key
 from tests.audit.ledgerdb import activity, export_and_verify, start, with_ledger
 
@@ -187,10 +190,77 @@ def test_a_record_that_commits_after_a_later_one_is_still_sealed(ctx):
         late = audit_action(ctx, "test.fast")  # another transaction, committed first
         assert late > early
         assert seal_now(ctx).sealed == 1
+        assert _idle_check(ctx) == (False, False)  # the slow one is not visible yet
+    assert _idle_check(ctx)[0]  # now it is: below the cursor, yet pending
     assert seal_now(ctx).sealed == 1  # the slow one, now committed
+    assert _idle_check(ctx) == (False, False)
     sealed = {e.inbox_id for e in entries(ctx)}
     assert {early, late} <= sealed
     assert verify_ledger(ctx.db, checkpoint_store(ctx.ledger)).ok
+
+
+class TestIdleSealer:
+    def test_one_statement_tells_whether_a_record_waits_or_the_tree_is_unsigned(self, ctx):
+        assert _idle_check(ctx) == (True, False)  # the policy's records; no shard yet
+        seal_now(ctx, checkpoint=False)
+        assert _idle_check(ctx) == (False, True)
+        seal_now(ctx)
+        assert _idle_check(ctx) == (False, False)
+        assert not has_pending(ctx)
+        audit_action(ctx)
+        assert _idle_check(ctx) == (True, False)
+        assert has_pending(ctx)
+
+    def test_an_idle_sealer_waits_longer_until_this_process_appends(self, ctx):
+        sealer = Sealer(ctx)  # not started: its waits are counted here
+        waits: list[float] = []
+        append_at = [0]
+
+        class Wake:
+            def wait(self, timeout: float) -> bool:
+                waits.append(timeout)
+                if len(waits) == append_at[0]:
+                    audit_action(ctx)
+                return False
+
+            def clear(self) -> None:
+                pass
+
+        sealer._wake = Wake()  # type: ignore[assignment]
+        interval = ctx.ledger.seal_interval
+        pauses = []
+        for idle in (0, 1, 2, 3, 50):
+            waits.clear()
+            sealer._idle_passes = idle
+            sealer._pause()
+            pauses.append(len(waits))
+        assert pauses == [1, 2, 4, IDLE_SLOWDOWN, IDLE_SLOWDOWN]
+        assert set(waits) == {interval}
+        stop = on_append(sealer._heard_append)
+        try:
+            waits.clear()
+            append_at[0] = 2  # a record appended in this process during the second interval
+            sealer._pause()
+            assert len(waits) == 2  # the pass comes at the end of that interval
+        finally:
+            stop()
+        waits.clear()
+        sealer._pause()  # no longer listening: the whole slow wait
+        assert len(waits) == IDLE_SLOWDOWN
+
+    def test_a_started_sealer_hears_this_process_append_until_stopped(self, ctx):
+        slow = with_ledger(ctx, seal_interval=60.0)  # one pass, then a long wait
+        sealer = Sealer(slow).start()
+        try:
+            before = sealer._appends
+            audit_action(slow)
+            assert sealer._appends != before
+        finally:
+            sealer.stop()
+        assert not sealer._thread.is_alive()  # stop() ends even a long wait at once
+        after = sealer._appends
+        audit_action(slow)
+        assert sealer._appends == after
 
 
 class TestReceipts:

@@ -67,7 +67,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -123,7 +123,7 @@ from azdev_ica.ledger.merkle import (
 )
 from azdev_ica.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
 from azdev_ica.ledger.note import sign_checkpoint as sign_note_checkpoint
-from azdev_ica.services.audit import record_body
+from azdev_ica.services.audit import on_append, record_body
 from azdev_ica.services.context import LedgerConfig, ServiceContext
 from azdev_ica.services.ledger import SEALER_ACTOR, add_signing_key
 from azdev_ica.services.ledger_status import (
@@ -795,10 +795,56 @@ def _seal_in_database(session: Session, tree: _Tree, ids: list[int]) -> None:
 
 def has_pending(ctx: ServiceContext) -> bool:
     """Whether any inbox row waits to be sealed (a cheap read, no write lock)."""
-    with ctx.read() as session:
-        shard = _latest_shard(session)
-        head = _head(session, shard.year) if shard is not None else None
-        return bool(_pending(session, head, 1))
+    return _idle_check(ctx)[0]
+
+
+# The sealer's look at the database when it may have nothing to do: whether an inbox row waits
+# (the same rows `_pending` finds: above the latest head's cursor, or on PostgreSQL a straggler
+# at or below it) and whether the latest shard's tree grew since its latest checkpoint, in one
+# statement (on PostgreSQL outside a transaction: one round trip, its own snapshot).
+_IDLE_PG = (
+    "WITH s AS (SELECT max(year) AS year FROM azdev_audit_shard), "
+    "h AS (SELECT s.year, t.size, coalesce(t.inbox_cursor, 0) AS cursor,"
+    " coalesce(t.inbox_floor, 0) AS floor FROM s LEFT JOIN LATERAL"
+    " (SELECT size, inbox_cursor, inbox_floor FROM azdev_audit_tree WHERE year = s.year"
+    " ORDER BY size DESC LIMIT 1) AS t ON true) "
+    "SELECT EXISTS (SELECT 1 FROM azdev_audit_inbox WHERE id > h.cursor)"
+    " OR EXISTS (SELECT 1 FROM azdev_audit_inbox AS i WHERE i.txid >= h.floor"
+    " AND i.id <= h.cursor"
+    " AND NOT EXISTS (SELECT 1 FROM azdev_audit_entry AS e WHERE e.inbox_id = i.id)),"
+    " coalesce(h.size > (SELECT max(size) FROM azdev_audit_checkpoint WHERE year = h.year),"
+    " h.size IS NOT NULL) "
+    "FROM h"
+)
+_IDLE_SQLITE = (  # no LATERAL: the latest head's columns one by one
+    "WITH s AS (SELECT max(year) AS year FROM azdev_audit_shard), "
+    "h AS (SELECT s.year,"
+    " (SELECT size FROM azdev_audit_tree WHERE year = s.year ORDER BY size DESC LIMIT 1)"
+    " AS size,"
+    " coalesce((SELECT inbox_cursor FROM azdev_audit_tree WHERE year = s.year"
+    " ORDER BY size DESC LIMIT 1), 0) AS cursor FROM s) "
+    "SELECT EXISTS (SELECT 1 FROM azdev_audit_inbox WHERE id > h.cursor),"
+    " coalesce(h.size > (SELECT max(size) FROM azdev_audit_checkpoint WHERE year = h.year),"
+    " h.size IS NOT NULL) "
+    "FROM h"
+)
+
+
+def _idle_check(ctx: ServiceContext) -> tuple[bool, bool]:
+    """(an inbox row waits to be sealed, the latest shard's tree is larger than its latest
+    checkpoint), read in one statement."""
+
+    def read(session: Session) -> tuple[bool, bool]:
+        postgresql = _is_postgresql(session)
+        dbapi = session.connection().connection.cursor()
+        try:
+            dbapi.execute(_IDLE_PG if postgresql else _IDLE_SQLITE)
+            row = dbapi.fetchone()
+        finally:
+            dbapi.close()
+        return (bool(row[0]), bool(row[1])) if row is not None else (False, False)
+
+    return ctx.db.first_read(read)
 
 
 @dataclass
@@ -1251,12 +1297,24 @@ def wait_for_entry(ctx: ServiceContext, inbox_id: int, timeout: float) -> EntryR
 # --- the background job ----------------------------------------------------------------------
 
 
+IDLE_SLOWDOWN = 4
+"""An idle sealer waits at most this many `seal_interval`s between passes (see `Sealer`)."""
+
+
 class Sealer:
     """The sealer as a thread of a server process (started and stopped by the app lifespan).
 
     Every `seal_interval` it renews its lease (or stays on standby while another process holds
     it), seals what is pending, signs a checkpoint every `checkpoint_interval` when the tree
     grew (or at once when asked), and publishes checkpoints to the outside store.
+
+    When a pass finds nothing to do (one statement: `_idle_check`), the sealer slows down: the
+    wait doubles after each such pass, up to `IDLE_SLOWDOWN` intervals. A record appended in
+    this process (`services.audit.on_append`) brings it back to its ordinary pace at the end
+    of the current interval, as does a pass that finds work; `request_checkpoint` and `stop`
+    wake it at once. So a record is sealed within one interval as before while records keep
+    coming or when this process appends it; the first record another process appends after a
+    quiet spell waits at most `IDLE_SLOWDOWN` intervals.
     """
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -1276,16 +1334,23 @@ class Sealer:
         self._logged: str | None = None
         self._trust = TreeTrust()
         self.passes = 0  # passes run so far (tests wait for some; metrics may export it)
+        self._idle_passes = 0  # passes in a row that found nothing to do
+        self._idle = False  # the last pass found nothing to do
+        self._appends = 0  # records appended in this process (only compared, never exact)
+        self._stop_listening: Callable[[], None] | None = None
         # The reason this process recorded as the sealer's stall; "?" until the first pass
         # that seals (a stall left by an earlier process is cleared then).
         self._stalled: str | None = "?"
 
     def start(self) -> Sealer:
+        self._stop_listening = on_append(self._heard_append)
         self._thread = threading.Thread(target=self._run, name="ica-sealer", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -1301,8 +1366,15 @@ class Sealer:
         self._checkpoint_wanted.set()
         self._wake.set()
 
+    def _heard_append(self) -> None:
+        # Runs in every appending thread, unlocked: two at once may count one, but the
+        # number changes, which is all the sealer looks at.
+        self._appends += 1
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            appends = self._appends
+            self._idle = False
             try:
                 self.tick()
             except LedgerUnavailable as exc:
@@ -1317,8 +1389,22 @@ class Sealer:
             except Exception as exc:  # a database hiccup must not kill the job
                 self._report(f"sealing failed: {type(exc).__name__}: {exc}", error=exc)
             self.passes += 1
-            self._wake.wait(self.ctx.ledger.seal_interval)
-            self._wake.clear()
+            # A record appended since the pass began may have committed after its look.
+            idle = self._idle and self._appends == appends
+            self._idle_passes = self._idle_passes + 1 if idle else 0
+            self._pause()
+
+    def _pause(self) -> None:
+        """Wait for the next pass: one interval, or after idle passes up to `IDLE_SLOWDOWN`
+        (see the class docstring), cut short at the end of the interval in which this process
+        appends a record."""
+        interval = self.ctx.ledger.seal_interval
+        slices = min(1 << min(self._idle_passes, 8), IDLE_SLOWDOWN) if self._idle_passes else 1
+        appends = self._appends
+        for _ in range(slices):
+            if self._wake.wait(interval) or self._appends != appends:
+                break
+        self._wake.clear()
 
     def _report(self, status: str, error: Exception | None = None) -> None:
         self.status = status
@@ -1370,11 +1456,13 @@ class Sealer:
         due = time.monotonic() - self._last_checkpoint >= self.ctx.ledger.checkpoint_interval
         if due:  # look at most once per interval whether something is left unsigned
             self._last_checkpoint = time.monotonic()
-        if not (has_pending(self.ctx) or wanted or (due and self._maybe_unsigned())):
+        pending, unsigned = _idle_check(self.ctx)
+        if not (pending or wanted or (due and unsigned)):
             if self._unpublished:
                 publish_missing(self.ctx)
                 self._unpublished = False
             self._healthy()
+            self._idle = not unsigned  # (a grown tree is signed at the next due pass)
             return
         if not self._renew():
             held = lease_holder(self.ctx, SEALER_LEASE)
@@ -1416,12 +1504,3 @@ class Sealer:
                 self._stalled = None
             except Exception:  # retried at the next healthy pass
                 log.exception("could not clear the ledger's stall")
-
-    def _maybe_unsigned(self) -> bool:
-        with self.ctx.read() as session:
-            shard = _latest_shard(session)
-            if shard is None:
-                return False
-            head = _head(session, shard.year)
-            last = _latest_checkpoint(session, shard.year)
-            return head is not None and (last is None or last.size < head.size)

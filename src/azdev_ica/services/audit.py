@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -231,9 +231,32 @@ def collect_audit_refs() -> Iterator[list[int]]:
         _REFS.reset(token)
 
 
+# Called, without arguments and in the appending thread, for each record added to a
+# transaction of this process: the sealer (jobs/sealer.py) listens, so that when it has slowed
+# down for want of work it looks again at its ordinary pace. A tuple, replaced (not changed in
+# place) by `on_append`, so that appending threads iterate over it without a lock.
+_APPEND_LISTENERS: tuple[Callable[[], None], ...] = ()
+
+
+def on_append(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` (it must be quick and never raise) whenever a record is added to a
+    transaction in this process; returns the function that stops it."""
+    global _APPEND_LISTENERS
+    _APPEND_LISTENERS = (*_APPEND_LISTENERS, listener)
+
+    def stop() -> None:
+        global _APPEND_LISTENERS
+        _APPEND_LISTENERS = tuple(f for f in _APPEND_LISTENERS if f is not listener)
+
+    return stop
+
+
 def appended(session: Session, inbox_id: int) -> None:
     """Note a record inserted in the session's transaction: once it commits, its inbox id is
-    one of the request's audit references (see below)."""
+    one of the request's audit references (see below); the listeners of `on_append` hear of
+    it at once."""
+    for listener in _APPEND_LISTENERS:
+        listener()
     refs = _REFS.get()
     if refs is None:
         return
