@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from azdev_ica.db.tables import AuditInbox
-from tests.gates.conftest import API, new_run, use_policy
+from azdev_ica.services.runs import FinishRun, finish_run
+from tests.gates.conftest import API, PIPELINE, new_run, use_policy
 from tests.support.liveserver import LiveServer
 
 RACERS = 8
@@ -67,3 +68,37 @@ def test_exactly_one_of_many_racing_runs_takes_the_lock_every_time(wide_app, ctx
             select(func.count()).select_from(AuditInbox).where(AuditInbox.action == "lock.acquire")
         )
     assert acquired == len(TARGETS)
+
+
+def test_exactly_one_of_many_racing_runs_takes_a_free_lock_every_time(wide_app, ctx, make_key):
+    """The same, for targets whose lock row exists and is free (an earlier run held it and
+    finished): the path where PostgreSQL locks the row in the statement that reads the
+    gate's facts."""
+    use_policy(ctx, "gates:\n  require_tests: false\n  require_scan: false\n")
+    key = make_key("azdev_devops")
+    earlier = [new_run(ctx, tenant=t, stage=s, coverage=None, scan_passed=None) for t, s in TARGETS]
+    races = [
+        [new_run(ctx, tenant=t, stage=s, coverage=None, scan_passed=None) for _ in range(RACERS)]
+        for t, s in TARGETS
+    ]
+    server = LiveServer(wide_app).start()
+    try:
+        for run_key in earlier:
+            assert _evaluate(server.url, key, run_key, threading.Barrier(1)) == "allow"
+            finish_run(ctx, principal=PIPELINE, command=FinishRun(run_key, "success"))
+        with ThreadPoolExecutor(RACERS) as pool:
+            for runs in races:
+                barrier = threading.Barrier(RACERS)
+
+                def race(run_key: str, barrier: threading.Barrier = barrier) -> str:
+                    return _evaluate(server.url, key, run_key, barrier)
+
+                answers = list(pool.map(race, runs))
+                assert sorted(answers) == ["allow"] + ["pending"] * (RACERS - 1)
+    finally:
+        server.stop()
+    with ctx.read() as session:
+        acquired = session.scalar(
+            select(func.count()).select_from(AuditInbox).where(AuditInbox.action == "lock.acquire")
+        )
+    assert acquired == 2 * len(TARGETS)

@@ -197,7 +197,7 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
             promotion = promotion_gate.promotion_facts(
                 session, policy, tenant=tenant, stage=stage, digest=digest
             )
-        lock = locks.read_lock(session, tenant=tenant, stage=stage)
+        lock = locks.read_lock(session, tenant=tenant, stage=stage, locked=found.lock)
         facts = decision_rules.EvaluationFacts(
             now=now,
             scope=scope,
@@ -278,8 +278,11 @@ class _Found:
     # The recorded builds covering the digest for the tenant, newest first: (the event's
     # data, its run's id, key and digest).
     builds: tuple[tuple[Any, int, str, str | None], ...] = ()
-    # PostgreSQL: the decision's id, drawn from its sequence by the same statement.
+    # PostgreSQL: the decision's id, drawn from its sequence by the same statement, and the
+    # target's lock row, locked by it (a 1-tuple, None when there is no row: see
+    # `locks.read_lock`).
     decision_id: int | None = None
+    lock: tuple[locks.LockRow | None] | None = None
 
 
 _RUN = cast(Table, PipelineRun.__table__)
@@ -337,6 +340,28 @@ def _facts_statement(
             .scalar_subquery()
         )
 
+    # The run's own row again, by its key (a scalar subquery): for what is read beside it.
+    this = _RUN.alias("this").c
+
+    def this_run(column: Any) -> Any:
+        key = bindparam("run_key", type_=String)
+        return select(column).where(this.run_key == key).scalar_subquery()
+
+    # PostgreSQL: the target's lock row, locked (FOR UPDATE) by this statement.
+    lock_columns: list[Any] = []
+    source: Any = _RUN.outerjoin(approvals, approvals.c.id == approval_id)
+    if postgresql:
+        held = locks.locking(
+            bindparam("tenant", type_=String) if tenant_given else this_run(this.tenant),
+            bindparam("stage", type_=String) if stage_given else this_run(this.stage),
+        )
+        lock_columns = [
+            held.c.present.label("lock_present"),
+            held.c.holder_run_pk.label("lock_holder_run_pk"),
+            held.c.holder_run_key.label("lock_holder_run_key"),
+            held.c.expires_at.label("lock_expires_at"),
+        ]
+        source = source.outerjoin(held, true())
     versions = _POLICY.c
     policy = select(versions.id).order_by(versions.id.desc()).limit(1).scalar_subquery()
     policy_sha = select(versions.sha256).where(versions.id == policy).scalar_subquery()
@@ -370,19 +395,14 @@ def _facts_statement(
             (_NEXT_DECISION_ID if postgresql else sql_cast(null(), BigInteger)).label(
                 "decision_id"
             ),
+            *lock_columns,
         )
-        .select_from(_RUN.outerjoin(approvals, approval.id == approval_id))
+        .select_from(source)
         .where(run.run_key == bindparam("run_key", type_=String))
     )
     # The recorded builds that cover deploying the digest for the tenant (see `_build`), one
     # row each, newest first: the build event's data (as test_data), its run's id, key and
     # digest. The run itself is looked up by its key again (a scalar subquery).
-    this = _RUN.alias("this").c
-
-    def this_run(column: Any) -> Any:
-        key = bindparam("run_key", type_=String)
-        return select(column).where(this.run_key == key).scalar_subquery()
-
     built_runs = _RUN.alias("built")
     built = built_runs.c
     build_tenant: Any = bindparam("tenant", type_=String) if tenant_given else this_run(this.tenant)
@@ -401,6 +421,7 @@ def _facts_statement(
             *[null()] * 3,  # commit, status, override
             event.data,  # as test_data
             *[null()] * 12,  # scan_data, the approval's ten columns, the decision's id
+            *[null()] * len(lock_columns),
         )
         .select_from(_EVENT.join(built_runs, built.id == event.run_pk))
         .where(
@@ -475,7 +496,14 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         scan=_scan(row.scan_data),
         builds=tuple((b.test_data, b.id, b.run_key, b.artifact_digest) for b in rows[1:]),
         decision_id=row.decision_id,
+        lock=_lock_row(row) if given[3] else None,
     )
+
+
+def _lock_row(row: Any) -> tuple[locks.LockRow | None]:
+    if row.lock_present is None:
+        return (None,)
+    return (locks.LockRow(row.lock_holder_run_pk, row.lock_holder_run_key, row.lock_expires_at),)
 
 
 def _policy(ctx: ServiceContext, session: Session, found: _Found | None) -> Policy:

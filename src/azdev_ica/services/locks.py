@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
+    CTE,
     String,
     Table,
     Update,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     delete,
     insert,
     literal,
+    literal_column,
     select,
     union_all,
     update,
@@ -179,11 +181,48 @@ _JOIN = insert(_WAITER)
 _TOUCH = update(_WAITER).where(_WAITER.c.id == bindparam("waiter_id"))
 
 
-def read_lock(session: Session, *, tenant: str, stage: str) -> plan.LockFacts:
+@dataclass(frozen=True)
+class LockRow:
+    """A target's lock row as read (and locked) by another statement (:func:`locking`)."""
+
+    holder_run_pk: int | None
+    holder_run_key: str | None
+    expires_at: datetime | None
+
+
+def locking(tenant: ColumnElement[str], stage: ColumnElement[str]) -> CTE:
+    """PostgreSQL: the lock row of the target (`tenant`, `stage`: expressions of the
+    enclosing statement's parameters) locked for the transaction, as a CTE for a statement
+    that reads other facts before the lock (the gate's facts); its columns are those of
+    :class:`LockRow` and `present` (1: the row exists). Pass what it read to
+    :func:`read_lock`. The statement's other reads see its snapshot, taken before any wait
+    for the lock: only the lock row is read as it is once locked."""
+    return (
+        select(
+            _LOCK.c.holder_run_pk,
+            _LOCK.c.holder_run_key,
+            _LOCK.c.expires_at,
+            literal_column("1").label("present"),
+        )
+        .where(_LOCK.c.tenant == tenant, _LOCK.c.stage == stage)
+        .with_for_update()
+        .cte("target_lock")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def read_lock(
+    session: Session, *, tenant: str, stage: str, locked: tuple[LockRow | None] | None = None
+) -> plan.LockFacts:
     """The target's lock (its row locked for the transaction when it exists) and its
-    waiters in queue order, with whether the holder's and each waiter's run still runs."""
+    waiters in queue order, with whether the holder's and each waiter's run still runs.
+    `locked`: the row as :func:`locking` read and locked it already (a 1-tuple: None when
+    there is no row)."""
     target = {"target_tenant": tenant, "target_stage": stage}
-    row = session.execute(_READ_LOCK, target).one_or_none()
+    if locked is None:
+        row: Any = session.execute(_READ_LOCK, target).one_or_none()
+    else:
+        row = locked[0]
     # Read after the row is locked: a racing evaluation's queue changes are committed.
     holder_pk = row.holder_run_pk if row is not None else None
     if holder_pk is not None:
