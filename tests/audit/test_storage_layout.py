@@ -107,6 +107,21 @@ def test_entries_carry_their_leaf_and_only_upper_nodes_are_stored(ctx):
     assert verify_ledger(small.db, checkpoint_store(small.ledger)).ok
 
 
+def test_low_nodes_over_several_blocks_of_leaves_are_read_whole(ctx):
+    """Adjacent nodes below `STORED_LEVEL` (as a consistency proof asks for) whose leaves span
+    more than one block of ``2**STORED_LEVEL``: every leaf under them is read, none cut off by
+    the bound each range of the read has."""
+    records(ctx, 3 << STORED_LEVEL)
+    seal_now(ctx)
+    tree, _, _ = stored(ctx)
+    below = STORED_LEVEL - 1
+    wanted = [(below, i) for i in range(1, 6)] + [(0, 1), (1, 1), (below - 1, 10)]
+    assert (6 << below) <= tree.size
+    with ctx.read() as session:
+        found = node_reader(session, 2026)(wanted)
+    assert found == [tree.nodes[node] for node in wanted]
+
+
 def test_a_shard_sealed_in_the_older_layout_still_proves_and_verifies(ctx, database):
     """Entries sealed before 0007 have no leaf column value; their leaves and every lower node
     are rows of azdev_audit_node. Sealing goes on in the new layout on top of them."""
