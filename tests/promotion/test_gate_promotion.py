@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from azdev_ica.db.tables import AuditInbox
+from azdev_ica.queries.deployments import promotion_history, promotion_history_of
+from azdev_ica.services.gates import _facts_statement
 from tests.promotion.conftest import API, V1, V2, V3, Pipeline, sign_off, use_promotion_policy
 
 
@@ -183,3 +185,33 @@ def test_only_failure_triggers_fail_a_deployment(ctx, client, pipeline):
     assert shown() == [V1]
     pipeline.event(attempt.run_key, "monitor", {"trigger": "crash_loop"})
     assert shown() == []
+
+
+def test_the_promotion_rows_read_with_the_facts_are_the_history(ctx, client, pipeline, crew):
+    """On PostgreSQL the gate reads the promotion rules' rows in its facts statement, as JSON:
+    decoded, they are what the history's own statement reads (deployments good, failed,
+    spoiled and never allowed; the sign-offs), for the target and digest of the run named."""
+    if ctx.db.dialect != "postgresql":
+        pytest.skip("SQLite reads the promotion rows in a statement of their own")
+    use_promotion_policy(ctx)
+    to_production(pipeline, client, crew, V1, "1.0.0")
+    spoiled = pipeline.release("to", "development", V2, "2.0.0")  # deployed, finished
+    pipeline.event(spoiled.run_key, "monitor", {"trigger": "crash_loop"})
+    unasked = pipeline.start("to", "production", V2)
+    pipeline.deploy(unasked, V2, "2.0.0", outcome="failed")  # never allowed by the gate
+    assert sign_off(client, crew["uat"], "to", "production", V2, "uat").status_code == 201
+    run_key = pipeline.start("to", "production", V2)
+    statement = _facts_statement(False, False, False, postgresql=True, promotion=True)
+    with ctx.read() as session:
+        row = session.execute(statement, {"run_key": run_key, "other_stage": "production"}).first()
+        read = promotion_history_of(row.promotion_rows, tenant="to")
+        expected = promotion_history(
+            session, tenant="to", stage="production", digest=V2, other_stage="production"
+        )
+    assert read[0] == expected[0]
+    assert sorted(read[1]) == sorted(expected[1]) == ["uat"]
+    assert {(r.artifact_digest, r.good, r.authorised, r.spoiled_by) for r in read[0]} == {
+        (V1, True, True, None),
+        (V2, False, True, "monitor:crash_loop"),
+        (V2, False, False, None),
+    }

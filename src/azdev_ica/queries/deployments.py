@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import String, Table, bindparam, literal, null, or_, select, union_all
+from sqlalchemy import String, Table, bindparam, func, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, Signoff, UnauthorisedChange
@@ -71,8 +71,20 @@ _HISTORY: dict[tuple[bool, bool, bool, bool], Any] = {}
 
 
 def _history_statement(
-    tenant: bool, stage: bool, digest_or_stage: bool, signoffs: bool = False
+    tenant: bool,
+    stage: bool,
+    digest_or_stage: bool,
+    signoffs: bool = False,
+    *,
+    exprs: dict[str, Any] | None = None,
 ) -> Any:
+    """The history's statement for the filters given; `exprs` replaces the bound parameters
+    named by its keys with expressions (for a statement that reads it beside other facts)."""
+    replaced = exprs or {}
+
+    def bound(name: str) -> Any:
+        return replaced[name] if name in replaced else bindparam(name, type_=String)
+
     event, run = _EVENT.c, _RUN.c
     deploys = (
         select(
@@ -94,15 +106,12 @@ def _history_statement(
     deploy_runs = select(event.run_pk).where(event.phase == "deploy")
     filters = []
     if tenant:
-        filters.append(event.target_tenant == bindparam("tenant", type_=String))
+        filters.append(event.target_tenant == bound("tenant"))
     if stage:
-        filters.append(event.target_stage == bindparam("stage", type_=String))
+        filters.append(event.target_stage == bound("stage"))
     if digest_or_stage:
         filters.append(
-            or_(
-                event.target_digest == bindparam("digest", type_=String),
-                event.target_stage == bindparam("other_stage", type_=String),
-            )
+            or_(event.target_digest == bound("digest"), event.target_stage == bound("other_stage"))
         )
     deploys = deploys.where(*filters)
     deploy_runs = deploy_runs.where(*filters)
@@ -156,9 +165,9 @@ def _history_statement(
         null(),
         null(),
     ).where(
-        signoff.tenant == bindparam("tenant", type_=String),
-        signoff.stage == bindparam("signoff_stage", type_=String),
-        signoff.artifact_digest == bindparam("digest", type_=String),
+        signoff.tenant == bound("tenant"),
+        signoff.stage == bound("signoff_stage"),
+        signoff.artifact_digest == bound("digest"),
     )
     return union_all(deploys, spoiling, flagged_rows, given)
 
@@ -206,6 +215,51 @@ def promotion_history(
         {"tenant": tenant, "digest": digest, "other_stage": other_stage, "signoff_stage": stage},
     ).all()
     kinds = [row.phase for row in rows if row.kind == "signoff"]
+    return _records([row for row in rows if row.kind != "signoff"], tenant=tenant), kinds
+
+
+class HistoryRow(NamedTuple):
+    """A row of the history's statement (as `promotion_rows` returns them in JSON)."""
+
+    kind: str
+    id: int
+    run_pk: int | None
+    occurred_at: datetime | None
+    data: Any
+    phase: str | None
+    event_id: str | None
+    tenant: str | None
+    stage: str | None
+    artifact_digest: str | None
+    run_key: str | None
+
+
+def promotion_rows(*, tenant: Any, digest: Any, signoff_stage: Any) -> Any:
+    """PostgreSQL: the rows `promotion_history` reads, as one JSON array of arrays (a scalar
+    subquery, for a statement that reads them beside other facts): `tenant`, `digest` and
+    `signoff_stage` are expressions of that statement; `other_stage` stays a parameter.
+    Decode them with :func:`promotion_history_of`."""
+    rows = _history_statement(
+        tenant=True,
+        stage=False,
+        digest_or_stage=True,
+        signoffs=True,
+        exprs={"tenant": tenant, "digest": digest, "signoff_stage": signoff_stage},
+    ).subquery("promotion_rows")
+    return select(func.json_agg(func.json_build_array(*rows.c))).scalar_subquery()
+
+
+def promotion_history_of(
+    found: list[list[Any]] | None, *, tenant: str
+) -> tuple[list[DeploymentRecord], list[str]]:
+    """What `promotion_history` answers, from the rows `promotion_rows` read."""
+    rows = []
+    for kind, *rest in found or ():
+        at = rest[2]
+        if at is not None:
+            at = datetime.fromisoformat(at).astimezone(UTC)
+        rows.append(HistoryRow(kind, rest[0], rest[1], at, *rest[3:]))
+    kinds = [row.phase or "" for row in rows if row.kind == "signoff"]
     return _records([row for row in rows if row.kind != "signoff"], tenant=tenant), kinds
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    func,
     insert,
     literal_column,
     null,
@@ -77,6 +78,7 @@ from azdev_ica.errors import (
 )
 from azdev_ica.policy import Policy
 from azdev_ica.policy.gates import normalise_dependency
+from azdev_ica.queries.deployments import promotion_history_of, promotion_rows
 from azdev_ica.services import alerts, locks, promotion_gate
 from azdev_ica.services.audit import (
     AuditRecord,
@@ -142,6 +144,8 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
         now = ctx.clock.now()
         found = _read_facts(session, command)
         policy = _policy(ctx, session, found)
+        if ctx.db.dialect == "postgresql":
+            _guess_promotion(policy)
         run = found.run if found is not None else None
         if run is not None and not principal.can_on_run(
             Permission.GATE_EVALUATE, run.tenant, run.stage
@@ -194,8 +198,11 @@ def evaluate(ctx: ServiceContext, *, principal: Principal, command: EvaluateGate
         if policy.promotion is not None and not (
             rollback is not None and decision_rules.rollback_is_valid(rollback, scope)
         ):
+            history = None
+            if found.promotion is not None and found.promotion[0] == policy.sha256:
+                history = promotion_history_of(found.promotion[1], tenant=tenant)
             promotion = promotion_gate.promotion_facts(
-                session, policy, tenant=tenant, stage=stage, digest=digest
+                session, policy, tenant=tenant, stage=stage, digest=digest, history=history
             )
         lock = locks.read_lock(session, tenant=tenant, stage=stage, locked=found.lock)
         facts = decision_rules.EvaluationFacts(
@@ -283,6 +290,9 @@ class _Found:
     # `locks.read_lock`).
     decision_id: int | None = None
     lock: tuple[locks.LockRow | None] | None = None
+    # PostgreSQL: the promotion rules' rows as read for the policy version of that hash
+    # (`_PROMOTION_GUESS`).
+    promotion: tuple[str, Any] | None = None
 
 
 _RUN = cast(Table, PipelineRun.__table__)
@@ -291,9 +301,14 @@ _APPROVAL = cast(Table, Approval.__table__)
 _OVERRIDE = cast(Table, Override.__table__)
 _POLICY = cast(Table, PolicyVersion.__table__)
 
-# Built once per shape (which of tenant, stage and digest the request names), with bound
-# parameters: SQLAlchemy then reuses the statement's compiled form and cache key.
-_FACTS: dict[tuple[bool, bool, bool, bool], Any] = {}
+# Built once per shape (which of tenant, stage and digest the request names, on which
+# database, with the promotion rules' rows or not), with bound parameters: SQLAlchemy then
+# reuses the statement's compiled form and cache key.
+_FACTS: dict[tuple[bool, bool, bool, bool, bool], Any] = {}
+# PostgreSQL: the facts read the promotion rules' rows too when the policy that decided last
+# has promotion rules: (its hash, its major-release stage). The rows are used only when the
+# facts name that same policy version; otherwise they are read in a statement of their own.
+_PROMOTION_GUESS: list[tuple[str, str] | None] = [None]
 # PostgreSQL: the facts draw the decision's id too, so the decision row and its audit record
 # (which names it) can be written in one statement with the lock's change (`_record_pg`).
 _NEXT_DECISION_ID = literal_column(
@@ -302,7 +317,11 @@ _NEXT_DECISION_ID = literal_column(
 
 
 def _facts_statement(
-    tenant_given: bool, stage_given: bool, digest_given: bool, postgresql: bool = False
+    tenant_given: bool,
+    stage_given: bool,
+    digest_given: bool,
+    postgresql: bool = False,
+    promotion: bool = False,
 ) -> Any:
     run = _RUN.c
     approvals, overrides, event = _APPROVAL, _OVERRIDE.c, _EVENT.c
@@ -362,6 +381,23 @@ def _facts_statement(
             held.c.expires_at.label("lock_expires_at"),
         ]
         source = source.outerjoin(held, true())
+        if promotion:
+            # The rows of queries/deployments.promotion_history for the target and the digest
+            # (the run's own, looked up by its key: the history's statement has runs of its
+            # own), as one JSON array; the major-release stage is a parameter.
+            rows = promotion_rows(
+                tenant=bindparam("tenant", type_=String) if tenant_given else this_run(this.tenant),
+                digest=func.coalesce(
+                    bindparam("digest", type_=String)
+                    if digest_given
+                    else this_run(this.artifact_digest),
+                    "",
+                ),
+                signoff_stage=(
+                    bindparam("stage", type_=String) if stage_given else this_run(this.stage)
+                ),
+            )
+            lock_columns.append(rows.label("promotion_rows"))
     versions = _POLICY.c
     policy = select(versions.id).order_by(versions.id.desc()).limit(1).scalar_subquery()
     policy_sha = select(versions.sha256).where(versions.id == policy).scalar_subquery()
@@ -442,11 +478,14 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
     """The active policy's version, the run, its latest approval for the target, its signed
     override of the artifact and its latest `test` and `scan` events, in one round trip
     (None: no run has this key)."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    guess = _PROMOTION_GUESS[0] if postgresql else None
     given = (
         command.tenant is not None,
         command.stage is not None,
         bool(command.artifact_digest),
-        session.get_bind().dialect.name == "postgresql",
+        postgresql,
+        guess is not None,
     )
     query = _FACTS.get(given)
     if query is None:
@@ -458,6 +497,8 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         values["stage"] = command.stage
     if given[2]:
         values["digest"] = command.artifact_digest
+    if guess is not None:
+        values["other_stage"] = guess[1]
     rows = session.execute(query, values).all()
     if not rows or rows[0].kind != 0:
         return None
@@ -496,7 +537,8 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         scan=_scan(row.scan_data),
         builds=tuple((b.test_data, b.id, b.run_key, b.artifact_digest) for b in rows[1:]),
         decision_id=row.decision_id,
-        lock=_lock_row(row) if given[3] else None,
+        lock=_lock_row(row) if postgresql else None,
+        promotion=(guess[0], row.promotion_rows) if guess is not None else None,
     )
 
 
@@ -510,6 +552,16 @@ def _policy(ctx: ServiceContext, session: Session, found: _Found | None) -> Poli
     if found is None or found.policy_sha256 is None or found.policy_id is None:
         return ctx.policies.active(session)  # raises NoPolicy when none was applied
     return ctx.policies.version(session, found.policy_sha256, found.policy_id)
+
+
+def _guess_promotion(policy: Policy) -> None:
+    """Let the next evaluations read the promotion rules' rows with their facts when this
+    policy has promotion rules (`_PROMOTION_GUESS`)."""
+    guess = None
+    if policy.promotion is not None:
+        guess = (policy.sha256, policy.promotion.major_release_stage)
+    if _PROMOTION_GUESS[0] != guess:
+        _PROMOTION_GUESS[0] = guess
 
 
 _SCHEDULES: dict[tuple[str, str, str], Schedule] = {}

@@ -48,16 +48,23 @@ def rollback_facts(session: Session, policy: Policy, *, tenant: str, stage: str)
 
 
 def promotion_facts(
-    session: Session, policy: Policy, *, tenant: str, stage: str, digest: str | None
+    session: Session,
+    policy: Policy,
+    *,
+    tenant: str,
+    stage: str,
+    digest: str | None,
+    history: tuple[list[DeploymentRecord], list[str]] | None = None,
 ) -> PromotionFacts | None:
     """What the promotion rules read for `digest` to enter `stage` of `tenant` (None: the
-    policy has no promotion rules)."""
+    policy has no promotion rules). `history`: what `promotion_history` answers for them,
+    read already with the gate's other facts (PostgreSQL)."""
     promotion = policy.promotion
     if promotion is None:
         return None
     # Where this artifact went in the tenant, and what runs in its production stage: all the
     # promotion rules read (not the tenant's whole history).
-    narrowed, kinds = promotion_history(
+    narrowed, kinds = history or promotion_history(
         session,
         tenant=tenant,
         stage=stage,
