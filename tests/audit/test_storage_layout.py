@@ -122,6 +122,17 @@ def test_low_nodes_over_several_blocks_of_leaves_are_read_whole(ctx):
     assert found == [tree.nodes[node] for node in wanted]
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_the_primary_key_carries_the_leaf_hash(ctx, database):
+    """A proof's leaf hashes are read from the primary key's index alone (migration 0031):
+    the table's metadata cannot say so, the schema must."""
+    with database.engine.connect() as conn:
+        definition = conn.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'pk_azdev_audit_entry'")
+        ).scalar_one()
+    assert definition.endswith("(year, idx) INCLUDE (leaf)"), definition
+
+
 def test_a_shard_sealed_in_the_older_layout_still_proves_and_verifies(ctx, database):
     """Entries sealed before 0007 have no leaf column value; their leaves and every lower node
     are rows of azdev_audit_node. Sealing goes on in the new layout on top of them."""

@@ -248,6 +248,8 @@ class AuditEntry(Base):
     leaf: Mapped[bytes | None] = mapped_column(LargeBinary(32))
 
     __table_args__ = (
+        # On PostgreSQL the key's index also carries `leaf` (INCLUDE, migration 0031): a proof
+        # reads the leaf hashes under its lower nodes from the index alone.
         PrimaryKeyConstraint("year", "idx"),
         Index("ix_azdev_audit_entry_time", "time"),
         # The filter indexes are declared with migration 0026 (below).
