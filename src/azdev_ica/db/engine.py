@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
@@ -150,6 +151,14 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+@dataclass(frozen=True)
+class _DirectRead:
+    """A SELECT compiled once for the driver: its SQL and each column's result processor."""
+
+    sql: str
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
 class Database:
     """The database of one ICA process: an engine and its two session factories."""
 
@@ -174,6 +183,7 @@ class Database:
             if engine.dialect.name == "postgresql"
             else self._read
         )
+        self._direct_reads: dict[int, tuple[Select[Any], _DirectRead]] = {}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:
@@ -234,6 +244,74 @@ class Database:
                 raise
         with self._lone() as session:
             return query(session)
+
+    def first_row(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The first row of `statement` (a module-level SELECT, built once) as a tuple, or
+        None: what `first_read` would read, for the statement every API request starts with
+        (the caller's key).
+
+        On PostgreSQL it runs straight through the driver on a pooled connection in autocommit
+        mode, compiled once, with each column's result processing applied: a Session's
+        execution of the same statement costs three times the CPU (callgrind, per request:
+        1.0 M instructions against 0.32 M). `params` are sent as they are (the statement may
+        have no bind processing). Any driver error (a connection the server dropped, a
+        timeout, a schema too old) sends the read through `first_read`, whose errors and
+        single retry on a fresh connection are SQLAlchemy's."""
+        if self.engine.dialect.name != "postgresql":
+            return self._first_row_read(statement, params)
+        direct = self._direct_read(statement)
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            pooled = self.engine.raw_connection()
+        except dbapi.Error:  # no connection could be made: SQLAlchemy's error, as usual
+            return self._first_row_read(statement, params)
+        failed = False
+        try:
+            driver = pooled.driver_connection
+            assert driver is not None
+            driver.autocommit = True
+            try:
+                row = driver.execute(direct.sql, params).fetchone()
+            finally:
+                driver.autocommit = False
+        except dbapi.Error as exc:
+            if self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None):
+                pooled.invalidate(exc)
+            failed = True
+        finally:
+            pooled.close()
+        if failed:
+            return self._first_row_read(statement, params)
+        if row is None:
+            return None
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(row, direct.processors, strict=True)
+        )
+
+    def _first_row_read(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        row = self.first_read(lambda session: session.execute(statement, params).first())
+        return None if row is None else tuple(row)
+
+    def _direct_read(self, statement: Select[Any]) -> _DirectRead:
+        known = self._direct_reads.get(id(statement))
+        if known is not None and known[0] is statement:
+            return known[1]
+        dialect = self.engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        if compiled._bind_processors or "POSTCOMPILE" in compiled.string:
+            raise TypeError("first_row runs statements whose parameters are sent as they are")
+        processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        )
+        direct = _DirectRead(sql=compiled.string, processors=processors)
+        self._direct_reads[id(statement)] = (statement, direct)
+        return direct
 
     def dispose(self) -> None:
         self.engine.dispose()

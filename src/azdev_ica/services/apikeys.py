@@ -150,23 +150,24 @@ def authenticate_api_key(ctx: ServiceContext, key: str, *, touch_every: timedelt
     prefix = parse_prefix(key)
     if prefix is None:
         raise refused
-    row = ctx.db.first_read(
-        lambda session: session.execute(_KEY_BY_PREFIX, {"prefix": prefix}).one_or_none()
-    )
-    if row is None or not digest_matches(key, row.digest, ctx.pepper):
+    found = ctx.db.first_row(_KEY_BY_PREFIX, {"prefix": prefix})
+    if found is None:
+        raise refused
+    key_id, prefix, digest, name, role, tenants, stages, revoked_at, expires_at, used_at = found
+    if not digest_matches(key, digest, ctx.pepper):
         raise refused
     now = ctx.clock.now()
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+    if revoked_at is not None or (expires_at is not None and expires_at <= now):
         raise refused
-    if row.last_used_at is None or now - row.last_used_at >= touch_every:
-        _touch(ctx, key_id=row.id, at=now, touch_every=touch_every)
+    if used_at is None or now - used_at >= touch_every:
+        _touch(ctx, key_id=key_id, at=now, touch_every=touch_every)
     return Principal.with_role(
         kind="api_key",
-        id=f"apikey:{row.prefix}",
-        name=row.name,
-        role=Role(row.role),
-        tenants=frozenset(row.tenants) if row.tenants is not None else None,
-        stages=frozenset(row.stages) if row.stages is not None else None,
+        id=f"apikey:{prefix}",
+        name=name,
+        role=Role(role),
+        tenants=frozenset(tenants) if tenants is not None else None,
+        stages=frozenset(stages) if stages is not None else None,
     )
 
 
