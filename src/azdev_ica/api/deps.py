@@ -2,8 +2,11 @@
 
 FastAPI runs a plain `def` dependency in its thread pool, one hand-off per dependency and
 request (tens of microseconds of CPU each, and a wake-up of a worker thread); dependencies that
-do no I/O are therefore `async def` and run on the event loop. Only those that read the
-database (the caller's credentials) stay plain functions.
+do no I/O are therefore `async def` and run on the event loop. Only the one that reads the
+database stays a plain function: a route's permission check (`require`), which authenticates
+the caller and checks the permission in one hand-off. Each dependency also costs FastAPI's
+resolution on every request, so the caller is found from the request itself (its
+`Authorization` header, the service context on the app), not from dependencies of its own.
 """
 
 from __future__ import annotations
@@ -85,14 +88,13 @@ def _credential(authorization: str | None) -> str:
     raise Unauthenticated("the credentials are not valid")
 
 
-def current_principal(
-    request: Request,
-    ctx: Ctx,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
+def current_principal(request: Request) -> Principal:
+    """The caller of `request`, authenticated once per request (kept on `request.state`)."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
+    ctx: ServiceContext = request.app.state.ctx
+    authorization = request.headers.get("authorization")
     session_cookie = request.cookies.get(SESSION_COOKIE)
     if authorization is None and session_cookie:
         # A browser session (the web UI, or a page's own fetches): see _authenticate_session.
@@ -203,12 +205,12 @@ def _entra_person(ctx: ServiceContext, user: EntraUser) -> Principal:
         return principal_for_person(session, person, ctx.clock.now())
 
 
-def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
-    """The dependency a route declares: the caller must hold `permission`."""
+def require(permission: Permission) -> Callable[[Request], Principal]:
+    """The dependency a route declares: the caller must hold `permission` (authenticated and
+    checked in one hand-off to the thread pool)."""
 
-    async def dependency(
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Principal:
+    def dependency(request: Request) -> Principal:
+        principal = current_principal(request)
         if not principal.can(permission):
             held = ", ".join(sorted(role.value for role in principal.roles)) or "no role"
             raise Forbidden(f"{held} does not grant {permission.value}")

@@ -148,13 +148,13 @@ def _form(request: Request) -> dict[str, str]:
     return form
 
 
-def login_redirect(request: Request, ctx: Ctx) -> None:
+def login_redirect(request: Request) -> None:
     """A browser that is not signed in is sent to the sign-in page (an API client gets the
     401 problem from the route's own permission check)."""
     if not _wants_html(request):
         return
     try:
-        current_principal(request, ctx, request.headers.get("authorization"))
+        current_principal(request)
     except Unauthenticated:
         # Back to the page after sign-in; a form post is not repeated (its page instead).
         target = quote(safe_next(request.url.path) if request.method == "GET" else HOME, safe="/")
