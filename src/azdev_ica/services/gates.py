@@ -8,12 +8,15 @@ One evaluation is one transaction in three parts:
    and, as further rows of the same result, the recorded builds of the artifact (`_build`);
    one more reads the promotion history and sign-offs when the policy has promotion rules
    (the rollback history when the request is a rollback); then the target's lock row (locked
-   for the transaction, so racing pipelines are serialised by the database) and its queue;
+   for the transaction, so racing pipelines are serialised by the database) and its queue.
+   On PostgreSQL the first statement also locks the lock row, draws the decision's id and,
+   once the policy has promotion rules, reads their rows (as JSON);
 2. decide: `domain/gate_decision.py` (pure, standard library only) returns the status, the
    reasons in order, the codes an override lifted and the steps to take with the lock;
 3. record: the lock's changes (`services/locks.py`), the decision row and its audit entry
-   naming the policy version, written with SQLAlchemy Core. Nothing here waits for the
-   ledger's sealer.
+   naming the policy version, written with SQLAlchemy Core; on PostgreSQL a renewal or an
+   acquisition of the lock, the decision and their audit records in one statement. Nothing
+   here waits for the ledger's sealer.
 
 Reason codes are stable (docs/gates.md lists them; `domain/gates.py` and
 `domain/gate_decision.py` define them).
