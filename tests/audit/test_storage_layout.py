@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -184,7 +185,7 @@ def test_a_body_that_is_not_a_json_object_is_refused(ctx):
     assert stored(ctx)[0].size == before
 
 
-def test_an_inclusion_proof_is_one_read_and_the_rfc_9162_path_for_any_size(ctx):
+def test_an_inclusion_proof_is_one_read_and_the_rfc_9162_path_for_any_size(ctx, monkeypatch):
     """Property: for random tree sizes and leaves, the proof read from the database is the
     literal RFC 9162 PATH (tests/ledger/reference.py), and reading it is a single statement
     (stored nodes by key and, below `STORED_LEVEL`, one block of leaf hashes)."""
@@ -216,8 +217,19 @@ def test_an_inclusion_proof_is_one_read_and_the_rfc_9162_path_for_any_size(ctx):
             statements.clear()
             proof = inclusion_proof(index, size, nodes)
         assert proof == reference.path(index, entries[:size])
-        assert len(statements) <= 1, statements
+        assert len(statements) == (1 if proof else 0), statements
 
+    if small.db.dialect == "postgresql":
+        # The node read goes to the driver itself (no engine event): count at the driver.
+        execute = psycopg.Cursor.execute
+
+        def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            statements.append(str(query))
+            return execute(cursor, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+        check()
+        return
     event.listen(small.db.engine, "before_cursor_execute", count)
     try:
         check()
