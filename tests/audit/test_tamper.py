@@ -164,7 +164,7 @@ def test_an_entry_appended_behind_the_sealers_back(ledger, database):
 
 
 @pytest.mark.parametrize(
-    "column, value",
+    ("column", "value"),
     [
         ("tenant", "zz"),
         ("actor_id", "mallory"),
