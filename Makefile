@@ -8,7 +8,7 @@ PORT ?= 8000
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx promtool lint typecheck pytest openapi settings-reference bench bench-full fuzz clean
+.PHONY: screenshots run test install install-dev pg-binaries node-binaries chromium nginx promtool valgrind lint typecheck pytest openapi settings-reference bench bench-full fuzz clean
 
 # Re-installs only when pyproject.toml changed since the last install (stamp files).
 $(BIN)/python:
@@ -78,7 +78,15 @@ promtool:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
 
-pytest: install-dev pg-binaries node-binaries chromium nginx promtool
+# bench/instructions.py counts the server's instructions per request under valgrind's
+# callgrind (Debian's valgrind package; the bench says "not installed" where it is missing).
+valgrind:
+	@if ! command -v callgrind_control >/dev/null 2>&1; then \
+		echo "installing valgrind"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null; \
+	fi
+
+pytest: install-dev pg-binaries node-binaries chromium nginx promtool valgrind
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -98,10 +106,10 @@ settings-reference: install
 	$(BIN)/python -m azdev_ica.settings_reference docs/operate.md
 
 # One table (ICA, its baseline from the same run, ratio, goal) and bench/RESULTS.md.
-bench: install-dev pg-binaries
+bench: install-dev pg-binaries valgrind
 	$(BIN)/python bench/run_all.py
 
-bench-full: install-dev pg-binaries
+bench-full: install-dev pg-binaries valgrind
 	$(BIN)/python bench/run_all.py --full
 
 # The long schemathesis passes (make test runs one example per operation and caller, and 6

@@ -180,10 +180,12 @@ def ica_serve(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
+    prefix: Sequence[str] = (),
 ) -> Iterator[Served]:
     """`ica init` (examples/policy.yaml) on the database at `database_url` (an empty one),
-    an API key of `role`, then `ica serve` on a free local port with `args` added; yields
-    once `GET /health` answers and stops the server on leaving."""
+    an API key of `role`, then `ica serve` on a free local port with `args` added (run under
+    `prefix`, a command such as valgrind's, when given); yields once `GET /health` answers
+    and stops the server on leaving."""
     import json
     import tempfile
     import time
@@ -207,7 +209,7 @@ def ica_serve(
     )  # fmt: skip
     port = free_port()
     process = subprocess.Popen(
-        [*ICA, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        [*prefix, *ICA, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

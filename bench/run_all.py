@@ -28,6 +28,7 @@ from bench import (  # noqa: E402
     audit_queries,
     cli_startup,
     gate_latency,
+    instructions,
     ledger_throughput,
     run_event_throughput,
     serve_memory,
@@ -42,6 +43,7 @@ BENCHMARKS: list[tuple[str, Callable[[Sizes, Any], list[Figure]]]] = [
     ("audit queries", audit_queries.figures),
     ("cli", cli_startup.figures),
     ("memory", serve_memory.figures),
+    ("instructions", instructions.figures),
 ]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
