@@ -170,7 +170,11 @@ def test_a_scrape_adds_up_both_workers(served):
 def test_each_serve_run_gets_a_fresh_directory_of_its_own(tmp_path, monkeypatch):
     from azdev_ica.observe import multiproc
 
-    monkeypatch.delenv(multiproc.ENV, raising=False)
+    # prepare() sets the variable in os.environ; recorded here first so that the monkeypatch
+    # removes it again afterwards (a bare delenv of an unset variable restores nothing, and
+    # the variable left behind switched the next tests' metrics to multiprocess mode).
+    monkeypatch.setenv(multiproc.ENV, str(tmp_path / "unused"))
+    monkeypatch.delenv(multiproc.ENV)
     parent = tmp_path / "metrics"
     dead = next(pid for pid in range(4_194_000, 4_000_000, -1) if not multiproc._alive(pid))
     ended = parent / f"serve-{dead}"
