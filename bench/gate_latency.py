@@ -43,7 +43,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 from tests.support.pgserver import PgServer  # noqa: E402
 
@@ -322,33 +321,47 @@ def measure(url: str, sizes: Sizes, *, history: int) -> list[Figure]:
 
 
 def round_trips(engine: Engine, work: Callable[[], object]) -> int:
-    """The round trips to the database while `work` runs: every statement `engine` sends, and
-    for each transaction outside autocommit mode its BEGIN and its COMMIT or ROLLBACK, which
-    psycopg sends as commands of their own (on SQLite they cost no round trip; the bench runs
-    on PostgreSQL)."""
-    count = 0
+    """The round trips to the database while `work` runs, counted at the driver (psycopg), so
+    that statements sent straight through it (`Database.first_row`, the proof's node read)
+    count as well as the engine's: every statement, and for each transaction that was open
+    its BEGIN and its COMMIT or ROLLBACK, which psycopg sends as commands of their own (an
+    autocommit statement has neither). The bench runs on PostgreSQL; `engine` must be one."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
 
-    def statement(*_: object) -> None:
+    if engine.dialect.name != "postgresql":
+        raise ValueError("round trips are counted on PostgreSQL")
+    count = 0
+    execute = psycopg.Cursor.execute
+    commit, rollback = psycopg.Connection.commit, psycopg.Connection.rollback
+
+    def counted_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal count
         count += 1
+        return execute(self, *args, **kwargs)
 
-    def ended(conn: Any) -> None:
-        nonlocal count
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            count += 2  # its BEGIN, and this COMMIT or ROLLBACK
+    def ending(end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def counted_end(self: Any) -> None:
+            nonlocal count
+            if self.info.transaction_status != TransactionStatus.IDLE:
+                count += 2  # its BEGIN, and this COMMIT or ROLLBACK
+            end(self)
 
-    listeners: list[tuple[str, Callable[..., None]]] = [
-        ("before_cursor_execute", statement),
-        ("commit", ended),
-        ("rollback", ended),
+        return counted_end
+
+    patches = [
+        (psycopg.Cursor, "execute", counted_execute),
+        (psycopg.Connection, "commit", ending(commit)),
+        (psycopg.Connection, "rollback", ending(rollback)),
     ]
-    for name, listener in listeners:
-        event.listen(engine, name, listener)
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, replacement in patches:
+        setattr(owner, name, replacement)
     try:
         work()
     finally:
-        for name, listener in listeners:
-            event.remove(engine, name, listener)
+        for owner, name, original in originals:
+            setattr(owner, name, original)
     return count
 
 
