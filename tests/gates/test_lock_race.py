@@ -43,6 +43,20 @@ def _evaluate(url: str, key: str, run_key: str, barrier: threading.Barrier) -> s
         return str(json.loads(response.read())["status"])
 
 
+def _race_each(url: str, key: str, races: list[list[str]]) -> None:
+    """Each group of runs evaluates the gate at once (released by a barrier): exactly one
+    of them is allowed, the others wait in the queue."""
+    with ThreadPoolExecutor(RACERS) as pool:
+        for runs in races:
+            barrier = threading.Barrier(RACERS)
+
+            def race(run_key: str, barrier: threading.Barrier = barrier) -> str:
+                return _evaluate(url, key, run_key, barrier)
+
+            answers = list(pool.map(race, runs))
+            assert sorted(answers) == ["allow"] + ["pending"] * (RACERS - 1)
+
+
 def test_exactly_one_of_many_racing_runs_takes_the_lock_every_time(wide_app, ctx, make_key):
     use_policy(ctx, "gates:\n  require_tests: false\n  require_scan: false\n")
     key = make_key("azdev_devops")
@@ -52,15 +66,7 @@ def test_exactly_one_of_many_racing_runs_takes_the_lock_every_time(wide_app, ctx
     ]
     server = LiveServer(wide_app).start()
     try:
-        with ThreadPoolExecutor(RACERS) as pool:
-            for runs in races:
-                barrier = threading.Barrier(RACERS)
-
-                def race(run_key: str, barrier: threading.Barrier = barrier) -> str:
-                    return _evaluate(server.url, key, run_key, barrier)
-
-                answers = list(pool.map(race, runs))
-                assert sorted(answers) == ["allow"] + ["pending"] * (RACERS - 1)
+        _race_each(server.url, key, races)
     finally:
         server.stop()
     with ctx.read() as session:
@@ -86,15 +92,7 @@ def test_exactly_one_of_many_racing_runs_takes_a_free_lock_every_time(wide_app, 
         for run_key in earlier:
             assert _evaluate(server.url, key, run_key, threading.Barrier(1)) == "allow"
             finish_run(ctx, principal=PIPELINE, command=FinishRun(run_key, "success"))
-        with ThreadPoolExecutor(RACERS) as pool:
-            for runs in races:
-                barrier = threading.Barrier(RACERS)
-
-                def race(run_key: str, barrier: threading.Barrier = barrier) -> str:
-                    return _evaluate(server.url, key, run_key, barrier)
-
-                answers = list(pool.map(race, runs))
-                assert sorted(answers) == ["allow"] + ["pending"] * (RACERS - 1)
+        _race_each(server.url, key, races)
     finally:
         server.stop()
     with ctx.read() as session:

@@ -195,15 +195,7 @@ def inbox_chain_values(records: Sequence[AuditRecord], prefix: str) -> dict[str,
     values: dict[str, Any] = {}
     for index, record in enumerate(records):
         name = f"{prefix}{index}_"
-        row = inbox_values(
-            actor=record.actor,
-            action=record.action,
-            subject_type=record.subject_type,
-            subject_id=record.subject_id,
-            tenant=record.tenant,
-            data=record.data,
-            at=record.at,
-        )
+        row = record.values()
         values.update((name + column, value) for column, value in row.items())
     return values
 
@@ -299,6 +291,18 @@ class AuditRecord:
     data: Mapping[str, Any]
     at: datetime
 
+    def values(self) -> dict[str, Any]:
+        """Its inbox row's column values (:func:`inbox_values`)."""
+        return inbox_values(
+            actor=self.actor,
+            action=self.action,
+            subject_type=self.subject_type,
+            subject_id=self.subject_id,
+            tenant=self.tenant,
+            data=self.data,
+            at=self.at,
+        )
+
 
 # The same INSERT for several records at once: SQLAlchemy sends one multi-row INSERT (its
 # "insertmanyvalues" form). On PostgreSQL it inserts the rows in the records' order
@@ -322,15 +326,7 @@ def append_audits(session: Session, records: Sequence[AuditRecord]) -> list[int]
     rows = [
         {
             **({} if postgresql else {"txid": 0}),
-            **inbox_values(
-                actor=record.actor,
-                action=record.action,
-                subject_type=record.subject_type,
-                subject_id=record.subject_id,
-                tenant=record.tenant,
-                data=record.data,
-                at=record.at,
-            ),
+            **record.values(),
         }
         for record in records
     ]
