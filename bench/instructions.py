@@ -89,6 +89,39 @@ def _sender(served: Served) -> Callable[[str, str, bytes | None, dict[str, str],
     return send
 
 
+def request_kinds(served: Served, url: str) -> dict[str, Callable[[], None]]:
+    """One request of each measured kind, as a function that sends it and checks its status,
+    against `served` (on the database at `url`, prepared here): `GET /health`, an allowed
+    `POST gate/evaluate`, a `POST run/event` and a `GET approval/{id}` answered 304."""
+    send = _sender(served)
+    auth = {"Authorization": f"Bearer {served.token}"}
+    posting = {**auth, "Content-Type": "application/json"}
+    run_key = _prepare(url, 0)
+    approval, etag = _approval(served)
+    started = {
+        "provider": "ado", "project_id": "bench", "run_id": "77", "pipeline_name": "bench",
+        "tenant": "ws", "stage": "test",
+    }  # fmt: skip
+    send("POST", f"{API}/run/start", json.dumps(started).encode(), posting, 201)
+    events = iter(range(10**9))
+
+    def event() -> None:
+        body = {
+            "run_key": "ado:bench:77", "phase": "test", "event_id": f"e{next(events)}",
+            "data": {"passed": True, "total": 420, "failed": 0},
+        }  # fmt: skip
+        headers = {**posting, "Idempotency-Key": uuid.uuid4().hex}
+        send("POST", f"{API}/run/event", json.dumps(body).encode(), headers, 201)
+
+    gate = json.dumps({"run_key": run_key}).encode()
+    return {
+        "health": lambda: send("GET", "/health", None, {}, 200),
+        "gate": lambda: send("POST", f"{API}/gate/evaluate", gate, posting, 200),
+        "event": event,
+        "poll": lambda: send("GET", approval, None, {**auth, "If-None-Match": etag}, 304),
+    }
+
+
 def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         return [
@@ -110,33 +143,7 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
     ]  # fmt: skip
     with ica_serve(url, env=QUIET, prefix=prefix, timeout=600) as served:
         counter = Counter(served.pid, folder)
-        send = _sender(served)
-        auth = {"Authorization": f"Bearer {served.token}"}
-        posting = {**auth, "Content-Type": "application/json"}
-        run_key = _prepare(url, 0)
-        approval, etag = _approval(served)
-        started = {
-            "provider": "ado", "project_id": "bench", "run_id": "77", "pipeline_name": "bench",
-            "tenant": "ws", "stage": "test",
-        }  # fmt: skip
-        send("POST", f"{API}/run/start", json.dumps(started).encode(), posting, 201)
-        events = iter(range(10**9))
-
-        def event() -> None:
-            body = {
-                "run_key": "ado:bench:77", "phase": "test", "event_id": f"e{next(events)}",
-                "data": {"passed": True, "total": 420, "failed": 0},
-            }  # fmt: skip
-            headers = {**posting, "Idempotency-Key": uuid.uuid4().hex}
-            send("POST", f"{API}/run/event", json.dumps(body).encode(), headers, 201)
-
-        gate = json.dumps({"run_key": run_key}).encode()
-        kinds: dict[str, Callable[[], None]] = {
-            "health": lambda: send("GET", "/health", None, {}, 200),
-            "gate": lambda: send("POST", f"{API}/gate/evaluate", gate, posting, 200),
-            "event": event,
-            "poll": lambda: send("GET", approval, None, {**auth, "If-None-Match": etag}, 304),
-        }
+        kinds = request_kinds(served, url)
         per_request: dict[str, float] = {}
         for name, one in kinds.items():
             for _ in range(5):

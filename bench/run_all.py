@@ -32,6 +32,7 @@ from bench import (  # noqa: E402
     ledger_throughput,
     run_event_throughput,
     serve_memory,
+    server_profile,
 )
 from bench.common import FULL, QUICK, SMOKE, Figure, Sizes, machine_description, table  # noqa: E402
 
@@ -44,6 +45,7 @@ BENCHMARKS: list[tuple[str, Callable[[Sizes, Any], list[Figure]]]] = [
     ("cli", cli_startup.figures),
     ("memory", serve_memory.figures),
     ("instructions", instructions.figures),
+    ("profile", server_profile.figures),
 ]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 

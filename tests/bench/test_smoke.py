@@ -37,6 +37,7 @@ def test_every_benchmark_runs_with_tiny_sizes_and_reports_its_figures(tmp_path):
         "`ica run event` wall time",
         "RSS of `ica serve`",
         "Server instructions per request",
+        "Server CPU per request by layer",
     ):
         assert measure in report, measure
         assert measure in done.stdout, measure
