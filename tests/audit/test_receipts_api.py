@@ -100,6 +100,26 @@ def test_reads_and_replays_carry_no_reference(client, devops):
     assert "ICA-Audit-Ref" not in again.headers
 
 
+def test_an_event_names_its_record_and_a_replay_or_a_refusal_none(client, ctx, devops):
+    """A test event is written with Core statements (straight through the driver on
+    PostgreSQL): its record still becomes the request's reference once committed."""
+    started(client, devops)
+    headers = {**devops, "Idempotency-Key": "receipt-event"}
+    event = {"run_key": RUN_KEY, "phase": "test", "data": {"passed": True}}
+    first = client.post(f"{API}/run/event", json=event, headers=headers)
+    again = client.post(f"{API}/run/event", json=event, headers=headers)
+    refused = client.post(f"{API}/run/event", json={**event, "run_key": "ado:p:0"}, headers=devops)
+    assert (first.status_code, again.status_code, refused.status_code) == (201, 200, 404)
+    [ref] = [int(r) for r in first.headers["ICA-Audit-Ref"].split(",")]
+    assert "ICA-Audit-Ref" not in again.headers
+    assert "ICA-Audit-Ref" not in refused.headers
+    seal_now(ctx)
+    body = receipt(client, ref, devops)
+    parsed = parse_entry(body["entry"].encode("utf-8")).body
+    assert (parsed["action"], parsed["subject"]["id"]) == ("run.event", RUN_KEY)
+    assert parsed["data"]["event_id"] == first.json()["event"]["event_id"]
+
+
 def test_only_the_writer_and_auditors_of_its_tenant_see_a_receipt(client, ctx, make_key, devops):
     ref = started(client, devops)
     seal_now(ctx)

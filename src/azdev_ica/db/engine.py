@@ -1,19 +1,21 @@
-"""Engine setup per dialect and the two kinds of session: read and write."""
+"""Engine setup per dialect, the two kinds of session (read and write), and write transactions
+of Core statements that run straight through the driver on PostgreSQL (`Database.run_core`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 from azdev_ica.errors import CommitOutcomeUnknown
 
@@ -159,6 +161,129 @@ class _DirectRead:
     processors: tuple[Callable[[Any], Any] | None, ...]
 
 
+def _commit_outcome_unknown() -> CommitOutcomeUnknown:
+    return CommitOutcomeUnknown(
+        "the database connection was lost while the change was being committed: it may or "
+        "may not be recorded; repeat the request with the same Idempotency-Key (a recorded "
+        "write is answered with its record)",
+        retry_after_seconds=UNAVAILABLE_RETRY_AFTER,
+        outcome="unknown",
+    )
+
+
+class CoreTransaction(Protocol):
+    """One write transaction of Core statements (`Database.run_core`): no Session, no ORM
+    objects, rows as plain tuples with each column's result processing applied (times aware
+    in UTC, JSON decoded), parameters bound with each column type's bind processing."""
+
+    @property
+    def dialect(self) -> str:
+        """`postgresql` or `sqlite`."""
+        ...
+
+    def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run `statement` (a module-level statement, built once) with `params`; its rows
+        (none for a statement that returns none)."""
+        ...
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the transaction has committed (never when it rolls back)."""
+        ...
+
+
+class _Callbacks:
+    def __init__(self) -> None:
+        self._after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        for callback in self._after_commit:
+            callback()
+
+
+class _ConnectionTransaction(_Callbacks):
+    """A CoreTransaction on a SQLAlchemy Connection: SQLite, and PostgreSQL whenever the
+    driver's own path failed (its errors and events are then SQLAlchemy's, as a Session's)."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__()
+        self._connection = connection
+
+    @property
+    def dialect(self) -> str:
+        return self._connection.dialect.name
+
+    def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        result = self._connection.execute(statement, dict(params or {}))
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+
+@dataclass(frozen=True)
+class _DirectStatement:
+    """A statement compiled once for the driver: its SQL, how its parameters are bound and
+    each result column's processor."""
+
+    sql: str
+    compiled: Any
+    binders: tuple[tuple[str, Callable[[Any], Any]], ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]  # empty: columns of unknown types
+
+    def parameters(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        bound: dict[str, Any] = self.compiled.construct_params(dict(params or {}))
+        for name, process in self.binders:
+            if name in bound:
+                bound[name] = process(bound[name])
+        return bound
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        processors = self.processors
+        if not any(processors):
+            return [tuple(row) for row in raw]
+        return [
+            tuple(
+                value if process is None else process(value)
+                for value, process in zip(row, processors, strict=True)
+            )
+            for row in raw
+        ]
+
+
+class _DriverFailed(Exception):
+    """The driver refused a statement of a direct transaction: it is rolled back and the action
+    repeated through SQLAlchemy."""
+
+
+class _DriverTransaction(_Callbacks):
+    """A CoreTransaction straight through psycopg on a pooled connection (PostgreSQL)."""
+
+    def __init__(self, database: Database, driver: Any) -> None:
+        super().__init__()
+        self._database = database
+        self._driver = driver
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql"
+
+    def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        direct = self._database._direct_statement(statement, params)
+        try:
+            cursor = self._driver.execute(direct.sql, direct.parameters(params))
+            # rownumber is None when the statement returned no rows to fetch.
+            raw = cursor.fetchall() if cursor.rownumber is not None else []
+        except self._database.engine.dialect.loaded_dbapi.Error as exc:
+            raise _DriverFailed(str(exc)) from exc
+        return direct.rows(raw)
+
+
 class Database:
     """The database of one ICA process: an engine and its two session factories."""
 
@@ -184,6 +309,10 @@ class Database:
             else self._read
         )
         self._direct_reads: dict[int, tuple[Select[Any], _DirectRead]] = {}
+        self._direct_statements: dict[
+            tuple[int, tuple[str, ...]], tuple[Executable, _DirectStatement]
+        ] = {}
+        self._core_write = engine.execution_options(ica_write=True)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:
@@ -215,14 +344,7 @@ class Database:
                 session.commit()
             except DBAPIError as exc:
                 if database_unavailable(exc):
-                    raise CommitOutcomeUnknown(
-                        "the database connection was lost while the change was being "
-                        "committed: it may or may not be recorded; repeat the request with "
-                        "the same Idempotency-Key (a recorded write is answered with its "
-                        "record)",
-                        retry_after_seconds=UNAVAILABLE_RETRY_AFTER,
-                        outcome="unknown",
-                    ) from exc
+                    raise _commit_outcome_unknown() from exc
                 raise
 
     @contextmanager
@@ -311,6 +433,133 @@ class Database:
         )
         direct = _DirectRead(sql=compiled.string, processors=processors)
         self._direct_reads[id(statement)] = (statement, direct)
+        return direct
+
+    def run_core(self, action: Callable[[CoreTransaction], T]) -> T:
+        """`action` in one write transaction of Core statements: committed when it returns,
+        rolled back when it raises. For a hot write path whose statements are built once (Core,
+        on the tables): a Session's unit of work, identity map and result objects cost more
+        CPU than the statements themselves (callgrind: a two-statement transaction 1.31 M
+        instructions through a Session, 0.77 M straight through the driver).
+
+        On PostgreSQL the statements go straight through psycopg on a pooled connection,
+        each compiled once, with the columns' bind and result processing applied; the
+        transaction is the driver's (BEGIN with the first statement, then COMMIT). When no
+        connection can be had, or the driver refuses a statement (a connection the server
+        dropped, a unique violation, a lock timeout), nothing is committed: the transaction
+        is rolled back and `action` is run again, once, on a SQLAlchemy Connection, so that
+        what the caller sees (errors, 503s, the retries of `ServiceContext.run_core`) is
+        SQLAlchemy's, as with a Session. SQLite always takes that Connection (with BEGIN
+        IMMEDIATE, as `write`).
+
+        As `write`: when the connection is lost during the COMMIT itself, CommitOutcomeUnknown.
+        `action` must not swallow exceptions raised by `execute`. Statements with Python-side
+        column defaults or expanding parameters are refused (TypeError)."""
+        if self.engine.dialect.name == "postgresql":
+            try:
+                return self._run_direct(action)
+            except _DriverFailed:
+                pass  # rolled back, nothing committed: once more through SQLAlchemy
+        return self._run_connection(action)
+
+    def _run_direct(self, action: Callable[[CoreTransaction], T]) -> T:
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
+        try:
+            pooled = self.engine.raw_connection()
+        except dbapi.Error as exc:  # no connection could be made: SQLAlchemy's error, as usual
+            raise _DriverFailed(str(exc)) from exc
+        try:
+            driver: Any = pooled.driver_connection
+            transaction = _DriverTransaction(self, driver)
+            try:
+                result = action(transaction)
+            except BaseException as exc:
+                self._abandon(pooled, exc.__cause__ if isinstance(exc, _DriverFailed) else exc)
+                raise
+            try:
+                driver.commit()
+            except dbapi.Error as exc:
+                invalidated = dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+                if invalidated:
+                    pooled.invalidate(exc)
+                wrapped = DBAPIError.instance(
+                    None, None, exc, dbapi.Error, hide_parameters=True,
+                    connection_invalidated=invalidated, dialect=dialect,
+                )  # fmt: skip
+                if database_unavailable(wrapped):
+                    raise _commit_outcome_unknown() from wrapped
+                raise wrapped from exc
+        finally:
+            pooled.close()
+        transaction.committed()
+        return result
+
+    def _abandon(self, pooled: Any, cause: BaseException | None) -> None:
+        """Roll back a direct transaction, or drop its connection when that is what failed."""
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
+        if isinstance(cause, dbapi.Error) and dialect.is_disconnect(
+            cause, pooled.dbapi_connection, None
+        ):
+            pooled.invalidate(cause)
+            return
+        try:
+            pooled.driver_connection.rollback()
+        except dbapi.Error as exc:
+            pooled.invalidate(exc)
+
+    def _run_connection(self, action: Callable[[CoreTransaction], T]) -> T:
+        with self._core_write.connect() as connection:
+            transaction = connection.begin()
+            core = _ConnectionTransaction(connection)
+            try:
+                result = action(core)
+            except BaseException:
+                transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except DBAPIError as exc:
+                if database_unavailable(exc):
+                    raise _commit_outcome_unknown() from exc
+                raise
+        core.committed()
+        return result
+
+    def _direct_statement(
+        self, statement: Executable, params: Mapping[str, Any] | None
+    ) -> _DirectStatement:
+        # An INSERT or UPDATE without values of its own sets the columns its parameters name
+        # (as SQLAlchemy compiles it): compiled once per set of names.
+        dml = isinstance(statement, UpdateBase)
+        columns = tuple(params or ()) if dml else ()
+        key = (id(statement), columns)
+        known = self._direct_statements.get(key)
+        if known is not None and known[0] is statement:
+            return known[1]
+        dialect = self.engine.dialect
+        compiled: Any = cast(Any, statement).compile(
+            dialect=dialect, column_keys=list(columns) if dml else None
+        )
+        if compiled.positional or compiled.escaped_bind_names:
+            raise TypeError("run_core sends named parameters that need no escaping")
+        if "POSTCOMPILE" in compiled.string or any(
+            bind.expanding or bind.callable is not None for bind in compiled.bind_names
+        ):
+            raise TypeError("run_core runs statements without expanding or callable parameters")
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            raise TypeError("run_core runs statements without Python-side column defaults")
+        direct = _DirectStatement(
+            sql=compiled.string,
+            compiled=compiled,
+            binders=tuple(compiled._bind_processors.items()),
+            processors=tuple(
+                column.type._cached_result_processor(dialect, None)
+                for column in compiled._result_columns
+            ),
+        )
+        self._direct_statements[key] = (statement, direct)
         return direct
 
     def dispose(self) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Actor
+from azdev_ica.db.engine import CoreTransaction
 from azdev_ica.db.tables import AuditInbox, PersonalDataOpening
 from azdev_ica.services import canonical
 
@@ -119,12 +120,20 @@ def append_audit(
     return insert_record(session, values)
 
 
-def insert_record(session: Session, values: dict[str, Any]) -> int:
-    """Insert the inbox row of :func:`inbox_values` as a statement of its own; its inbox id."""
-    if session.get_bind().dialect.name == "postgresql":
-        inbox_id = session.execute(_INSERT_INBOX_PG, values).scalar_one()
+def insert_record(session: Session | CoreTransaction, values: dict[str, Any]) -> int:
+    """Insert the inbox row of :func:`inbox_values` as a statement of its own (in a Session's
+    transaction or a Core one's); its inbox id."""
+    if isinstance(session, Session):
+        postgresql = session.get_bind().dialect.name == "postgresql"
     else:
-        inbox_id = session.execute(_INSERT_INBOX, {"txid": 0, **values}).scalar_one()
+        postgresql = session.dialect == "postgresql"
+    statement, params = (
+        (_INSERT_INBOX_PG, values) if postgresql else (_INSERT_INBOX, {"txid": 0, **values})
+    )
+    if isinstance(session, Session):
+        inbox_id = session.execute(statement, params).scalar_one()
+    else:
+        [(inbox_id,)] = session.execute(statement, params)
     appended(session, int(inbox_id))
     return int(inbox_id)
 
@@ -243,14 +252,17 @@ def on_append(listener: Callable[[], None]) -> Callable[[], None]:
     return stop
 
 
-def appended(session: Session, inbox_id: int) -> None:
-    """Note a record inserted in the session's transaction: once it commits, its inbox id is
-    one of the request's audit references (see below); the listeners of `on_append` hear of
-    it at once."""
+def appended(session: Session | CoreTransaction, inbox_id: int) -> None:
+    """Note a record inserted in the session's (or Core transaction's) transaction: once it
+    commits, its inbox id is one of the request's audit references (see below); the listeners
+    of `on_append` hear of it at once."""
     for listener in _APPEND_LISTENERS:
         listener()
     refs = _REFS.get()
     if refs is None:
+        return
+    if not isinstance(session, Session):
+        session.on_commit(lambda: refs.append(inbox_id))
         return
     noted: tuple[list[int], list[int]] | None = session.info.get(_SESSION_REFS)
     if noted is None:

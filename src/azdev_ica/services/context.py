@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from azdev_ica.clock import Clock
-from azdev_ica.db.engine import Database
+from azdev_ica.db.engine import CoreTransaction, Database
 from azdev_ica.db.tables import PolicyVersion
 from azdev_ica.errors import NoPolicy
 from azdev_ica.policy import Policy, parse_policy
@@ -117,6 +117,17 @@ class ServiceContext:
             try:
                 with self.db.write() as session:
                     return action(session)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == retries or not _retryable(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_core(self, action: Callable[[CoreTransaction], T], *, retries: int = 3) -> T:
+        """`run_action` for an action written with Core statements only (`Database.run_core`:
+        straight through the driver on PostgreSQL), retried on the same conditions."""
+        for attempt in range(retries + 1):
+            try:
+                return self.db.run_core(action)
             except (IntegrityError, OperationalError) as exc:
                 if attempt == retries or not _retryable(exc):
                     raise

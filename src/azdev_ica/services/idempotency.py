@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import FromClause, Insert, Join, Row, Table, and_, bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from azdev_ica.db.engine import CoreTransaction
 from azdev_ica.db.tables import IdempotencyRecord
 from azdev_ica.errors import IdempotencyKeyReused
 from azdev_ica.services import canonical
@@ -114,8 +115,9 @@ def remember(
     store(session, record_values(request, status_code=status_code, reference=reference, at=at))
 
 
-def store(session: Session, values: dict[str, Any]) -> None:
-    """Insert the stored answer of :func:`record_values` as a statement of its own."""
+def store(session: Session | CoreTransaction, values: dict[str, Any]) -> None:
+    """Insert the stored answer of :func:`record_values` as a statement of its own (in a
+    Session's transaction or a Core one's)."""
     session.execute(_REMEMBER, values)
 
 

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.engine import CoreTransaction
 from azdev_ica.db.rows import EVENT_FIELDS, RUN_FIELDS, EventRow, RunRow
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, RunAttempt, RunRequester
 from azdev_ica.domain.runs import (
+    TARGET_PHASES,
     AttemptState,
     EventRefusal,
     Phase,
@@ -296,6 +298,15 @@ def record_event(
         "event_id": event_id,
         **prior_parameters(idempotency),
     }
+    if command.phase in _CORE_PHASES:
+        try:
+            return ctx.run_core(
+                lambda transaction: _record_core_event(
+                    ctx, transaction, principal, command, event_id, parameters, idempotency
+                )
+            )
+        except _NeedsSession:
+            pass  # rolled back: a retry or a re-run, recorded below as every other event
 
     def action(session: Session) -> EventOutcome:
         # One read: the answer already given under this Idempotency-Key, the run, its
@@ -304,11 +315,7 @@ def record_event(
         facts = session.execute(_EVENT_FACTS, parameters).one()
         if answered(idempotency, fingerprint=facts[0], operation=facts[1]):
             return _event_answered(ctx, session, facts[2])
-        columns = facts[_FACTS_RUN]
-        run = None if columns[0] is None else RunRow(*columns)
-        if run is None or not _reaches(principal, run):
-            # Out of scope answers exactly like absent.
-            raise NotFound(f"no run {command.run_key!r}")
+        run = _facts_run(facts, principal, command)
         attempt_finished, existing_pk = facts[_FACTS_ATTEMPT_FINISHED], facts[_FACTS_EXISTING]
         if existing_pk is not None:
             existing = EventRow(*session.execute(_EVENT_BY_PK, {"pk": existing_pk}).one())
@@ -320,84 +327,19 @@ def record_event(
             )
         now = ctx.clock.now()
         _check_event_target(ctx, session, principal, run, command, event_id, now)
-        state = (
-            None
-            if attempt_finished is None
-            else AttemptState(attempt=command.attempt, finished=bool(attempt_finished))
-        )
-        refusal = event_refusal(
-            phase=command.phase,
-            attempt=command.attempt,
-            current_attempt=run.attempt,
-            attempt_state=state,
-        )
-        if refusal is EventRefusal.FINISHED:
-            raise RunFinished(
-                f"attempt {command.attempt} of {run.run_key} has finished; only verify, "
-                "rollback_initiated, rollback_completed and monitor events are accepted now",
-                attempt=command.attempt,
-            )
-        if refusal is EventRefusal.UNKNOWN_ATTEMPT:
-            raise Conflict(
-                f"{run.run_key} has no attempt {command.attempt} (current: {run.attempt})"
-            )
+        _check_attempt(command, run, attempt_finished)
         if command.attempt > run.attempt:
             mapped = session.get_one(PipelineRun, run.id)
             _reopen(session, mapped, attempt=command.attempt, at=now, principal=principal)
             session.flush()
             run = RunRow.of(mapped)
-        if command.phase is Phase.BUILD and run.artifact_digest is None:
-            digest = command.data.get("artifact_digest")
-            if isinstance(digest, str):
-                session.execute(
-                    _SET_RUN_DIGEST, {"pk": run.id, "artifact_digest": digest, "updated_at": now}
-                )
-                run = replace(run, artifact_digest=digest, updated_at=now)
-        target_tenant, target_stage, target_digest = deploy_target(
-            command.phase.value,
-            command.data,
-            run_tenant=run.tenant,
-            run_stage=run.stage,
-            run_digest=run.artifact_digest,
-        )
-        values: dict[str, Any] = {
-            "run_pk": run.id,
-            "event_id": event_id,
-            "attempt": command.attempt,
-            "phase": command.phase.value,
-            "occurred_at": command.occurred_at or now,
-            "recorded_at": now,
-            "data": command.data,
-            "target_tenant": target_tenant,
-            "target_stage": target_stage,
-            "target_digest": target_digest,
-        }
-        # The event, its audit record and the stored answer: one INSERT on PostgreSQL.
-        audit = inbox_values(
-            actor=principal.actor,
-            action="run.event",
-            subject_type="run",
-            subject_id=run.run_key,
-            tenant=run.tenant,
-            data={
-                "event_id": event_id,
-                "attempt": command.attempt,
-                "phase": command.phase.value,
-                "occurred_at": rfc3339(values["occurred_at"]),
-                "data": command.data,
-            },
-            at=now,
-        )
-        answer = (
-            None
-            if idempotency is None
-            else record_values(
-                idempotency,
-                status_code=201,
-                reference={"run_key": run.run_key, "event_id": event_id},
-                at=now,
+        digest = _new_digest(command, run)
+        if digest is not None:
+            session.execute(
+                _SET_RUN_DIGEST, {"pk": run.id, "artifact_digest": digest, "updated_at": now}
             )
-        )
+            run = replace(run, artifact_digest=digest, updated_at=now)
+        values, audit, answer = _event_rows(principal, command, event_id, run, idempotency, now)
         event = EventRow(id=_insert_event(session, values, audit, answer), **values)
         if command.phase is Phase.DEPLOY:
             # A deploy the gate never allowed is an unauthorised change (issue 5).
@@ -411,6 +353,159 @@ def record_event(
         return EventOutcome(run=run, event=event, created=True, rollback=rollback)
 
     return _run_refusable(ctx, action)
+
+
+# The phases whose events name no target and call for no check after them (no deploy, scan,
+# verify, monitor or rollback): the pipeline's most frequent steps, recorded with Core
+# statements only (`ServiceContext.run_core`, straight through the driver on PostgreSQL).
+_CORE_PHASES = frozenset({Phase.BUILD, Phase.TEST, Phase.APPROVAL})
+assert not _CORE_PHASES & TARGET_PHASES
+
+
+class _NeedsSession(Exception):
+    """What the Core path leaves to the Session's: a retried request (its Idempotency-Key was
+    answered, or its event id recorded) and the first event of a re-run (it reopens the run)."""
+
+
+def _record_core_event(
+    ctx: ServiceContext,
+    transaction: CoreTransaction,
+    principal: Principal,
+    command: RecordEvent,
+    event_id: str,
+    parameters: dict[str, Any],
+    idempotency: IdempotencyRequest | None,
+) -> EventOutcome:
+    """`record_event`'s action for a phase of `_CORE_PHASES`: the facts read and the event, its
+    audit record and its stored answer written, in two statements on PostgreSQL."""
+    [facts] = transaction.execute(_EVENT_FACTS, parameters)
+    if answered(idempotency, fingerprint=facts[0], operation=facts[1]):
+        raise _NeedsSession
+    run = _facts_run(facts, principal, command)
+    if facts[_FACTS_EXISTING] is not None:
+        raise _NeedsSession
+    _check_attempt(command, run, facts[_FACTS_ATTEMPT_FINISHED])
+    if command.attempt > run.attempt:
+        raise _NeedsSession
+    now = ctx.clock.now()
+    digest = _new_digest(command, run)
+    if digest is not None:
+        transaction.execute(
+            _SET_RUN_DIGEST, {"pk": run.id, "artifact_digest": digest, "updated_at": now}
+        )
+        run = replace(run, artifact_digest=digest, updated_at=now)
+    values, audit, answer = _event_rows(principal, command, event_id, run, idempotency, now)
+    if transaction.dialect == "postgresql":
+        [(event_pk, inbox_id)] = transaction.execute(
+            _INSERT_EVENT_PG if answer is None else _INSERT_EVENT_REMEMBERED_PG,
+            _insert_parameters(values, audit, answer),
+        )
+        appended(transaction, int(inbox_id))
+    else:
+        [(event_pk,)] = transaction.execute(_INSERT_EVENT, values)
+        insert_record(transaction, audit)
+        if answer is not None:
+            store(transaction, answer)
+    return EventOutcome(run=run, event=EventRow(id=int(event_pk), **values), created=True)
+
+
+def _facts_run(facts: Any, principal: Principal, command: RecordEvent) -> RunRow:
+    """The run the facts read, when the caller reaches it."""
+    columns = facts[_FACTS_RUN]
+    run = None if columns[0] is None else RunRow(*columns)
+    if run is None or not _reaches(principal, run):
+        # Out of scope answers exactly like absent.
+        raise NotFound(f"no run {command.run_key!r}")
+    return run
+
+
+def _check_attempt(command: RecordEvent, run: RunRow, attempt_finished: Any) -> None:
+    """Refuses an event of a finished attempt (but for the phases that come after one) or of
+    an attempt the run never had."""
+    state = (
+        None
+        if attempt_finished is None
+        else AttemptState(attempt=command.attempt, finished=bool(attempt_finished))
+    )
+    refusal = event_refusal(
+        phase=command.phase,
+        attempt=command.attempt,
+        current_attempt=run.attempt,
+        attempt_state=state,
+    )
+    if refusal is EventRefusal.FINISHED:
+        raise RunFinished(
+            f"attempt {command.attempt} of {run.run_key} has finished; only verify, "
+            "rollback_initiated, rollback_completed and monitor events are accepted now",
+            attempt=command.attempt,
+        )
+    if refusal is EventRefusal.UNKNOWN_ATTEMPT:
+        raise Conflict(f"{run.run_key} has no attempt {command.attempt} (current: {run.attempt})")
+
+
+def _new_digest(command: RecordEvent, run: RunRow) -> str | None:
+    """The artifact digest a build event gives a run that has none yet."""
+    if command.phase is not Phase.BUILD or run.artifact_digest is not None:
+        return None
+    digest = command.data.get("artifact_digest")
+    return digest if isinstance(digest, str) else None
+
+
+def _event_rows(
+    principal: Principal,
+    command: RecordEvent,
+    event_id: str,
+    run: RunRow,
+    idempotency: IdempotencyRequest | None,
+    now: datetime,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The event's row, its audit record's (`inbox_values`) and its stored answer's
+    (`record_values`, None without an Idempotency-Key)."""
+    target_tenant, target_stage, target_digest = deploy_target(
+        command.phase.value,
+        command.data,
+        run_tenant=run.tenant,
+        run_stage=run.stage,
+        run_digest=run.artifact_digest,
+    )
+    values: dict[str, Any] = {
+        "run_pk": run.id,
+        "event_id": event_id,
+        "attempt": command.attempt,
+        "phase": command.phase.value,
+        "occurred_at": command.occurred_at or now,
+        "recorded_at": now,
+        "data": command.data,
+        "target_tenant": target_tenant,
+        "target_stage": target_stage,
+        "target_digest": target_digest,
+    }
+    audit = inbox_values(
+        actor=principal.actor,
+        action="run.event",
+        subject_type="run",
+        subject_id=run.run_key,
+        tenant=run.tenant,
+        data={
+            "event_id": event_id,
+            "attempt": command.attempt,
+            "phase": command.phase.value,
+            "occurred_at": rfc3339(values["occurred_at"]),
+            "data": command.data,
+        },
+        at=now,
+    )
+    answer = (
+        None
+        if idempotency is None
+        else record_values(
+            idempotency,
+            status_code=201,
+            reference={"run_key": run.run_key, "event_id": event_id},
+            at=now,
+        )
+    )
+    return values, audit, answer
 
 
 def _insert_event(
@@ -432,17 +527,23 @@ def _insert_event(
     # The run's own changes first (a reopened attempt): their row locks come before the
     # record's inbox id, as append_audit has it.
     session.flush()
+    statement = _INSERT_EVENT_PG if answer is None else _INSERT_EVENT_REMEMBERED_PG
+    event_pk, inbox_id = session.execute(statement, _insert_parameters(event, audit, answer)).one()
+    appended(session, int(inbox_id))
+    return int(event_pk)
+
+
+def _insert_parameters(
+    event: dict[str, Any], audit: dict[str, Any], answer: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The parameters of PostgreSQL's one INSERT of an event, its record and its answer."""
     parameters = {
         **{"event_" + name: value for name, value in event.items()},
         **{"audit_" + name: value for name, value in audit.items()},
     }
-    if answer is None:
-        event_pk, inbox_id = session.execute(_INSERT_EVENT_PG, parameters).one()
-    else:
+    if answer is not None:
         parameters.update({"answer_" + name: value for name, value in answer.items()})
-        event_pk, inbox_id = session.execute(_INSERT_EVENT_REMEMBERED_PG, parameters).one()
-    appended(session, int(inbox_id))
-    return int(event_pk)
+    return parameters
 
 
 def _event_answered(
