@@ -34,7 +34,24 @@ PROMOTION = {"sqlite": 1, "postgresql": 0}
 
 
 def statements(ctx: Any, work: Callable[[], object]) -> list[str]:
+    """The statements `work` sends; on PostgreSQL counted at the driver (psycopg's cursors),
+    so that those sent straight through it (`db.engine.driver_rows`) count too."""
     sent: list[str] = []
+    if ctx.db.dialect == "postgresql":
+        import psycopg
+
+        execute = psycopg.Cursor.execute
+
+        def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(query.decode() if isinstance(query, bytes) else str(query))
+            return execute(self, query, *args, **kwargs)
+
+        psycopg.Cursor.execute = counted  # type: ignore[method-assign]
+        try:
+            work()
+        finally:
+            psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        return sent
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE is not a fact

@@ -25,11 +25,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import String, Table, bindparam, func, literal, null, or_, select, union_all
+from sqlalchemy import (
+    String,
+    Table,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from azdev_ica.db.tables import PipelineEvent, PipelineRun, Signoff, UnauthorisedChange
 from azdev_ica.domain.runs import deployment_failure
+
+# The phases of a run's later events that spoil its deployment.
+_SPOILING_PHASES = ("monitor", "verify", "rollback_initiated")
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,9 @@ def _history_statement(
         null(),
     ).where(
         later.run_pk.in_(deploy_runs),
-        later.phase.in_(("monitor", "verify", "rollback_initiated")),
+        # Constants in the SQL, not a list parameter expanded at each execution: the gate's
+        # facts statement (`promotion_rows`) is then compiled once for the driver.
+        later.phase.in_([literal_column(f"'{phase}'") for phase in _SPOILING_PHASES]),
     )
     flagged_rows = select(
         literal("unauthorised"),

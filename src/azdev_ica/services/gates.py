@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.engine import driver_rows
 from azdev_ica.db.tables import (
     Approval,
     GateEvaluation,
@@ -502,7 +503,7 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
         values["digest"] = command.artifact_digest
     if guess is not None:
         values["other_stage"] = guess[1]
-    rows = session.execute(query, values).all()
+    rows = driver_rows(session, query, values)
     if not rows or rows[0].kind != 0:
         return None
     row = rows[0]
@@ -785,7 +786,8 @@ def _write(
     values["decision_id"] = decision_id
     if lock_write is not None:
         values.update(lock_write.values)
-    for inbox_id in session.execute(statement, values).one():
+    (inserted,) = driver_rows(session, statement, values)
+    for inbox_id in inserted:
         appended(session, int(inbox_id))
 
 

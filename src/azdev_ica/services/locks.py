@@ -38,6 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from azdev_ica.auth.principal import Actor, Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.engine import driver_rows
 from azdev_ica.db.tables import DeployLock, LockWaiter, PipelineRun
 from azdev_ica.domain import locks as plan
 from azdev_ica.domain.locks import Turn
@@ -226,9 +227,9 @@ def read_lock(
     # Read after the row is locked: a racing evaluation's queue changes are committed.
     holder_pk = row.holder_run_pk if row is not None else None
     if holder_pk is not None:
-        found = session.execute(_HOLDER_AND_WAITERS, {**target, "holder_pk": holder_pk}).all()
+        found = driver_rows(session, _HOLDER_AND_WAITERS, {**target, "holder_pk": holder_pk})
     elif row is not None:
-        found = session.execute(_WAITERS_IN_ORDER, target).all()
+        found = driver_rows(session, _WAITERS_IN_ORDER, target)
     else:
         found = []  # never taken: no run can wait for it either
     holder_running = True
