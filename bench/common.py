@@ -242,3 +242,42 @@ def fresh_database(server: PgServer, name: str) -> str:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
     return server.url(name)
+
+
+def settle(database_url: str, *, timeout: float = 120.0) -> None:
+    """Wait until the server on `database_url` (its sealer and jobs on) has caught up with
+    what was written before a measurement: every audit record sealed and no outbox row due.
+    Data prepared through the services (a deployment history) leaves both behind, and a
+    server still sealing or delivering it would charge that work to the first figures."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from azdev_ica.clock import SystemClock
+    from azdev_ica.db.engine import Database
+    from azdev_ica.db.tables import OutboxMessage
+    from azdev_ica.services.ledger_status import backlog
+    from azdev_ica.services.outbox import PENDING
+
+    database = Database.from_url(database_url, pool_size=1)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with database.read() as session:
+                now = SystemClock().now()
+                unsealed = backlog(session, now).count
+                due = session.scalar(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.state == PENDING, OutboxMessage.next_attempt_at <= now)
+                )
+            if not unsealed and not due:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the server did not catch up: {unsealed} record(s) unsealed, {due} "
+                    "outbox row(s) due"
+                )
+            time.sleep(0.2)
+    finally:
+        database.dispose()
