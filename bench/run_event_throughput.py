@@ -41,6 +41,7 @@ from azdev_ica.services.idempotency import IdempotencyRequest  # noqa: E402
 from azdev_ica.services.policies import apply_policy  # noqa: E402
 from azdev_ica.services.runs import RecordEvent, StartRun, record_event, start_run  # noqa: E402
 from bench.common import Figure, Sizes, ica_serve  # noqa: E402
+from bench.load import Request, saturation  # noqa: E402
 
 
 def _service_side(url: str, events: int, threads: int) -> float:
@@ -156,6 +157,9 @@ class OverHttp:
 
     rate: float
     cpu_ms: float
+    # GET /health from the same clients on the same server: what a request that touches no
+    # database reaches, the most any endpoint of this server could.
+    health_rate: float
 
 
 def _http_side(
@@ -214,7 +218,8 @@ def _http_side(
             list(pool.map(work, range(threads)))
         elapsed = time.perf_counter() - started
         cpu = served.cpu_seconds() - cpu_before
-    return OverHttp(sent / elapsed, cpu / sent * 1000)
+        health = saturation(served.base, Request("GET", "/health"), clients=threads, total=sent)
+    return OverHttp(sent / elapsed, cpu / sent * 1000, health)
 
 
 def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
@@ -248,6 +253,18 @@ def figures(sizes: Sizes, server: PgServer) -> list[Figure]:
                     over_http.rate / raw,
                     ">= 0.5",
                     over_http.rate / raw >= 0.5,
+                )
+            )
+            found.append(
+                Figure(
+                    f"The HTTP floor: GET /health from the same {threads} client(s), same "
+                    "server (no database)",
+                    f"{over_http.health_rate:.0f}/s (run/event "
+                    f"{over_http.rate / over_http.health_rate:.2f} of it)",
+                    f"raw prepared INSERTs {raw:.0f}/s",
+                    over_http.health_rate / raw,
+                    "the most run/event over HTTP could reach",
+                    None,
                 )
             )
         if threads > 1:
