@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, params
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from azdev_ica.auth.jwt_bearer import (
     EntraUser,
@@ -205,20 +211,138 @@ def _entra_person(ctx: ServiceContext, user: EntraUser) -> Principal:
         return principal_for_person(session, person, ctx.clock.now())
 
 
+def authorise(request: Request, permission: Permission) -> Principal:
+    """The caller of `request`, who must hold `permission` (401 without valid credentials, 403
+    when their roles do not grant it). Reads the database: call it in a worker thread."""
+    principal = current_principal(request)
+    if not principal.can(permission):
+        held = ", ".join(sorted(role.value for role in principal.roles)) or "no role"
+        raise Forbidden(f"{held} does not grant {permission.value}")
+    return principal
+
+
 def require(permission: Permission) -> Callable[[Request], Principal]:
     """The dependency a route declares: the caller must hold `permission` (authenticated and
-    checked in one hand-off to the thread pool)."""
+    checked in one hand-off to the thread pool; on a `OneHandOffRoute`, in the endpoint's)."""
 
     def dependency(request: Request) -> Principal:
-        principal = current_principal(request)
-        if not principal.can(permission):
-            held = ", ".join(sorted(role.value for role in principal.roles)) or "no role"
-            raise Forbidden(f"{held} does not grant {permission.value}")
-        return principal
+        return authorise(request, permission)
+
+    setattr(dependency, PERMISSION_ATTR, permission.value)
+    setattr(dependency, _REQUIRED_ATTR, permission)
+    dependency.__name__ = f"require_{permission.name.lower()}"
+    return dependency
+
+
+_REQUIRED_ATTR = "ica_required_permission"
+_ONE_HAND_OFF_ATTR = "ica_one_hand_off"
+
+
+@dataclass(frozen=True)
+class _Unchecked:
+    """What a `OneHandOffRoute`'s endpoint is given for its caller before its hand-off: the
+    request, whose caller is authenticated and checked in the worker thread."""
+
+    request: Request
+
+
+def _deferred(permission: Permission) -> Callable[[Request], Awaitable[_Unchecked]]:
+    """`require(permission)` as a `OneHandOffRoute` declares it: no I/O on the event loop, the
+    same declared permission (the RBAC walk, the access matrix and the OpenAPI file see the
+    route as before)."""
+
+    async def dependency(request: Request) -> _Unchecked:
+        return _Unchecked(request)
 
     setattr(dependency, PERMISSION_ATTR, permission.value)
     dependency.__name__ = f"require_{permission.name.lower()}"
     return dependency
+
+
+def _one_hand_off(endpoint: Callable[..., Any]) -> tuple[Callable[..., Any], Permission | None]:
+    """A plain `def` endpoint whose caller is a `require` dependency, as an `async def` endpoint
+    that authenticates the caller and runs the original in one call to the thread pool; the
+    permission. Anything else is returned as it is, with None."""
+    if getattr(endpoint, _ONE_HAND_OFF_ATTR, None) is not None:  # a route copied (app._flat)
+        return endpoint, getattr(endpoint, _ONE_HAND_OFF_ATTR)
+    if inspect.iscoroutinefunction(endpoint):
+        return endpoint, None
+    signature = inspect.signature(endpoint, eval_str=True)
+    found: tuple[str, Permission] | None = None
+    parameters = []
+    for parameter in signature.parameters.values():
+        depends = _annotated_depends(parameter.annotation)
+        permission = getattr(depends.dependency, _REQUIRED_ATTR, None) if depends else None
+        if permission is None or found is not None:
+            parameters.append(parameter)
+            continue
+        found = (parameter.name, permission)
+        unchecked = Annotated[Principal, Depends(_deferred(permission))]
+        parameters.append(parameter.replace(annotation=unchecked))
+    if found is None:
+        return endpoint, None
+    name, permission = found
+
+    async def in_one_hand_off(**values: Any) -> Any:
+        unchecked: _Unchecked = values[name]
+
+        def call() -> Any:
+            values[name] = authorise(unchecked.request, permission)
+            return endpoint(**values)
+
+        return await run_in_threadpool(call)
+
+    # No __wrapped__: FastAPI would unwrap it and take the endpoint for a plain function.
+    in_one_hand_off.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(in_one_hand_off, attribute, getattr(endpoint, attribute))
+    setattr(in_one_hand_off, _ONE_HAND_OFF_ATTR, permission)
+    return in_one_hand_off, permission
+
+
+def _annotated_depends(annotation: Any) -> Any:
+    if get_origin(annotation) is not Annotated:
+        return None
+    return next(
+        (extra for extra in get_args(annotation)[1:] if isinstance(extra, params.Depends)), None
+    )
+
+
+class OneHandOffRoute(APIRoute):
+    """A route that costs one hand-off to the thread pool per request. FastAPI runs each plain
+    `def` dependency and a plain `def` endpoint in a worker thread of its own: for a route with
+    a permission (`require`, which reads the caller's key) and a plain endpoint, two hand-offs,
+    each a wake-up of a worker thread and a switch of the GIL. Here the caller is authenticated
+    and checked in the endpoint's own call to the thread pool, after the body and the other
+    parameters are validated on the event loop.
+
+    The order of the answers stays as it was: a body that is not JSON (415) or not readable
+    (400) first, then the caller (401, 403), then the body and parameters (422). When
+    validation fails before the caller was checked, the caller is checked first (a second
+    hand-off, for a refused request only), and its 401 or 403 is the answer."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        endpoint, self._permission = _one_hand_off(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        permission = self._permission
+        if permission is None:
+            return handler
+
+        async def caller_first(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (RequestValidationError, ValidationProblem) as exc:
+                unreadable = isinstance(exc, RequestValidationError) and any(
+                    error.get("type") == "json_invalid" for error in exc.errors()
+                )
+                if not unreadable and getattr(request.state, "principal", None) is None:
+                    await run_in_threadpool(authorise, request, permission)
+                raise
+
+        return caller_first
 
 
 def public() -> Callable[[], Awaitable[None]]:

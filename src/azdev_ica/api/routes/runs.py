@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from azdev_ica.api.deps import Ctx, IdempotencyKey, json_body, require
+from azdev_ica.api.deps import Ctx, IdempotencyKey, OneHandOffRoute, json_body, require
 from azdev_ica.api.schemas import (
     AttemptOut,
     EventOut,
@@ -40,7 +40,7 @@ from azdev_ica.services.runs import (
     start_run,
 )
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=OneHandOffRoute)
 
 JSON = "application/json"
 
