@@ -215,7 +215,9 @@ def rows(session: Session) -> dict[str, list[dict[str, Any]]]:
         return [c.key for c in model.__table__.columns if c.key not in skip]
 
     out: dict[str, list[dict[str, Any]]] = {}
-    locks = columns(DeployLock, ("id", "holder_run_pk"))
+    # The version counts the row's changes for concurrent evaluations (services/locks.py):
+    # not recorded, as a waiter's last_seen_at is not.
+    locks = columns(DeployLock, ("id", "holder_run_pk", "version"))
     out["azdev_deploy_lock"] = [
         {c: getattr(r, c) for c in locks} for r in session.scalars(select(DeployLock))
     ]

@@ -716,6 +716,9 @@ class DeployLock(Base):
     acquired_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # Bumped by every change of the lock or of its queue (services/locks.py): a statement that
+    # read the queue in its snapshot and then locked the row knows whether it is still current.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
     __table_args__ = (UniqueConstraint("tenant", "stage"),)
 

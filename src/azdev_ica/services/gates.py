@@ -9,8 +9,10 @@ One evaluation is one transaction in three parts:
    one more reads the promotion history and sign-offs when the policy has promotion rules
    (the rollback history when the request is a rollback); then the target's lock row (locked
    for the transaction, so racing pipelines are serialised by the database) and its queue.
-   On PostgreSQL the first statement also locks the lock row, draws the decision's id and,
-   once the policy has promotion rules, reads their rows (as JSON);
+   On PostgreSQL the first statement also locks the lock row, reads its queue (used when no
+   change of the lock committed between its snapshot and the lock: `locks.queue_of`), draws
+   the decision's id and, once the policy has promotion rules, reads their rows (as JSON);
+   the statements go straight through the driver (`db.engine.driver_rows`);
 2. decide: `domain/gate_decision.py` (pure, standard library only) returns the status, the
    reasons in order, the codes an override lifted and the steps to take with the lock;
 3. record: the lock's changes (`services/locks.py`), the decision row and its audit entry
@@ -374,15 +376,20 @@ def _facts_statement(
     lock_columns: list[Any] = []
     source: Any = _RUN.outerjoin(approvals, approvals.c.id == approval_id)
     if postgresql:
-        held = locks.locking(
+        target = (
             bindparam("tenant", type_=String) if tenant_given else this_run(this.tenant),
             bindparam("stage", type_=String) if stage_given else this_run(this.stage),
         )
+        held = locks.locking(*target)
         lock_columns = [
             held.c.present.label("lock_present"),
             held.c.holder_run_pk.label("lock_holder_run_pk"),
             held.c.holder_run_key.label("lock_holder_run_key"),
             held.c.expires_at.label("lock_expires_at"),
+            held.c.version.label("lock_version"),
+            # The queue and the holder's run, used when no change committed between this
+            # statement's snapshot and the lock (`locks.queue_of`).
+            *locks.queue_columns(*target, held),
         ]
         source = source.outerjoin(held, true())
         if promotion:
@@ -549,7 +556,16 @@ def _read_facts(session: Session, command: EvaluateGate) -> _Found | None:
 def _lock_row(row: Any) -> tuple[locks.LockRow | None]:
     if row.lock_present is None:
         return (None,)
-    return (locks.LockRow(row.lock_holder_run_pk, row.lock_holder_run_key, row.lock_expires_at),)
+    queue = locks.queue_of(
+        holder_run_pk=row.lock_holder_run_pk,
+        version=row.lock_version,
+        seen_version=row.lock_seen_version,
+        holder_status=row.lock_holder_status,
+        waiters=row.lock_waiters,
+    )
+    return (
+        locks.LockRow(row.lock_holder_run_pk, row.lock_holder_run_key, row.lock_expires_at, queue),
+    )
 
 
 def _policy(ctx: ServiceContext, session: Session, found: _Found | None) -> Policy:

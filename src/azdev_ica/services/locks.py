@@ -10,13 +10,16 @@ lock here (:func:`read_lock`), decides, and applies the steps (:func:`apply`).
 Every function here works inside the caller's transaction and starts by locking the target's
 row (`SELECT ... FOR UPDATE`, created on first use): two pipelines racing for one target are
 serialised by the database, so exactly one of them wins. Every change is an audit entry
-(lock.acquire, lock.release, lock.expire, lock.queue, lock.dequeue).
+(lock.acquire, lock.release, lock.expire, lock.queue, lock.dequeue), and every change of a
+lock or of its queue bumps the lock row's version: the gate's facts statement reads the queue
+in its snapshot and trusts it only when the row it then locked has the version it saw
+(:func:`queue_of`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -26,6 +29,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     delete,
+    func,
     insert,
     literal,
     literal_column,
@@ -33,6 +37,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -105,6 +110,7 @@ def _free(session: Session, row: DeployLock, action: str, actor: Actor, at: date
     row.acquired_at = None
     row.expires_at = None
     row.updated_at = at
+    row.version += 1
     _audit(session, row, action, actor, at, run_key=holder, reason=reason)
 
 
@@ -124,6 +130,7 @@ def expire_if_due(session: Session, row: DeployLock, now: datetime) -> None:
 def _dequeue(session: Session, row: DeployLock, waiter: LockWaiter, actor: Actor,
              at: datetime, reason: str) -> None:  # fmt: skip
     session.delete(waiter)
+    row.version += 1
     _audit(session, row, "lock.dequeue", actor, at, run_key=waiter.run_key, reason=reason)
 
 
@@ -171,12 +178,21 @@ _HOLDER_AND_WAITERS = union_all(
 ).order_by("kind", "id")
 _WAITERS_IN_ORDER = _WAITERS.order_by(_WAITER.c.id)
 _CREATE_LOCK = insert(_LOCK)
+# Every change of a lock or of its queue bumps the lock row's version (see `queue_of`).
+_NEXT_VERSION = _LOCK.c.version + 1
 _EXPIRE = (
     update(_LOCK)
     .where(*_target(_LOCK))
-    .values(holder_run_pk=None, holder_run_key=None, acquired_at=None, expires_at=None)
+    .values(
+        holder_run_pk=None,
+        holder_run_key=None,
+        acquired_at=None,
+        expires_at=None,
+        version=_NEXT_VERSION,
+    )
 )
-_RENEW = update(_LOCK).where(*_target(_LOCK))
+_RENEW = update(_LOCK).where(*_target(_LOCK)).values(version=_NEXT_VERSION)
+_BUMP = update(_LOCK).where(*_target(_LOCK)).values(version=_NEXT_VERSION)
 _DEQUEUE = delete(_WAITER).where(_WAITER.c.id == bindparam("waiter_id"))
 _JOIN = insert(_WAITER)
 _TOUCH = update(_WAITER).where(_WAITER.c.id == bindparam("waiter_id"))
@@ -189,6 +205,10 @@ class LockRow:
     holder_run_pk: int | None
     holder_run_key: str | None
     expires_at: datetime | None
+    # The holder's run and the waiters as :func:`read_lock` reads them (kind 0: the holder's
+    # run, 1: a waiter), read by that statement too (:func:`queue_columns`) and current: None
+    # when they must be read again after the lock (`queue_of`).
+    queue: tuple[tuple[int, int, int, str, datetime | None, str], ...] | None = None
 
 
 def locking(tenant: ColumnElement[str], stage: ColumnElement[str]) -> CTE:
@@ -203,6 +223,7 @@ def locking(tenant: ColumnElement[str], stage: ColumnElement[str]) -> CTE:
             _LOCK.c.holder_run_pk,
             _LOCK.c.holder_run_key,
             _LOCK.c.expires_at,
+            _LOCK.c.version,
             literal_column("1").label("present"),
         )
         .where(_LOCK.c.tenant == tenant, _LOCK.c.stage == stage)
@@ -210,6 +231,66 @@ def locking(tenant: ColumnElement[str], stage: ColumnElement[str]) -> CTE:
         .cte("target_lock")
         .prefix_with("MATERIALIZED")
     )
+
+
+def queue_columns(tenant: ColumnElement[str], stage: ColumnElement[str], held: CTE) -> list[Any]:
+    """PostgreSQL: for the statement of :func:`locking` (`held`), the target's queue and its
+    holder's run as that statement's snapshot sees them, and the lock row's version in that
+    snapshot: the version `held` locked, when the statement had to wait, may be a later one.
+    Pass them to :func:`queue_of`."""
+    seen = _LOCK.alias("seen_lock").c
+    queued, queued_run = _WAITER.alias("queued"), _RUN.alias("queued_run")
+    waiter, run = queued.c, queued_run.c
+    waiters = (
+        select(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_array(
+                        waiter.id, waiter.run_pk, waiter.run_key, waiter.last_seen_at, run.status
+                    ),
+                    waiter.id,
+                )
+            )
+        )
+        .select_from(queued.join(queued_run, run.id == waiter.run_pk))
+        .where(waiter.tenant == tenant, waiter.stage == stage)
+        .scalar_subquery()
+    )
+    holder = _RUN.alias("holder_run").c
+    return [
+        select(seen.version)
+        .where(seen.tenant == tenant, seen.stage == stage)
+        .scalar_subquery()
+        .label("lock_seen_version"),
+        select(holder.status)
+        .where(holder.id == held.c.holder_run_pk)
+        .scalar_subquery()
+        .label("lock_holder_status"),
+        waiters.label("lock_waiters"),
+    ]
+
+
+def queue_of(
+    *,
+    holder_run_pk: int | None,
+    version: int,
+    seen_version: int | None,
+    holder_status: str | None,
+    waiters: list[list[Any]] | None,
+) -> tuple[tuple[int, int, int, str, datetime | None, str], ...] | None:
+    """The queue :func:`queue_columns` read, as `LockRow.queue`: None (read it again after the
+    lock) unless the version locked is the version of the statement's snapshot, i.e. no change
+    of the lock or its queue committed between the snapshot and the lock (every change bumps
+    the version)."""
+    if seen_version != version:
+        return None
+    found: list[tuple[int, int, int, str, datetime | None, str]] = []
+    if holder_run_pk is not None and holder_status is not None:
+        found.append((0, holder_run_pk, holder_run_pk, "", None, holder_status))
+    for waiter_id, run_pk, run_key, last_seen_at, status in waiters or ():
+        seen_at = datetime.fromisoformat(last_seen_at).astimezone(UTC) if last_seen_at else None
+        found.append((1, waiter_id, run_pk, run_key, seen_at, status))
+    return tuple(found)
 
 
 def read_lock(
@@ -226,7 +307,10 @@ def read_lock(
         row = locked[0]
     # Read after the row is locked: a racing evaluation's queue changes are committed.
     holder_pk = row.holder_run_pk if row is not None else None
-    if holder_pk is not None:
+    found: Any
+    if row is not None and getattr(row, "queue", None) is not None:
+        found = row.queue  # read with the lock row, and current
+    elif holder_pk is not None:
         found = driver_rows(session, _HOLDER_AND_WAITERS, {**target, "holder_pk": holder_pk})
     elif row is not None:
         found = driver_rows(session, _WAITERS_IN_ORDER, target)
@@ -312,6 +396,8 @@ def apply(
                         joined=step.run_key, actor=actor, now=now)  # fmt: skip
         else:
             session.execute(_TOUCH, {"last_seen_at": now, "waiter_id": step.waiter_id})
+    if any(isinstance(step, plan.Dequeue | plan.Join | plan.Touch) for step in steps):
+        session.execute(_BUMP, target)  # the queue changed
 
 
 def _step_record(
@@ -351,8 +437,10 @@ def _acquire_update(taken: bool) -> Update:
     names: tuple[str, ...] = ("expires_at", "updated_at")
     if taken:
         names += ("holder_run_pk", "holder_run_key", "acquired_at")
-    values = {name: bindparam("lock_" + name, type_=_LOCK.c[name].type) for name in names}
-    return update(_LOCK).where(*_target(_LOCK)).values(values)
+    values: dict[str, Any] = {
+        name: bindparam("lock_" + name, type_=_LOCK.c[name].type) for name in names
+    }
+    return update(_LOCK).where(*_target(_LOCK)).values({**values, "version": _NEXT_VERSION})
 
 
 _RENEWAL = _acquire_update(taken=False)
