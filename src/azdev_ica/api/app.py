@@ -37,6 +37,7 @@ from azdev_ica.api.routes import notifications as notification_routes
 from azdev_ica.api.routes import policy as policy_routes
 from azdev_ica.api.routes import promotion as promotion_routes
 from azdev_ica.api.routes import report as report_routes
+from azdev_ica.api.routing import quick
 from azdev_ica.api.schemas import Problem
 from azdev_ica.auth.jwt_bearer import JwtVerifier
 from azdev_ica.auth.signin_guard import SignInGuard
@@ -131,7 +132,7 @@ def _flat(
                 include_in_schema=route.include_in_schema and include_in_schema,
                 response_class=route.response_class,
                 name=route.name,
-                route_class_override=type(route),
+                route_class_override=quick(type(route)),
                 callbacks=route.callbacks,
                 openapi_extra=route.openapi_extra,
                 generate_unique_id_function=route.generate_unique_id_function,

@@ -24,10 +24,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, Request, params
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from azdev_ica.api.routing import QuickMatchRoute
 from azdev_ica.auth.jwt_bearer import (
     EntraUser,
     IdentityNotAuthorised,
@@ -308,7 +308,7 @@ def _annotated_depends(annotation: Any) -> Any:
     )
 
 
-class OneHandOffRoute(APIRoute):
+class OneHandOffRoute(QuickMatchRoute):
     """A route that costs one hand-off to the thread pool per request. FastAPI runs each plain
     `def` dependency and a plain `def` endpoint in a worker thread of its own: for a route with
     a permission (`require`, which reads the caller's key) and a plain endpoint, two hand-offs,
