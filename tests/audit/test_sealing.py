@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.audit.verify import verify_ledger
@@ -22,6 +24,7 @@ from azdev_ica.db.tables import (
     PersonalDataOpening,
 )
 from azdev_ica.errors import LedgerUnavailable
+from azdev_ica.jobs.lease import holder_of
 from azdev_ica.jobs.sealer import (
     IDLE_SLOWDOWN,
     SEALER_LEASE,
@@ -67,6 +70,16 @@ def checkpoints(ctx: Any, year: int = 2026) -> list[AuditCheckpoint]:
 
 def verifiers(ctx: Any) -> list[Verifier]:
     return [s.verifier() for s in read_signers(ctx.ledger.key_file)]
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for a background sealer's state (it runs in its own thread)."""
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        pause.wait(0.02)
+    raise AssertionError("timed out")
 
 
 def audit_action(ctx: Any, action: str = "test.action") -> int:
@@ -305,6 +318,48 @@ class TestReceipts:
         rows = entries(ctx)
         assert [e.idx for e in rows] == list(range(len(rows)))
         assert set(written) <= {e.inbox_id for e in rows}
+        assert verify_ledger(ctx.db, checkpoint_store(ctx.ledger)).ok
+
+    def test_a_standby_sealer_sends_nothing_and_takes_over_when_the_active_one_stops(self, ctx):
+        # A long lease: the standby would ask for it again only after 20 s.
+        fast = with_ledger(ctx, seal_interval=0.01, checkpoint_interval=0.05, lease_seconds=60.0)
+        statements: dict[int, int] = {}
+
+        def count(*_: Any) -> None:
+            ident = threading.get_ident()
+            statements[ident] = statements.get(ident, 0) + 1
+
+        def sent_by(sealer: Sealer) -> int:
+            assert sealer._thread is not None
+            return statements.get(sealer._thread.ident or 0, 0)
+
+        event.listen(ctx.db.engine, "before_cursor_execute", count)
+        active = Sealer(fast).start()
+        standby = Sealer(fast)
+        try:
+            _until(lambda: active.status == "ok")
+            assert holder_of(ctx, SEALER_LEASE)[0] == active.holder
+            standby.start()
+            _until(lambda: standby.status.startswith("standby"))
+            sent, passes = sent_by(standby), active.passes
+            # Records appended in this process wake both; only the active one looks and seals.
+            written = [audit_action(fast) for _ in range(5)]
+            assert all(wait_for_entry(fast, i, 10) is not None for i in written)
+            standby.request_checkpoint()  # wakes the standby: still nothing to send
+            _until(lambda: active.passes > passes + 10)
+            assert sent_by(standby) == sent
+            assert holder_of(ctx, SEALER_LEASE)[0] == active.holder
+            active.stop()  # hands the lease back
+            standby._standby_until = 0.0  # (its next ask, without waiting 20 s)
+            standby._wake.set()
+            late = audit_action(fast)
+            assert wait_for_entry(fast, late, 10) is not None
+            assert holder_of(ctx, SEALER_LEASE)[0] == standby.holder
+            _until(lambda: standby.status == "ok")
+        finally:
+            event.remove(ctx.db.engine, "before_cursor_execute", count)
+            active.stop()
+            standby.stop()
         assert verify_ledger(ctx.db, checkpoint_store(ctx.ledger)).ok
 
     def test_the_background_sealer_without_a_key_says_why(self, ctx, tmp_path, caplog):

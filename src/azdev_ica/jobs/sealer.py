@@ -1313,9 +1313,17 @@ IDLE_SLOWDOWN = 4
 class Sealer:
     """The sealer as a thread of a server process (started and stopped by the app lifespan).
 
-    Every `seal_interval` it renews its lease (or stays on standby while another process holds
-    it), seals what is pending, signs a checkpoint every `checkpoint_interval` when the tree
-    grew (or at once when asked), and publishes checkpoints to the outside store.
+    Every `seal_interval` it seals what is pending, signs a checkpoint every
+    `checkpoint_interval` when the tree grew (or at once when asked), and publishes checkpoints
+    to the outside store, all under the sealer's lease. It takes the lease at its first pass
+    and keeps renewing it (a conditional write every third of `lease_seconds`), idle or not,
+    until it stops (`stop` hands it back).
+
+    A sealer that finds the lease held by another process (a second worker or replica) is on
+    standby: it sends nothing to the database, not even the idle check, and asks for the lease
+    again every third of `lease_seconds`, so it takes over within that once the holder stops
+    (or within the lease once the holder dies). The active sealer seals every process's
+    records, so a standby's idle checks would only cost CPU.
 
     When a pass finds nothing to do (one statement: `_idle_check`), the sealer slows down: the
     wait doubles after each such pass, up to `IDLE_SLOWDOWN` intervals. A record appended in
@@ -1406,7 +1414,12 @@ class Sealer:
     def _pause(self) -> None:
         """Wait for the next pass: one interval, or after idle passes up to `IDLE_SLOWDOWN`
         (see the class docstring), cut short at the end of the interval in which this process
-        appends a record."""
+        appends a record. On standby, until the next time it asks for the lease."""
+        standby = self._standby_until - time.monotonic()
+        if standby > 0:  # another process seals this process's records too
+            self._wake.wait(standby)
+            self._wake.clear()
+            return
         interval = self.ctx.ledger.seal_interval
         slices = min(1 << min(self._idle_passes, 8), IDLE_SLOWDOWN) if self._idle_passes else 1
         appends = self._appends
@@ -1452,15 +1465,20 @@ class Sealer:
             return False
         if acquire_lease(self.ctx, SEALER_LEASE, self.holder, seconds):
             self._lease_until = time.monotonic() + seconds
+            self._standby_until = 0.0
             return True
         self._lease_until = 0.0
         self._standby_until = now + seconds / 3
         self._checked_store = False
+        held = lease_holder(self.ctx, SEALER_LEASE)
+        self.status = f"standby: {held[0] if held else 'another process'} seals"
         return False
 
     def tick(self) -> None:
         """One pass (the tests drive it directly)."""
         signers = self._load_signers()
+        if not self._renew():  # on standby: nothing to look at (see the class docstring)
+            return
         wanted = self._checkpoint_wanted.is_set()
         due = time.monotonic() - self._last_checkpoint >= self.ctx.ledger.checkpoint_interval
         if due:  # look at most once per interval whether something is left unsigned
@@ -1472,10 +1490,6 @@ class Sealer:
                 self._unpublished = False
             self._healthy()
             self._idle = not unsigned  # (a grown tree is signed at the next due pass)
-            return
-        if not self._renew():
-            held = lease_holder(self.ctx, SEALER_LEASE)
-            self.status = f"standby: {held[0] if held else 'another process'} seals"
             return
         if not self._checked_store:
             check_against_store(self.ctx)
