@@ -104,6 +104,30 @@ def test_each_job_runs_in_one_scheduler_and_fails_over(ctx, clock, settings):
     assert first.tick().ran == {"probe": 3}
 
 
+def test_a_scheduler_runs_a_slow_job_at_most_every_so_often(ctx, clock, settings):
+    """A job with `every` runs at the first tick, then rests until that long has gone by on
+    the injected clock; its lease is renewed meanwhile. `tick` alone runs every job."""
+    calls: list[str] = []
+
+    def job(name: str) -> Any:
+        return lambda ctx, settings: calls.append(name)
+
+    jobs = [Job("often", job("often")), Job("daily", job("daily"), every=60)]
+    scheduler = Scheduler(ctx, settings, jobs=jobs, holder="one")
+    assert set(scheduler.tick().ran) == {"often", "daily"}
+    clock.advance(timedelta(seconds=59))
+    result = scheduler.tick()
+    assert (set(result.ran), result.resting) == ({"often"}, ["daily"])
+    assert lease.holder_of(ctx, "job:daily") == ("one", clock.now() + timedelta(seconds=60))
+    clock.advance(timedelta(seconds=1))
+    assert set(scheduler.tick().ran) == {"often", "daily"}
+    assert calls == ["often", "daily", "often", "often", "daily"]
+    assert set(tick(ctx, settings, holder="one", jobs=jobs).ran) == {"often", "daily"}
+    # The jobs whose work is due in hours or days are the ones that rest.
+    slow = {job.name for job in default_jobs() if job.every}
+    assert slow == {"dr-drill-overdue", "monthly-report", "retention"}
+
+
 def test_a_failing_job_does_not_stop_the_others(ctx, settings):
     def broken(ctx: Any, settings: Any) -> None:
         raise RuntimeError("boom")

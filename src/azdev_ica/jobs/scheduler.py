@@ -21,14 +21,21 @@ ended web sessions and old sign-in throttle rows, in bounded batches; never the 
 the monthly compliance report kept on the 1st for the month before
 (`services/monthly_reports.keep_previous_month`), and the audit stream to SIEM destinations
 (`jobs/siem.py`). Both run before delivery, so their notifications go out in the same tick.
+
+Jobs whose work is measured in hours or days (retention, the drill-overdue warning, the
+monthly report) run at most once a minute in a `Scheduler` (`Job.every`), not at every tick:
+at rest they were most of an idle tick's cost (13 of 22 ms of CPU on PostgreSQL, 16 of 24
+statements). Their leases are renewed at every tick all the same; `tick` called directly
+(tests, `ica jobs tick`) runs every job.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from azdev_ica.jobs import lease
@@ -40,10 +47,16 @@ log = logging.getLogger(__name__)
 JobFn = Callable[[ServiceContext, Settings], object]
 
 
+SLOW_JOB_SECONDS = 60.0
+"""How often a `Scheduler` runs the jobs whose work is due in hours or days (`Job.every`)."""
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
     run: JobFn
+    every: float = 0.0
+    """In a `Scheduler`: at most this often (seconds of the injected clock); 0: every tick."""
 
     @property
     def lease_name(self) -> str:
@@ -126,12 +139,12 @@ def default_jobs() -> list[Job]:
         Job("lock-expiry", _expire_locks),
         Job("override-review", _review_overrides),
         Job("approval-sla", _sla),
-        Job("dr-drill-overdue", _drill_overdue),
+        Job("dr-drill-overdue", _drill_overdue, every=SLOW_JOB_SECONDS),
         Job("witness", _witness),
-        Job("monthly-report", _monthly_report),
+        Job("monthly-report", _monthly_report, every=SLOW_JOB_SECONDS),
         Job("siem-forward", _siem),
         Job("outbox-delivery", _deliver),
-        Job("retention", _retention),
+        Job("retention", _retention, every=SLOW_JOB_SECONDS),
     ]
 
 
@@ -139,6 +152,7 @@ def default_jobs() -> list[Job]:
 class TickResult:
     ran: dict[str, object] = field(default_factory=dict)
     standby: list[str] = field(default_factory=list)  # another process holds the lease
+    resting: list[str] = field(default_factory=list)  # held, but ran less than `every` ago
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -148,12 +162,16 @@ def tick(
     *,
     holder: str,
     jobs: Sequence[Job] | None = None,
+    last_run: MutableMapping[str, datetime] | None = None,
 ) -> TickResult:
     """One pass: run every job whose lease `holder` holds or can take now.
 
     The leases are taken (or renewed) together at the start of the pass, in one statement. A
     job that starts after half its lease has gone by (earlier jobs of the pass were slow)
-    renews its own lease first, so that no job runs on a lease that may have run out."""
+    renews its own lease first, so that no job runs on a lease that may have run out.
+
+    With `last_run` (when each job last ran to its end here; updated), a job that ran less
+    than its `every` ago rests this pass; without it every held job runs."""
     result = TickResult()
     todo = list(default_jobs() if jobs is None else jobs)
     seconds = settings.jobs_lease_seconds
@@ -170,12 +188,19 @@ def tick(
             if job.lease_name not in held:
                 result.standby.append(job.name)
                 continue
+            started = ctx.clock.now()
+            ran_at = last_run.get(job.name) if last_run is not None else None
+            if ran_at is not None and (started - ran_at).total_seconds() < job.every:
+                result.resting.append(job.name)
+                continue
             if (ctx.clock.now() - taken_at).total_seconds() > seconds / 2 and not lease.acquire(
                 ctx, job.lease_name, holder, seconds
             ):
                 result.standby.append(job.name)
                 continue
             result.ran[job.name] = job.run(ctx, settings)
+            if last_run is not None:
+                last_run[job.name] = started
         except Exception as exc:  # one job's failure must not stop the others
             result.failed[job.name] = f"{type(exc).__name__}: {exc}"
             log.exception("job %s failed", job.name)
@@ -198,11 +223,14 @@ class Scheduler:
         self.jobs = list(jobs) if jobs is not None else None
         self.holder = holder or lease.default_holder("scheduler")
         self.last: TickResult | None = None
+        self._last_run: dict[str, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> TickResult:
-        self.last = tick(self.ctx, self.settings, holder=self.holder, jobs=self.jobs)
+        self.last = tick(
+            self.ctx, self.settings, holder=self.holder, jobs=self.jobs, last_run=self._last_run
+        )
         return self.last
 
     def start(self) -> Scheduler:
