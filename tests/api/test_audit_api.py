@@ -11,10 +11,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from azdev_ica.db.tables import AuditCheckpoint
+from azdev_ica.db.tables import AuditCheckpoint, AuditEntry, WitnessCosignature
 from azdev_ica.jobs.sealer import seal_now
-from azdev_ica.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from azdev_ica.ledger.merkle import (
+    MemoryTree,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from azdev_ica.ledger.note import Verifier, open_checkpoint
+from azdev_ica.services.audit import rfc3339
 from tests.audit.ledgerdb import activity, start
 from tests.conftest import bearer
 
@@ -136,6 +143,74 @@ class TestProofs:
         proof = client.get(f"{API}/entry/{last['index']}", headers=auditor).json()
         assert proof["status"] == "pending"
         assert (proof["checkpoint"], proof["inclusion_proof"]) == (None, [])
+
+    def test_an_entrys_answer_is_exactly_what_the_ledger_holds(self, client, auditor, sealed, ctx):
+        """Every field of GET audit/entry, in order, against the stored rows read here: the
+        entry, the shard's latest checkpoint when it covers the entry, with the witnesses'
+        cosignature lines in their order, and the audit path of a tree built here."""
+        with ctx.read() as session:
+            latest = session.scalars(
+                select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1)
+            ).one()
+            for witness in ("witness-b", "witness-a"):
+                session.add(
+                    WitnessCosignature(
+                        year=2026,
+                        size=latest.size,
+                        witness=witness,
+                        key_id="0000abcd",
+                        timestamp=1,
+                        line=f"\u2014 {witness} c2lnbmF0dXJl\n",
+                        received_at=ctx.clock.now(),
+                    )
+                )
+            session.commit()
+        start(ctx, 7777)  # one entry more, sealed but not signed yet
+        seal_now(ctx, checkpoint=False)
+        with ctx.read() as session:
+            rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.idx)))
+            note = latest.note + "".join(
+                session.scalars(
+                    select(WitnessCosignature.line)
+                    .where(WitnessCosignature.size == latest.size)
+                    .order_by(WitnessCosignature.witness)
+                )
+            )
+        assert note.endswith("\u2014 witness-a c2lnbmF0dXJl\n\u2014 witness-b c2lnbmF0dXJl\n")
+        tree = MemoryTree()
+        for row in rows:
+            tree.append(row.entry)
+        for row in rows:
+            covered = row.idx < latest.size
+            expected = {
+                "origin": ORIGIN,
+                "year": 2026,
+                "index": row.idx,
+                "time": rfc3339(row.time),
+                "action": row.action,
+                "actor_kind": row.actor_kind,
+                "actor_id": row.actor_id,
+                "subject_type": row.subject_type,
+                "subject_id": row.subject_id,
+                "tenant": row.tenant,
+                "entry": row.entry.decode("utf-8"),
+                "status": "included" if covered else "pending",
+                "leaf_hash": base64.b64encode(leaf_hash(row.entry)).decode(),
+                "tree_size": latest.size if covered else None,
+                "inclusion_proof": [
+                    base64.b64encode(h).decode()
+                    for h in (
+                        inclusion_proof(row.idx, latest.size, tree.get_nodes) if covered else []
+                    )
+                ],
+                "checkpoint": note if covered else None,
+            }
+            for year in ("", "?year=2026"):
+                answer = client.get(f"{API}/entry/{row.idx}{year}", headers=auditor)
+                assert answer.status_code == 200
+                assert list(answer.json().items()) == list(expected.items())
+        assert rows[-1].idx >= latest.size  # the pending one was asked too
+        assert client.get(f"{API}/entry/0?year=2025", headers=auditor).status_code == 404
 
     def test_consistency_between_every_pair_of_checkpoints(self, client, auditor, sealed, ctx):
         verifiers = self.keys(client, auditor)

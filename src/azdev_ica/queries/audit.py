@@ -5,10 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
@@ -23,10 +36,12 @@ from azdev_ica.db.tables import (
     AuditShard,
     AuditTimeBlock,
     AuditTree,
+    WitnessCosignature,
 )
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.errors import NotFound, ValidationProblem
 from azdev_ica.jobs.sealer import node_reader
+from azdev_ica.ledger.cosignature import append_cosignatures
 from azdev_ica.ledger.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_nodes
 
 
@@ -104,8 +119,9 @@ def query_entries(
         # block, and a sparse one (a rare actor over a month) costs a few reads, not one per
         # block.
         rows = []
-        for year, first, end in _window_spans(session, filters, after):
-            top = end if end is not None else _shard_end(session, year)
+        spans, shard_ends = _window_plan(session, filters, after)
+        for year, first, end in spans:
+            top = end if end is not None else shard_ends[year]
             low, step = first, AUDIT_BLOCK_SIZE
             while len(rows) <= limit:
                 high = low + step
@@ -131,15 +147,16 @@ def query_entries(
     return rows, next_cursor
 
 
-def _shard_end(session: Session, year: int) -> int:
-    """One past the last index of the shard (an index look-up)."""
-    last = session.scalar(select(func.max(AuditEntry.idx)).where(AuditEntry.year == year))
-    return 0 if last is None else int(last) + 1
-
-
 def _window_spans(
     session: Session, filters: AuditFilter, after: tuple[int, int] | None
 ) -> list[tuple[int, int, int | None]]:
+    """`_window_plan`'s spans."""
+    return _window_plan(session, filters, after)[0]
+
+
+def _window_plan(
+    session: Session, filters: AuditFilter, after: tuple[int, int] | None
+) -> tuple[list[tuple[int, int, int | None]], dict[int, int]]:
     """The spans ``(year, first index, end index or None: to the end)`` of the log, in log
     order, outside which no entry of the time window lies (and beyond the cursor).
 
@@ -147,6 +164,9 @@ def _window_spans(
     (`AuditTimeBlock`): the blocks that overlap the window make one span (with any block
     between them), and the incomplete block at the end of the shard, whose times are not
     recorded yet, is always read. A shard whose blocks are not all recorded is read whole.
+
+    Also each shard's end (one past its last index), which bounds an open span's reads. All of
+    it in one read: the shards, the summary of their blocks and their last indexes.
     """
     overlap: list[ColumnElement[bool]] = []
     if filters.time_from is not None:
@@ -154,21 +174,40 @@ def _window_spans(
     if filters.time_to is not None:
         overlap.append(AuditTimeBlock.min_time < filters.time_to)
     hit = case((and_(*overlap), AuditTimeBlock.block))
-    blocks = {
-        year: (count, last, low, high)
-        for year, count, last, low, high in session.execute(
-            select(
-                AuditTimeBlock.year,
-                func.count(),
-                func.max(AuditTimeBlock.block),
-                func.min(hit),
-                func.max(hit),
-            ).group_by(AuditTimeBlock.year)
+    summary = (
+        select(
+            AuditTimeBlock.year,
+            func.count().label("count"),
+            func.max(AuditTimeBlock.block).label("last"),
+            func.min(hit).label("low"),
+            func.max(hit).label("high"),
         )
-    }
-    years = set(session.scalars(select(AuditShard.year))) | set(blocks)
+        .group_by(AuditTimeBlock.year)
+        .subquery()
+    )
+    last_index = (
+        select(func.max(AuditEntry.idx))
+        .where(AuditEntry.year == AuditShard.year)
+        .correlate(AuditShard)
+        .scalar_subquery()
+    )
+    blocks: dict[int, tuple[Any, ...]] = {}
+    ends: dict[int, int] = {}
+    for year, count, last, low, high, last_idx in session.execute(
+        select(
+            AuditShard.year,
+            summary.c.count,
+            summary.c.last,
+            summary.c.low,
+            summary.c.high,
+            last_index,
+        ).outerjoin(summary, summary.c.year == AuditShard.year)
+    ):
+        ends[year] = 0 if last_idx is None else int(last_idx) + 1
+        if count is not None:
+            blocks[year] = (count, last, low, high)
     spans: list[tuple[int, int, int | None]] = []
-    for year in sorted(years):
+    for year in sorted(ends):
         if filters.year is not None and year != filters.year:
             continue
         if after is not None and year < after[0]:
@@ -194,7 +233,7 @@ def _window_spans(
                 if end is not None and first >= end:
                     continue
             spans.append((year, first, end))
-    return spans
+    return spans, ends
 
 
 def _encode_cursor(year: int, index: int) -> str:
@@ -254,9 +293,6 @@ def latest_checkpoint(session: Session, year: int | None = None) -> AuditCheckpo
 
 def cosigned_note(session: Session, checkpoint: AuditCheckpoint) -> str:
     """The checkpoint's signed note with the witnesses' cosignatures ICA received for it."""
-    from azdev_ica.db.tables import WitnessCosignature
-    from azdev_ica.ledger.cosignature import append_cosignatures
-
     lines = session.scalars(
         select(WitnessCosignature.line)
         .where(
@@ -272,36 +308,63 @@ def checkpoint_at(session: Session, year: int, size: int) -> AuditCheckpoint | N
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    """An entry as read: its exact bytes and the fields copied beside them for queries."""
+
+    year: int
+    idx: int
+    entry: bytes
+    time: datetime
+    action: str
+    actor_kind: str
+    actor_id: str
+    subject_type: str
+    subject_id: str
+    tenant: str | None
+
+
+@dataclass(frozen=True)
 class EntryProof:
+    """An entry and its inclusion proof in the latest checkpoint that covers it (``tree_size``
+    and ``note`` None, ``proof`` empty: sealed, but no signed checkpoint covers it yet).
+    ``note`` is the checkpoint's signed note with the witnesses' cosignatures."""
+
     origin: str
     year: int
-    entry: AuditEntry
+    entry: LedgerEntry
     leaf_hash: bytes
-    checkpoint: AuditCheckpoint | None
+    tree_size: int | None
+    note: str | None
     proof: list[bytes]
 
 
-def entry_with_proof(
-    session: Session, *, principal: Principal, year: int | None, index: int
-) -> EntryProof:
-    """Entry ``index`` and its inclusion proof in the latest checkpoint that covers it
-    (``checkpoint`` None: sealed, but no signed checkpoint covers it yet): the shard, the
-    entry and the checkpoint in one read, the proof's nodes in another."""
+def _entry_read(latest_shard: bool) -> Select[Any]:
+    """One read of the shard (``:year``, or the latest), entry ``:index``, the shard's latest
+    checkpoint when it covers the entry (an index look-up, whichever its size) and that
+    checkpoint's cosignature lines: one row per line in the witnesses' order, or one row."""
+    index = bindparam("index", type_=BigInteger)
     chosen = select(AuditShard.year)
     chosen = (
-        chosen.where(AuditShard.year == year)
-        if year is not None
-        else chosen.order_by(AuditShard.year.desc()).limit(1)
+        chosen.order_by(AuditShard.year.desc()).limit(1)
+        if latest_shard
+        else chosen.where(AuditShard.year == bindparam("year", type_=Integer))
     )
     shard_year = chosen.scalar_subquery()
-    # The shard's latest checkpoint, found once (an index look-up), whichever its size.
     latest = (
         select(func.max(AuditCheckpoint.size))
         .where(AuditCheckpoint.year == shard_year)
         .scalar_subquery()
     )
-    row = session.execute(
-        select(AuditShard, AuditEntry, AuditCheckpoint)
+    return (
+        select(
+            AuditShard.origin,
+            AuditShard.year.label("shard_year"),
+            *(AuditEntry.__table__.c[name] for name in _ENTRY_FIELDS),
+            AuditCheckpoint.size.label("tree_size"),
+            AuditCheckpoint.note,
+            WitnessCosignature.line,
+        )
+        .select_from(AuditShard)
         .outerjoin(AuditEntry, and_(AuditEntry.year == AuditShard.year, AuditEntry.idx == index))
         .outerjoin(
             AuditCheckpoint,
@@ -311,39 +374,66 @@ def entry_with_proof(
                 AuditCheckpoint.size > index,
             ),
         )
+        .outerjoin(
+            WitnessCosignature,
+            and_(
+                WitnessCosignature.year == AuditCheckpoint.year,
+                WitnessCosignature.size == AuditCheckpoint.size,
+            ),
+        )
         .where(AuditShard.year == shard_year)
-    ).first()
-    if row is None:
+        .order_by(WitnessCosignature.witness)
+    )
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+# Built once: each read only binds its values (Core rows, no ORM identity map or instances).
+_ENTRY_IN_SHARD = _entry_read(latest_shard=False)
+_ENTRY_IN_LATEST_SHARD = _entry_read(latest_shard=True)
+
+
+def entry_with_proof(
+    session: Session, *, principal: Principal, year: int | None, index: int
+) -> EntryProof:
+    """Entry ``index`` and its inclusion proof in the latest checkpoint that covers it: the
+    shard, the entry, the checkpoint and its cosignatures in one read, the proof's nodes in
+    another."""
+    return _entry_and_proof(
+        session,
+        year=year,
+        index=index,
+        may_read=lambda tenant: principal.can_for(Permission.AUDIT_READ, tenant),
+    )
+
+
+def _entry_and_proof(
+    session: Session, *, year: int | None, index: int, may_read: Callable[[str | None], bool]
+) -> EntryProof:
+    statement = _ENTRY_IN_LATEST_SHARD if year is None else _ENTRY_IN_SHARD
+    rows = session.connection().execute(statement, {"index": index, "year": year}).all()
+    if not rows:
         raise NotFound(
             "the audit ledger has no entries yet" if year is None else f"no audit shard {year}"
         )
-    found, entry, checkpoint = row
+    row = rows[0]
     # Out of scope answers exactly like absent, as for runs.
-    if entry is None or not principal.can_for(Permission.AUDIT_READ, entry.tenant):
-        raise NotFound(f"no entry {index} in {found.origin}")
-    return _proof_in(session, found, entry, checkpoint)
-
-
-def _with_proof(session: Session, found: AuditShard, entry: AuditEntry) -> EntryProof:
-    checkpoint = session.scalars(
-        select(AuditCheckpoint)
-        .where(AuditCheckpoint.year == found.year, AuditCheckpoint.size > entry.idx)
-        .order_by(AuditCheckpoint.size.desc())
-        .limit(1)
-    ).first()
-    return _proof_in(session, found, entry, checkpoint)
+    if row.idx is None or not may_read(row.tenant):
+        raise NotFound(f"no entry {index} in {row.origin}")
+    entry = LedgerEntry(*(row._mapping[name] for name in _ENTRY_FIELDS))
+    note = None
+    if row.tree_size is not None:
+        note = append_cosignatures(row.note, (r.line for r in rows if r.line is not None))
+    return _proof_in(session, row.origin, entry, row.tree_size, note)
 
 
 def _proof_in(
-    session: Session, found: AuditShard, entry: AuditEntry, checkpoint: AuditCheckpoint | None
+    session: Session, origin: str, entry: LedgerEntry, tree_size: int | None, note: str | None
 ) -> EntryProof:
-    index = entry.idx
     proof: list[bytes] = []
-    if checkpoint is not None:
-        proof = inclusion_proof(index, checkpoint.size, node_reader(session, found.year))
-    return EntryProof(
-        found.origin, found.year, entry, leaf_hash(stored_bytes(entry.entry)), checkpoint, proof
-    )
+    if tree_size is not None:
+        proof = inclusion_proof(entry.idx, tree_size, node_reader(session, entry.year))
+    raw = stored_bytes(entry.entry)
+    return EntryProof(origin, entry.year, entry, leaf_hash(raw), tree_size, note, proof)
 
 
 @dataclass(frozen=True)
@@ -369,11 +459,16 @@ def receipt(session: Session, *, principal: Principal, ref: int) -> Receipt:
         or (principal.actor.kind, principal.actor.id) == (row.actor_kind, row.actor_id)
     ):
         raise NotFound(f"no audit record {ref}")
-    entry = session.scalars(select(AuditEntry).where(AuditEntry.inbox_id == ref)).first()
-    if entry is None:
+    sealed = session.execute(
+        select(AuditEntry.year, AuditEntry.idx).where(AuditEntry.inbox_id == ref)
+    ).first()
+    if sealed is None:
         return Receipt(ref, "pending")
-    found = _with_proof(session, shard(session, entry.year), entry)
-    return Receipt(ref, "included" if found.checkpoint is not None else "sealed", found)
+    # (The record's reader was checked above: the writer may read its entry too.)
+    found = _entry_and_proof(
+        session, year=sealed.year, index=sealed.idx, may_read=lambda tenant: True
+    )
+    return Receipt(ref, "included" if found.tree_size is not None else "sealed", found)
 
 
 @dataclass(frozen=True)

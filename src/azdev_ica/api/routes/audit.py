@@ -24,6 +24,7 @@ from azdev_ica.db.tables import AuditCheckpoint, AuditEntry
 from azdev_ica.db.types import stored_bytes
 from azdev_ica.queries.audit import (
     AuditFilter,
+    LedgerEntry,
     Receipt,
     consistency,
     cosigned_note,
@@ -122,7 +123,7 @@ class PublicKeyOut(BaseModel):
     valid_until: str | None = Field(description="Null while the key is current")
 
 
-def _entry_fields(origin: str, row: AuditEntry) -> dict[str, object]:
+def _entry_fields(origin: str, row: AuditEntry | LedgerEntry) -> dict[str, object]:
     return {
         "origin": origin,
         "year": row.year,
@@ -195,11 +196,11 @@ def audit_entry(
         return EntryProofOut.model_validate(
             {
                 **_entry_fields(found.origin, found.entry),
-                "status": "included" if found.checkpoint is not None else "pending",
+                "status": "included" if found.tree_size is not None else "pending",
                 "leaf_hash": _b64(found.leaf_hash),
-                "tree_size": found.checkpoint.size if found.checkpoint is not None else None,
+                "tree_size": found.tree_size,
                 "inclusion_proof": [_b64(h) for h in found.proof],
-                "checkpoint": _note(session, found.checkpoint),
+                "checkpoint": found.note,
             }
         )
 
@@ -250,7 +251,7 @@ class ReceiptOut(BaseModel):
     checkpoint: str | None = Field(default=None, description="The signed checkpoint (C2SP)")
 
 
-def _receipt_out(session: Session, found: Receipt) -> ReceiptOut:
+def _receipt_out(found: Receipt) -> ReceiptOut:
     proof = found.found
     if proof is None:
         return ReceiptOut(ref=found.ref, status="pending")
@@ -263,16 +264,16 @@ def _receipt_out(session: Session, found: Receipt) -> ReceiptOut:
             "index": proof.entry.idx,
             "entry": stored_bytes(proof.entry.entry).decode("utf-8", errors="replace"),
             "leaf_hash": _b64(proof.leaf_hash),
-            "tree_size": proof.checkpoint.size if proof.checkpoint is not None else None,
+            "tree_size": proof.tree_size,
             "inclusion_proof": [_b64(h) for h in proof.proof],
-            "checkpoint": _note(session, proof.checkpoint),
+            "checkpoint": proof.note,
         }
     )
 
 
 def _read_receipt(ctx: ServiceContext, principal: Principal, ref: int) -> ReceiptOut:
     with ctx.read() as session:
-        return _receipt_out(session, receipt(session, principal=principal, ref=ref))
+        return _receipt_out(receipt(session, principal=principal, ref=ref))
 
 
 @router.get("/receipt/{ref}", response_model=ReceiptOut)

@@ -27,7 +27,6 @@ from azdev_ica.errors import NotFound
 from azdev_ica.jobs.sealer import checkpoint_store
 from azdev_ica.queries.audit import (
     AuditFilter,
-    cosigned_note,
     entry_with_proof,
     query_entries,
     shard,
@@ -125,11 +124,9 @@ def audit_entry_page(
             text=raw.decode("utf-8", errors="replace"),
             entry_b64=_b64(raw),
             leaf_hash=_b64(found.leaf_hash),
-            tree_size=found.checkpoint.size if found.checkpoint is not None else None,
+            tree_size=found.tree_size,
             proof=[_b64(h) for h in found.proof],
-            checkpoint=cosigned_note(session, found.checkpoint)
-            if found.checkpoint is not None
-            else None,
+            checkpoint=found.note,
         )
         entry = found.entry
     return page(request, "audit_entry.html", {"view": view, "entry": entry})
