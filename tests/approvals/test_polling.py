@@ -49,9 +49,24 @@ class Statements(list[str]):
 
 
 @pytest.fixture
-def statements(database: Any) -> Iterator[Statements]:
-    """Every SQL statement the server sends while the test runs (cleared by the test)."""
+def statements(database: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Statements]:
+    """Every SQL statement the server sends while the test runs (cleared by the test); on
+    PostgreSQL recorded at the driver, so that a read sent straight through it
+    (`Database.first_row`) is seen as well as the engine's."""
     seen = Statements()
+    if database.dialect == "postgresql":
+        import psycopg
+
+        execute = psycopg.Cursor.execute
+
+        def recorded(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(query))
+            seen.autocommit.append(cursor.connection.autocommit)
+            return execute(cursor, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", recorded)
+        yield seen
+        return
 
     def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
@@ -16,6 +16,9 @@ from azdev_ica.db.tables import Approval, ApprovalSignature, Person
 from azdev_ica.domain.approvals import ApprovalStatus, Half
 from azdev_ica.errors import NotFound
 from azdev_ica.queries.runs import decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from azdev_ica.db.engine import Database
 
 
 class ApprovalVersion(Protocol):
@@ -104,6 +107,32 @@ _VERSION = select(
     Approval.expires_at,
     Approval.closed_reason,
 ).where(Approval.id == bindparam("approval_id"))
+
+
+class _Version(NamedTuple):
+    """`_VERSION`'s row (an `ApprovalVersion`)."""
+
+    id: int
+    tenant: str
+    status: str
+    requested_at: datetime
+    updated_at: datetime
+    decided_at: datetime | None
+    expires_at: datetime
+    closed_reason: str | None
+
+
+def poll_version(db: Database, *, approval_id: int, principal: Principal) -> ApprovalVersion:
+    """`approval_version` as a request's first read, outside any transaction: a poller's
+    conditional request, which a 304 answers after this read alone. One statement on a pooled
+    connection, on PostgreSQL straight through the driver in autocommit mode
+    (`Database.first_row`: a third of a Session's CPU for the same read)."""
+    row = db.first_row(cast("Select[Any]", _VERSION), {"approval_id": approval_id})
+    version = None if row is None else _Version(*row)
+    # Out of scope answers exactly like absent: nothing leaks about other tenants.
+    if version is None or not principal.can_for(Permission.APPROVAL_READ, version.tenant):
+        raise NotFound(f"no approval {approval_id}")
+    return version
 
 
 def approval_version(

@@ -43,6 +43,7 @@ from azdev_ica.queries.approvals import (
     get_approval,
     list_approvals,
     poll_after,
+    poll_version,
 )
 from azdev_ica.services.approvals import (
     AdoCallback,
@@ -389,10 +390,8 @@ def approval_detail(
     now = ctx.clock.now()
     if if_none_match is not None:
         # The poller's usual case: one statement, on PostgreSQL without BEGIN and ROLLBACK
-        # around it (1 round trip instead of 3).
-        row = ctx.db.first_read(
-            lambda session: approval_version(session, approval_id=approval_id, principal=principal)
-        )
+        # around it (1 round trip instead of 3), straight through the driver.
+        row = poll_version(ctx.db, approval_id=approval_id, principal=principal)
         headers = _poll_headers(row, now)
         if etag_matches(if_none_match, headers["ETag"]):
             return Response(status_code=304, headers=headers)
