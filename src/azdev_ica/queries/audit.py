@@ -64,8 +64,9 @@ def query_entries(
     filters: AuditFilter,
     limit: int,
     cursor: str | None,
-) -> tuple[list[AuditEntry], str | None]:
+) -> tuple[list[LedgerEntry], str | None]:
     """Entries in log order (year, then index); the cursor is the last (year, index) seen.
+    Read as plain rows (Core: no ORM identity map or instances for a page of 100).
 
     A tenant-scoped caller sees only entries of its tenants (never the global ones).
     """
@@ -103,14 +104,14 @@ def query_entries(
         else:
             conditions.append(AuditEntry.tenant.in_(sorted(scope)))
     if filters.time_from is None and filters.time_to is None:
-        query = select(AuditEntry).where(*conditions)
+        query = select(*_ENTRY_COLUMNS).where(*conditions)
         if after is not None:
             year, index = after
             query = query.where(
                 or_(AuditEntry.year > year, and_(AuditEntry.year == year, AuditEntry.idx > index))
             )
         query = query.order_by(AuditEntry.year, AuditEntry.idx).limit(limit + 1)
-        rows = list(session.scalars(query))
+        rows = _ledger_entries(session, query)
     else:
         # A window: read only the spans of the log that can hold its entries (see
         # `_window_spans`), each in log order through the same indexes, until the page is full.
@@ -129,12 +130,12 @@ def query_entries(
                 if high < top or end is not None:  # the open end's last chunk: no bound
                     span.append(AuditEntry.idx < min(high, top))
                 query = (
-                    select(AuditEntry)
+                    select(*_ENTRY_COLUMNS)
                     .where(*conditions, *span)
                     .order_by(AuditEntry.year, AuditEntry.idx)
                     .limit(limit + 1 - len(rows))
                 )
-                rows.extend(session.scalars(query))
+                rows.extend(_ledger_entries(session, query))
                 if high >= top:
                     break
                 low, step = high, step * 2
@@ -359,7 +360,7 @@ def _entry_read(latest_shard: bool) -> Select[Any]:
         select(
             AuditShard.origin,
             AuditShard.year.label("shard_year"),
-            *(AuditEntry.__table__.c[name] for name in _ENTRY_FIELDS),
+            *_ENTRY_COLUMNS,
             AuditCheckpoint.size.label("tree_size"),
             AuditCheckpoint.note,
             WitnessCosignature.line,
@@ -387,6 +388,13 @@ def _entry_read(latest_shard: bool) -> Select[Any]:
 
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+_ENTRY_COLUMNS = tuple(AuditEntry.__table__.c[name] for name in _ENTRY_FIELDS)
+
+
+def _ledger_entries(session: Session, query: Select[Any]) -> list[LedgerEntry]:
+    return [LedgerEntry(*row) for row in session.connection().execute(query)]
+
+
 # Built once: each read only binds its values (Core rows, no ORM identity map or instances).
 _ENTRY_IN_SHARD = _entry_read(latest_shard=False)
 _ENTRY_IN_LATEST_SHARD = _entry_read(latest_shard=True)
