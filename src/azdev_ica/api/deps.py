@@ -17,7 +17,6 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import parse_qsl
@@ -238,64 +237,59 @@ _REQUIRED_ATTR = "ica_required_permission"
 _ONE_HAND_OFF_ATTR = "ica_one_hand_off"
 
 
-@dataclass(frozen=True)
-class _Unchecked:
-    """What a `OneHandOffRoute`'s endpoint is given for its caller before its hand-off: the
-    request, whose caller is authenticated and checked in the worker thread."""
-
-    request: Request
-
-
-def _deferred(permission: Permission) -> Callable[[Request], Awaitable[_Unchecked]]:
-    """`require(permission)` as a `OneHandOffRoute` declares it: no I/O on the event loop, the
-    same declared permission (the RBAC walk, the access matrix and the OpenAPI file see the
-    route as before)."""
-
-    async def dependency(request: Request) -> _Unchecked:
-        return _Unchecked(request)
-
-    setattr(dependency, PERMISSION_ATTR, permission.value)
-    dependency.__name__ = f"require_{permission.name.lower()}"
-    return dependency
+_REQUEST = "ica_request"
 
 
 def _one_hand_off(endpoint: Callable[..., Any]) -> tuple[Callable[..., Any], Permission | None]:
     """A plain `def` endpoint whose caller is a `require` dependency, as an `async def` endpoint
     that authenticates the caller and runs the original in one call to the thread pool; the
-    permission. Anything else is returned as it is, with None."""
+    permission. The caller and the service context (`Ctx`) are given to the endpoint by the
+    wrapper, not resolved by FastAPI (each dependency costs its resolution on every request):
+    FastAPI sees the request instead, and the permission is declared on the wrapper itself (the
+    RBAC walk, the access matrix and the OpenAPI file see the route as before). Anything else
+    is returned as it is, with None."""
     if getattr(endpoint, _ONE_HAND_OFF_ATTR, None) is not None:  # a route copied (app._flat)
         return endpoint, getattr(endpoint, _ONE_HAND_OFF_ATTR)
     if inspect.iscoroutinefunction(endpoint):
         return endpoint, None
     signature = inspect.signature(endpoint, eval_str=True)
-    found: tuple[str, Permission] | None = None
+    caller: tuple[str, Permission] | None = None
+    contexts: list[str] = []
     parameters = []
     for parameter in signature.parameters.values():
         depends = _annotated_depends(parameter.annotation)
         permission = getattr(depends.dependency, _REQUIRED_ATTR, None) if depends else None
-        if permission is None or found is not None:
+        if permission is not None and caller is None:
+            caller = (parameter.name, permission)
+        elif depends is not None and depends.dependency is get_ctx:
+            contexts.append(parameter.name)
+        else:
             parameters.append(parameter)
-            continue
-        found = (parameter.name, permission)
-        unchecked = Annotated[Principal, Depends(_deferred(permission))]
-        parameters.append(parameter.replace(annotation=unchecked))
-    if found is None:
+    if caller is None or any(parameter.name == _REQUEST for parameter in parameters):
         return endpoint, None
-    name, permission = found
+    name, permission = caller
+    parameters.append(
+        inspect.Parameter(_REQUEST, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+    )
 
     async def in_one_hand_off(**values: Any) -> Any:
-        unchecked: _Unchecked = values[name]
+        request: Request = values.pop(_REQUEST)
 
         def call() -> Any:
-            values[name] = authorise(unchecked.request, permission)
+            values[name] = authorise(request, permission)
+            for context in contexts:
+                values[context] = request.app.state.ctx
             return endpoint(**values)
 
         return await run_in_threadpool(call)
 
     # No __wrapped__: FastAPI would unwrap it and take the endpoint for a plain function.
-    in_one_hand_off.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    in_one_hand_off.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=sorted(parameters, key=lambda parameter: parameter.kind)
+    )
     for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(in_one_hand_off, attribute, getattr(endpoint, attribute))
+    setattr(in_one_hand_off, PERMISSION_ATTR, permission.value)
     setattr(in_one_hand_off, _ONE_HAND_OFF_ATTR, permission)
     return in_one_hand_off, permission
 
