@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field, StrictBool, StrictStr, model_validator
 
-from azdev_ica.api.deps import Ctx, json_body, require
+from azdev_ica.api.deps import Ctx, OneHandOffRoute, json_body, require
 from azdev_ica.api.schemas import Code, CommitSha, Digest, JsonInt, RunKey, Str, Strict
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
@@ -20,7 +20,8 @@ from azdev_ica.errors import OutOfScope, UnknownStage, UnknownTenant
 from azdev_ica.services import locks, overrides
 from azdev_ica.services.gates import EvaluateGate, evaluate
 
-router = APIRouter(tags=["gates"])
+# One hand-off to the thread pool per request: the caller is checked in the endpoint's call.
+router = APIRouter(tags=["gates"], route_class=OneHandOffRoute)
 
 Evaluator = Annotated[Principal, Depends(require(Permission.GATE_EVALUATE))]
 Releaser = Annotated[Principal, Depends(require(Permission.LOCK_RELEASE))]
