@@ -179,3 +179,26 @@ def test_statements_with_python_side_defaults_are_refused(ctx):
     with pytest.raises(TypeError):
         ctx.db.run_core(lambda transaction: transaction.execute(insert(table), {}))
     assert _count(ctx) == 0
+
+
+def test_a_repeated_parameter_a_literal_percent_and_a_bound_limit(ctx):
+    """Parameters go as SQLAlchemy binds them: a parameter used twice, `%` in the SQL, and
+    SQLAlchemy's own bound values (a LIMIT) compiled into the statement."""
+    ctx.db.run_core(lambda transaction: transaction.execute(_INSERT, _row("p1")))
+    ctx.db.run_core(lambda transaction: transaction.execute(_INSERT, _row("p2")))
+    twice = select(
+        bindparam("n", type_=Integer) + bindparam("n", type_=Integer),
+        text("'50%'"),
+        _RECORDS.c.idem_key.like(bindparam("pattern")),
+    ).select_from(_RECORDS)
+    limited = select(_RECORDS.c.idem_key).order_by(_RECORDS.c.idem_key.desc()).limit(1)
+
+    def action(transaction: CoreTransaction) -> tuple[Any, Any]:
+        return (
+            transaction.execute(twice, {"n": 21, "pattern": "p%"}),
+            transaction.execute(limited),
+        )
+
+    rows, last = ctx.db.run_core(action)
+    assert rows == [(42, "50%", True), (42, "50%", True)]
+    assert last == [("p2",)]
