@@ -268,12 +268,15 @@ def _one_hand_off(endpoint: Callable[..., Any]) -> tuple[Callable[..., Any], Per
     if caller is None or any(parameter.name == _REQUEST for parameter in parameters):
         return endpoint, None
     name, permission = caller
-    parameters.append(
-        inspect.Parameter(_REQUEST, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
-    )
+    # FastAPI gives the request to one parameter only: the endpoint's own, when it has one.
+    own = next((p.name for p in parameters if p.annotation is Request), None)
+    if own is None:
+        parameters.append(
+            inspect.Parameter(_REQUEST, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+        )
 
     async def in_one_hand_off(**values: Any) -> Any:
-        request: Request = values.pop(_REQUEST)
+        request: Request = values.pop(_REQUEST) if own is None else values[own]
 
         def call() -> Any:
             values[name] = authorise(request, permission)
