@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from azdev_ica.auth.principal import Principal
 from azdev_ica.auth.roles import Permission
+from azdev_ica.db.engine import driver_rows
 from azdev_ica.db.tables import (
     AUDIT_BLOCK_BITS,
     AUDIT_BLOCK_SIZE,
@@ -418,7 +419,8 @@ def _entry_and_proof(
     session: Session, *, year: int | None, index: int, may_read: Callable[[str | None], bool]
 ) -> EntryProof:
     statement = _ENTRY_IN_LATEST_SHARD if year is None else _ENTRY_IN_SHARD
-    rows = session.connection().execute(statement, {"index": index, "year": year}).all()
+    # On PostgreSQL straight through the driver, in the session's transaction.
+    rows = driver_rows(session, statement, {"index": index, "year": year})
     if not rows:
         raise NotFound(
             "the audit ledger has no entries yet" if year is None else f"no audit shard {year}"
@@ -427,7 +429,7 @@ def _entry_and_proof(
     # Out of scope answers exactly like absent, as for runs.
     if row.idx is None or not may_read(row.tenant):
         raise NotFound(f"no entry {index} in {row.origin}")
-    entry = LedgerEntry(*(row._mapping[name] for name in _ENTRY_FIELDS))
+    entry = LedgerEntry(*(getattr(row, name) for name in _ENTRY_FIELDS))
     note = None
     if row.tree_size is not None:
         note = append_cosignatures(row.note, (r.line for r in rows if r.line is not None))
