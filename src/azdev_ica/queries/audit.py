@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -170,41 +171,11 @@ def _window_plan(
     Also each shard's end (one past its last index), which bounds an open span's reads. All of
     it in one read: the shards, the summary of their blocks and their last indexes.
     """
-    overlap: list[ColumnElement[bool]] = []
-    if filters.time_from is not None:
-        overlap.append(AuditTimeBlock.max_time >= filters.time_from)
-    if filters.time_to is not None:
-        overlap.append(AuditTimeBlock.min_time < filters.time_to)
-    hit = case((and_(*overlap), AuditTimeBlock.block))
-    summary = (
-        select(
-            AuditTimeBlock.year,
-            func.count().label("count"),
-            func.max(AuditTimeBlock.block).label("last"),
-            func.min(hit).label("low"),
-            func.max(hit).label("high"),
-        )
-        .group_by(AuditTimeBlock.year)
-        .subquery()
-    )
-    last_index = (
-        select(func.max(AuditEntry.idx))
-        .where(AuditEntry.year == AuditShard.year)
-        .correlate(AuditShard)
-        .scalar_subquery()
-    )
     blocks: dict[int, tuple[Any, ...]] = {}
     ends: dict[int, int] = {}
-    for year, count, last, low, high, last_idx in session.execute(
-        select(
-            AuditShard.year,
-            summary.c.count,
-            summary.c.last,
-            summary.c.low,
-            summary.c.high,
-            last_index,
-        ).outerjoin(summary, summary.c.year == AuditShard.year)
-    ):
+    statement = _plan_read(filters.time_from is not None, filters.time_to is not None)
+    params = {"time_from": filters.time_from, "time_to": filters.time_to}
+    for year, count, last, low, high, last_idx in driver_rows(session, statement, params):
         ends[year] = 0 if last_idx is None else int(last_idx) + 1
         if count is not None:
             blocks[year] = (count, last, low, high)
@@ -236,6 +207,44 @@ def _window_plan(
                     continue
             spans.append((year, first, end))
     return spans, ends
+
+
+@functools.cache
+def _plan_read(time_from: bool, time_to: bool) -> Select[Any]:
+    """`_window_plan`'s read for a window with these bounds (``:time_from``, ``:time_to``),
+    built once: each shard's year, the count of its recorded blocks, the last of them, the
+    first and last that overlap the window, and the shard's last index."""
+    overlap: list[ColumnElement[bool]] = []
+    if time_from:
+        overlap.append(AuditTimeBlock.max_time >= bindparam("time_from"))
+    if time_to:
+        overlap.append(AuditTimeBlock.min_time < bindparam("time_to"))
+    hit = case((and_(*overlap), AuditTimeBlock.block))
+    summary = (
+        select(
+            AuditTimeBlock.year,
+            func.count().label("count"),
+            func.max(AuditTimeBlock.block).label("last"),
+            func.min(hit).label("low"),
+            func.max(hit).label("high"),
+        )
+        .group_by(AuditTimeBlock.year)
+        .subquery()
+    )
+    last_index = (
+        select(func.max(AuditEntry.idx))
+        .where(AuditEntry.year == AuditShard.year)
+        .correlate(AuditShard)
+        .scalar_subquery()
+    )
+    return select(
+        AuditShard.year,
+        summary.c.count,
+        summary.c.last,
+        summary.c.low,
+        summary.c.high,
+        last_index.label("last_index"),
+    ).outerjoin(summary, summary.c.year == AuditShard.year)
 
 
 def _encode_cursor(year: int, index: int) -> str:
