@@ -118,6 +118,27 @@ def test_an_unchanged_request_answers_304_after_one_cheap_read(
     assert stale.json()["id"] == approval_id
 
 
+def test_a_poll_costs_one_hand_off_to_the_thread_pool(client, devops, approval_id, monkeypatch):
+    import anyio.to_thread
+
+    path = f"{API}/approval/{approval_id}"
+    etag = client.get(path, headers=devops).headers["etag"]
+    original = anyio.to_thread.run_sync
+    handed: list[str] = []
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(getattr(function, "__name__", repr(function)))
+        return await original(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    again = client.get(path, headers={**devops, "If-None-Match": etag})
+    assert again.status_code == 304
+    assert len(handed) == 1, handed
+    handed.clear()
+    assert client.get(path, headers=devops).status_code == 200  # a full answer alike
+    assert len(handed) == 1, handed
+
+
 def test_a_signature_changes_the_version_and_a_decision_ends_the_back_off(
     client, devops, approval_id, people
 ):

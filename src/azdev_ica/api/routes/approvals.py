@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field, StrictStr
 
 from azdev_ica.adapters.notify._common import credential_url_problem
-from azdev_ica.api.deps import Ctx, IdempotencyKey, json_body, require
+from azdev_ica.api.deps import Ctx, IdempotencyKey, OneHandOffRoute, json_body, require
 from azdev_ica.api.schemas import (
     Code,
     CommitSha,
@@ -57,7 +57,9 @@ from azdev_ica.services.approvals import (
 from azdev_ica.services.context import ServiceContext
 from azdev_ica.services.idempotency import IdempotencyRequest
 
-router = APIRouter(tags=["approvals"])
+# One hand-off to the thread pool per request: the caller is checked in the endpoint's call
+# (a poller's conditional GET is most of this router's traffic).
+router = APIRouter(tags=["approvals"], route_class=OneHandOffRoute)
 
 Requester = Annotated[Principal, Depends(require(Permission.APPROVAL_REQUEST))]
 Reader = Annotated[Principal, Depends(require(Permission.APPROVAL_READ))]
