@@ -7,7 +7,8 @@ The database (PostgreSQL started here, fsync on; or SQLite) is prepared before a
 measured: `ica init` with the example policy, `--history N` earlier deployments across the
 fleet (runs with a succeeded `deploy` event, through the services, as the promotion and
 rollback rules read them), and one run of Tonga's development stage that has reported its
-build, tests and scan. The same pipeline then asks the gate again and again; each answer is
+build, tests and scan (and one such run each on Samoa's, the Cook Islands' and the Solomon
+Islands' development targets). The same pipeline then asks the gate again and again; each answer is
 a full evaluation (the facts, the decision, the lock renewed, the decision row and its audit
 entry, in one transaction).
 
@@ -17,6 +18,8 @@ Figures, gate beside health:
   request (utime + stime of the server process from /proc, every thread, sealer included),
   in rounds alternating health and the gate, each figure the median of the rounds with the
   range of the gate's CPU and ratio beside it (one run on this shared machine is not enough);
+  the four clients evaluate one run on one target, whose lock row makes its evaluations
+  serial, and then, in the same rounds, one run each on four targets;
 - round trips per evaluation: the statements one request sends to the database and the
   BEGIN and COMMIT of its transactions, counted in this process on the same application
   (the whole HTTP stack, no socket);
@@ -35,7 +38,7 @@ import http.client
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,6 +81,9 @@ GOAL_RATE = 500.0
 STEP_REQUESTS = 300
 # Saturation rounds (health, then the gate), each figure their median.
 SATURATION_ROUNDS = 5
+# The tenants whose development targets the bench's runs deploy to: the saturation clients
+# all on the first (one lock row, evaluated one after another), then one on each.
+TARGETS = ("to", "ws", "ck", "sb")
 
 
 def _history(ctx: ServiceContext, pipeline: Principal, count: int) -> None:
@@ -104,9 +110,11 @@ def _history(ctx: ServiceContext, pipeline: Principal, count: int) -> None:
             )
 
 
-def _prepare(url: str, history: int) -> str:
+def _prepare(url: str, history: int, *, tenants: Sequence[str] = ("to",)) -> str:
     """The deployment history and the bench's run (build, tests, scan reported), written
-    through the services before anything is measured; returns the run's key."""
+    through the services before anything is measured; returns the run's key. With more
+    `tenants`, one such run on each tenant's development target (run ids 1, 2, ...), and the
+    key returned is the first's (`_run_key` gives the others')."""
     database = Database.from_url(url, pool_size=2)
     ctx = ServiceContext(db=database, clock=SystemClock(), pepper=b"p" * 32)
     pipeline = Principal.with_role(
@@ -114,32 +122,40 @@ def _prepare(url: str, history: int) -> str:
     )
     try:
         _history(ctx, pipeline, history)
-        run = start_run(
-            ctx,
-            principal=pipeline,
-            command=StartRun(
-                provider=Provider.AZURE,
-                project_id="bench",
-                run_id="1",
-                pipeline_name="bench",
-                tenant="to",
-                # The example policy's promotion rules apply: development is the chain's
-                # first stage (a later one would need the stage before and its sign-offs).
-                stage="development",
-                artifact_digest="sha256:" + "ab" * 32,
-            ),
-        ).run
-        for phase, data in (
-            (Phase.BUILD, {"artifact_digest": "sha256:" + "ab" * 32}),
-            (Phase.TEST, {"passed": True, "coverage_percent": 91.5}),
-            (Phase.SCAN, {"passed": True, "findings": {"critical": 0, "high": 0}}),
-        ):
-            record_event(
-                ctx, principal=pipeline, command=RecordEvent(run.run_key, phase, data=data)
-            )
-        return run.run_key
+        keys = []
+        for number, tenant in enumerate(tenants, start=1):
+            run = start_run(
+                ctx,
+                principal=pipeline,
+                command=StartRun(
+                    provider=Provider.AZURE,
+                    project_id="bench",
+                    run_id=str(number),
+                    pipeline_name="bench",
+                    tenant=tenant,
+                    # The example policy's promotion rules apply: development is the chain's
+                    # first stage (a later one would need the stage before and its sign-offs).
+                    stage="development",
+                    artifact_digest="sha256:" + "ab" * 32,
+                ),
+            ).run
+            for phase, data in (
+                (Phase.BUILD, {"artifact_digest": "sha256:" + "ab" * 32}),
+                (Phase.TEST, {"passed": True, "coverage_percent": 91.5}),
+                (Phase.SCAN, {"passed": True, "findings": {"critical": 0, "high": 0}}),
+            ):
+                record_event(
+                    ctx, principal=pipeline, command=RecordEvent(run.run_key, phase, data=data)
+                )
+            keys.append(run.run_key)
+        return keys[0]
     finally:
         database.dispose()
+
+
+def _run_key(number: int) -> str:
+    """The key of `_prepare`'s run `number` (1 is the bench's)."""
+    return f"{Provider.AZURE.value}:bench:{number}"
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,8 @@ class Bench:
     url: str
     gate: Request
     health: Request
+    # One allowed evaluation on each of TARGETS development targets (`gate` the first).
+    targets: tuple[Request, ...]
 
 
 @contextmanager
@@ -155,22 +173,28 @@ def serving(url: str, history: int) -> Iterator[Bench]:
     """`ica serve` on the database at `url` (empty), the data prepared, the gate checked to
     allow the bench's run (a denial would measure the wrong path)."""
     with ica_serve(url) as served:
-        run_key = _prepare(url, history)
+        run_key = _prepare(url, history, tenants=TARGETS)
         # The history's audit records sealed and its notifications delivered first: work the
         # server would otherwise charge to the first round's evaluations.
         settle(url)
         headers = {"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"}
-        gate = Request(
-            "POST", "/api/v1/azdev/gate/evaluate", json.dumps({"run_key": run_key}).encode(),
-            headers,
-        )  # fmt: skip
+        targets = tuple(
+            Request(
+                "POST",
+                "/api/v1/azdev/gate/evaluate",
+                json.dumps({"run_key": key}).encode(),
+                headers,
+            )
+            for key in [run_key, *(_run_key(n) for n in range(2, len(TARGETS) + 1))]
+        )
         connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
-        connection.request(gate.method, gate.path, gate.body, headers)
-        answer = json.loads(connection.getresponse().read())
+        for gate in targets:
+            connection.request(gate.method, gate.path, gate.body, headers)
+            answer = json.loads(connection.getresponse().read())
+            if answer.get("status") != "allow":
+                raise RuntimeError(f"the gate did not allow a bench run: {answer}")
         connection.close()
-        if answer.get("status") != "allow":
-            raise RuntimeError(f"the gate did not allow the bench's run: {answer}")
-        yield Bench(served, url, gate, Request("GET", "/health"))
+        yield Bench(served, url, targets[0], Request("GET", "/health"), targets)
 
 
 def _statements_per_request(bench: Bench, request: Request, count: int) -> float:
@@ -202,7 +226,9 @@ def _statements_per_request(bench: Bench, request: Request, count: int) -> float
         database.dispose()
 
 
-def _saturated(bench: Bench, request: Request, total: int) -> tuple[float, float]:
+def _saturated(
+    bench: Bench, request: Request | Sequence[Request], total: int
+) -> tuple[float, float]:
     """(requests/s with 4 keep-alive clients, server CPU ms per request)."""
     before = bench.served.cpu_seconds()
     rate = saturation(bench.served.base, request, clients=4, total=total)
@@ -260,11 +286,12 @@ def measure(url: str, sizes: Sizes, *, history: int) -> list[Figure]:
         # shown): one round on this shared machine moved the gate's CPU by 2x.
         rounds = [
             (*_saturated(bench, bench.health, sizes.gate_requests),
-             *_saturated(bench, bench.gate, sizes.gate_requests))
+             *_saturated(bench, bench.gate, sizes.gate_requests),
+             *_saturated(bench, bench.targets, sizes.gate_requests))
             for _ in range(1 if smoke else SATURATION_ROUNDS)
         ]  # fmt: skip
-        health_rate, health_cpu, gate_rate, gate_cpu = (
-            median([values[i] for values in rounds]) for i in range(4)
+        health_rate, health_cpu, gate_rate, gate_cpu, spread_rate, spread_cpu = (
+            median([values[i] for values in rounds]) for i in range(6)
         )
         ratios = sorted(values[2] / values[0] for values in rounds)
         cpus = sorted(values[3] for values in rounds)
@@ -284,6 +311,18 @@ def measure(url: str, sizes: Sizes, *, history: int) -> list[Figure]:
                 ratio >= 0.5,
             )
         ]
+        spread = median(sorted(values[4] / values[0] for values in rounds))
+        found.append(
+            Figure(
+                f"Gate evaluations at saturation, the 4 clients on {len(TARGETS)} targets (a run "
+                "and its own lock row each; the row above: all on one)",
+                f"{spread_rate:.0f}/s ({spread_cpu:.1f} ms server CPU each)",
+                f"GET /health {health_rate:.0f}/s",
+                spread,
+                ">= 0.5",
+                spread >= 0.5,
+            )
+        )
         rate, seconds = sizes.open_loop_rate, sizes.open_loop_seconds
         health_p99 = _p99(bench, bench.health, rate, seconds)
         gate_p99 = _p99(bench, bench.gate, rate, seconds)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -42,16 +42,21 @@ def _send(connection: http.client.HTTPConnection, request: Request) -> None:
         raise RuntimeError(f"{request.method} {request.path}: {response.status} {body[:200]!r}")
 
 
-def saturation(base_url: str, request: Request, *, clients: int, total: int) -> float:
-    """Requests per second with `clients` keep-alive clients sending back to back."""
+def saturation(
+    base_url: str, request: Request | Sequence[Request], *, clients: int, total: int
+) -> float:
+    """Requests per second with `clients` keep-alive clients sending back to back (given
+    several requests, client i sends the i-th, round robin)."""
     connect = _connection_factory(base_url)
     per_client = max(1, total // clients)
+    requests = [request] if isinstance(request, Request) else list(request)
 
-    def work(_: int) -> None:
+    def work(client: int) -> None:
         connection = connect()
+        mine = requests[client % len(requests)]
         try:
             for _ in range(per_client):
-                _send(connection, request)
+                _send(connection, mine)
         finally:
             connection.close()
 
