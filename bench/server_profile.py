@@ -55,7 +55,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging, metrics", ("logging", "prometheus_client")),
     ("JSON", ("json", "orjson", "rfc8785")),
 )
-ORDER = [name for name, _ in LAYERS] + ["ICA", "other"]
 KINDS = {
     "gate": "POST gate/evaluate, allowed",
     "event": "POST run/event",
@@ -111,7 +110,9 @@ class Profiler:
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        time.sleep(0.5)  # attached: the first samples (of an idle server) are not kept
+        # Attached before the burst; a server waiting for requests holds no GIL, so the wait
+        # adds no samples.
+        time.sleep(0.5)
         try:
             burst()
         finally:
